@@ -1,0 +1,441 @@
+//! Configuring and starting a daemon.
+
+use super::daemonize::{self, ReadyPipe};
+use super::main_loop::MainLoop;
+use super::stats::{LoopCounters, Stats};
+use super::supervisor::{GetStats, LoopLink, ReadyCallback, RequestShutdown, Shared, Supervisor, SupervisorConfig};
+use super::{pidfile, Daemon};
+use crate::cli::DaemonArgs;
+use crate::error::{Error, ExitCode, Result};
+use crate::event::{Event, Events, ShutdownReason, Subscription};
+use crate::log::{LogConfig, LogFile, LogSystem, Logger};
+use crate::plugin::Plugin;
+use actix::prelude::*;
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Configures a daemon, then runs it with [`main`](Self::main) (the framework
+/// owns the process: command line, `--daemon`, exit code) or
+/// [`start`](Self::start) (inside an actix `System` you already run).
+pub struct DaemonBuilder<D: Daemon> {
+    daemon: D,
+    name: String,
+    version: Option<String>,
+    about: Option<String>,
+    interval_secs: f64,
+    shutdown_timeout_secs: f64,
+    log_file: Option<PathBuf>,
+    verbose: bool,
+    debug_level: u8,
+    pidfile: Option<PathBuf>,
+    daemonize: bool,
+    handle_signals: bool,
+    events: Events,
+    plugins: Vec<Box<dyn Plugin>>,
+}
+
+/// A running daemon started with [`DaemonBuilder::start`].
+#[derive(Debug)]
+pub struct DaemonHandle {
+    supervisor: Addr<Supervisor>,
+    done: oneshot::Receiver<ExitCode>,
+    events: Events,
+    logger: Logger,
+}
+
+impl DaemonHandle {
+    /// Asks for a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.supervisor.do_send(RequestShutdown(ShutdownReason::Requested));
+    }
+
+    /// Current stats (raises the stats event); `None` once stopped.
+    pub async fn stats(&self) -> Option<Stats> {
+        self.supervisor.send(GetStats).await.ok()
+    }
+
+    /// The daemon's event bus.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// The daemon's logger.
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    /// The supervisor actor.
+    pub fn supervisor(&self) -> &Addr<Supervisor> {
+        &self.supervisor
+    }
+
+    /// Waits until the daemon stopped; returns its exit code.
+    pub async fn wait(self) -> ExitCode {
+        self.done.await.unwrap_or(ExitCode::Software)
+    }
+}
+
+/// Configuration checked and files opened, before anything runs.
+struct Prepared {
+    interval: Duration,
+    shutdown_timeout: Duration,
+    log_file: Option<Arc<LogFile>>,
+    pidfile: Option<PathBuf>,
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::Config(format!("bad path {}: {e}", path.display())))
+}
+
+fn seconds(what: &str, secs: f64, allow_zero: bool) -> Result<Duration> {
+    let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0)) && secs < 1e9;
+    if !ok {
+        let bound = if allow_zero { ">= 0" } else { "> 0" };
+        return Err(Error::Config(format!("{what} must be a number of seconds {bound}, got {secs}")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn default_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "daemon".into())
+}
+
+impl<D: Daemon> DaemonBuilder<D> {
+    /// A builder for `daemon` with defaults: interval 1 s, shutdown timeout
+    /// 10 s, log to stderr, signals handled, named after the binary.
+    pub fn new(daemon: D) -> Self {
+        Self {
+            daemon,
+            name: default_name(),
+            version: None,
+            about: None,
+            interval_secs: 1.0,
+            shutdown_timeout_secs: 10.0,
+            log_file: None,
+            verbose: false,
+            debug_level: 0,
+            pidfile: None,
+            daemonize: false,
+            handle_signals: true,
+            events: Events::new(),
+            plugins: Vec::new(),
+        }
+    }
+
+    /// The daemon's name (log lines, `--help`, process titles).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The version `--version` prints (e.g. `env!("CARGO_PKG_VERSION")`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// The description `--help` prints.
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+
+    /// Time between the starts of two ticks (zero: as fast as possible).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval_secs = interval.as_secs_f64();
+        self
+    }
+
+    /// The interval in fractional seconds; negative values are rejected at start.
+    pub fn interval_secs(mut self, secs: f64) -> Self {
+        self.interval_secs = secs;
+        self
+    }
+
+    /// How long a graceful shutdown may take before the daemon stops anyway.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout_secs = timeout.as_secs_f64();
+        self
+    }
+
+    /// Append log lines to `path` (reopened when rotated).
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
+    /// Also log to stderr when a log file is set.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Debug level (0 = off); `debug(level, ..)` lines with `level <=` this are logged.
+    pub fn debug_level(mut self, level: u8) -> Self {
+        self.debug_level = level;
+        self
+    }
+
+    /// Write the daemon's pid to `path` (removed on exit).
+    pub fn pidfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pidfile = Some(path.into());
+        self
+    }
+
+    /// Detach into the background (only with [`main`](Self::main)/[`run`](Self::run)).
+    pub fn daemonize(mut self, daemonize: bool) -> Self {
+        self.daemonize = daemonize;
+        self
+    }
+
+    /// Install signal handlers (default). Turn off when embedding the daemon
+    /// in an application that handles signals itself.
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// Adds a plugin, set up in the order added.
+    pub fn plugin(mut self, plugin: impl Plugin) -> Self {
+        self.plugins.push(Box::new(plugin));
+        self
+    }
+
+    /// The event bus, to subscribe before the daemon starts.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Subscribes a closure to an event (see [`Events::on`]).
+    pub fn on<E: Event>(self, listener: impl Fn(&mut E) + Send + Sync + 'static) -> Self {
+        let _: Subscription = self.events.on(listener);
+        self
+    }
+
+    /// Applies the standard command-line flags.
+    pub fn args(mut self, args: &DaemonArgs) -> Self {
+        self.daemonize |= args.daemon;
+        if let Some(p) = &args.pidfile {
+            self.pidfile = Some(p.clone());
+        }
+        if let Some(p) = &args.log_file {
+            self.log_file = Some(p.clone());
+        }
+        self.verbose |= args.verbose > 0;
+        if let Some(level) = args.debug {
+            self.debug_level = level;
+        }
+        if let Some(secs) = args.interval {
+            self.interval_secs = secs;
+        }
+        if let Some(secs) = args.shutdown_timeout {
+            self.shutdown_timeout_secs = secs;
+        }
+        self
+    }
+
+    /// Parses the standard command line, then [`run`](Self::run)s. Returns the
+    /// process exit code: `fn main() -> ExitCode { builder.main() }`.
+    pub fn main(self) -> std::process::ExitCode {
+        let parsed = crate::cli::parse_daemon_args(&self.name, self.version.clone(), self.about.clone());
+        match parsed {
+            Ok(args) => self.args(&args).run(),
+            Err(code) => code.into(),
+        }
+    }
+
+    /// Runs the daemon in this process (daemonizing first if configured) in a
+    /// new actix `System`, until it stops. Errors are printed as one line.
+    pub fn run(self) -> std::process::ExitCode {
+        let name = self.name.clone();
+        match self.run_inner() {
+            Ok(code) => code.into(),
+            Err(e) => {
+                eprintln!("{name}: error: {e}");
+                e.exit_code().into()
+            }
+        }
+    }
+
+    fn prepare(&mut self) -> Result<Prepared> {
+        let interval = seconds("--interval", self.interval_secs, true)?;
+        let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout_secs, false)?;
+        let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
+        let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
+            Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
+                Error::CantCreate {
+                    what: "log file",
+                    path,
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        Ok(Prepared {
+            interval,
+            shutdown_timeout,
+            log_file,
+            pidfile,
+        })
+    }
+
+    fn run_inner(mut self) -> Result<ExitCode> {
+        let prepared = self.prepare()?;
+        let (ready, previous_pid) = if self.daemonize {
+            let launcher = std::process::id() as i32;
+            (Some(daemonize::daemonize(&self.name)?), Some(launcher))
+        } else {
+            (None, None)
+        };
+        let ready = Arc::new(Mutex::new(ready));
+        let outcome = self.run_system(prepared, ready.clone(), previous_pid);
+        if let (Err(e), Some(pipe)) = (&outcome, ready.lock().take()) {
+            pipe.report(Err((e.exit_code(), e.to_string())));
+        }
+        outcome
+    }
+
+    fn run_system(
+        self,
+        prepared: Prepared,
+        ready: Arc<Mutex<Option<ReadyPipe>>>,
+        previous_pid: Option<i32>,
+    ) -> Result<ExitCode> {
+        if let Some(path) = &prepared.pidfile {
+            pidfile::write(path)?;
+        }
+        let pid_path = prepared.pidfile.clone();
+        let on_ready: ReadyCallback = Box::new(move |outcome| {
+            if let Some(pipe) = ready.lock().take() {
+                pipe.report(outcome);
+            }
+        });
+        let system = System::new();
+        let result = system.block_on(async move {
+            let handle = self.start_prepared(prepared, Some(on_ready), previous_pid)?;
+            Ok(handle.wait().await)
+        });
+        if result.is_err() {
+            if let Some(path) = &pid_path {
+                pidfile::remove_if_ours(path);
+            }
+        }
+        result
+    }
+
+    /// Starts the daemon inside the current actix `System` (next to an
+    /// actix-web server, say) and returns a handle. Does not parse the command
+    /// line or daemonize.
+    pub fn start(mut self) -> Result<DaemonHandle> {
+        let prepared = self.prepare()?;
+        if let Some(path) = &prepared.pidfile {
+            pidfile::write(path)?;
+        }
+        self.start_prepared(prepared, None, None)
+    }
+
+    fn start_prepared(
+        self,
+        prepared: Prepared,
+        on_ready: Option<ReadyCallback>,
+        previous_pid: Option<i32>,
+    ) -> Result<DaemonHandle> {
+        if System::try_current().is_none() {
+            return Err(Error::NoSystem);
+        }
+        let log_config = LogConfig {
+            file: prepared.log_file.as_ref().map(|f| f.path().to_path_buf()),
+            // Without a log file, stderr is the only place lines can go.
+            console: self.verbose || prepared.log_file.is_none(),
+            debug_level: self.debug_level,
+            role: "main".into(),
+            daemon_pid: std::process::id() as i32,
+        };
+        let logs = LogSystem::start_with(&log_config, &self.events, prepared.log_file.clone());
+        let logger = logs.logger.clone();
+        let events = self.events.clone();
+        let (done_tx, done_rx) = oneshot::channel();
+        let loop_arbiter = Arbiter::new();
+        let daemon = self.daemon;
+        let name = self.name;
+        let config = SupervisorConfig {
+            shutdown_timeout: prepared.shutdown_timeout,
+            handle_signals: self.handle_signals,
+            pidfile: prepared.pidfile,
+            log_file: logs.file.clone(),
+            log_guard: Some(logs.guard),
+            plugins: self.plugins,
+            on_ready,
+            previous_pid,
+        };
+        let supervisor = Supervisor::create(move |ctx| {
+            let shared = Arc::new(Shared {
+                name,
+                interval: prepared.interval,
+                logger: logs.logger,
+                events: events.clone(),
+                counters: LoopCounters::default(),
+                supervisor: ctx.address(),
+                started_at: Instant::now(),
+            });
+            let loop_shared = shared.clone();
+            let main_loop =
+                MainLoop::start_in_arbiter(&loop_arbiter.handle(), move |_| MainLoop::new(daemon, loop_shared));
+            let link = LoopLink {
+                init: main_loop.clone().recipient(),
+                begin: main_loop.clone().recipient(),
+                stop: main_loop.recipient(),
+                arbiter: loop_arbiter.handle(),
+            };
+            Supervisor::new(shared, config, link, done_tx)
+        });
+        Ok(DaemonHandle {
+            supervisor,
+            done: done_rx,
+            events: self.events,
+            logger,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nop;
+    impl Daemon for Nop {
+        fn execute(&mut self, _: &mut crate::LoopContext<'_, Self>) {}
+    }
+
+    #[test]
+    fn negative_or_nan_interval_is_a_config_error() {
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let err = DaemonBuilder::new(Nop).interval_secs(bad).prepare().err().unwrap();
+            assert_eq!(err.exit_code(), ExitCode::Config, "{bad}");
+            assert!(err.to_string().contains("--interval"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unwritable_log_file_is_refused_before_start() {
+        let err = DaemonBuilder::new(Nop)
+            .log_file("/nonexistent-dir/x.log")
+            .prepare()
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), ExitCode::CantCreate);
+        assert!(err.to_string().contains("/nonexistent-dir/x.log"));
+    }
+
+    #[test]
+    fn start_outside_a_system_is_an_error() {
+        let err = DaemonBuilder::new(Nop).start().err().unwrap();
+        assert!(matches!(err, Error::NoSystem));
+    }
+}

@@ -1,0 +1,186 @@
+//! Stats of a running daemon: a snapshot structure and the lock-free counters
+//! it is read from (so a SIGUSR1 dump never waits for a busy main loop).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A snapshot of the daemon's stats.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Daemon name.
+    pub name: String,
+    /// Pid of the daemon's main process.
+    pub pid: i32,
+    /// Time since the daemon started.
+    pub uptime: Duration,
+    /// Main loop figures.
+    pub main_loop: LoopStats,
+    /// Memory of the main process.
+    pub memory: MemoryStats,
+    /// Fields added by [`StatsEvent`](crate::event::StatsEvent) listeners.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Main loop figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoopStats {
+    /// Configured interval (zero = as fast as possible).
+    pub interval: Duration,
+    /// Ticks run (including skipped ones).
+    pub iterations: u64,
+    /// Ticks a pre-execute listener skipped.
+    pub skipped: u64,
+    /// Ticks that did not finish before the next one was due.
+    pub overruns: u64,
+    /// Mean duration of `execute`.
+    pub mean_execute: Duration,
+    /// Longest duration of `execute`.
+    pub max_execute: Duration,
+    /// Longest delay between when a tick was due and when it started.
+    pub max_lateness: Duration,
+}
+
+/// Memory of one process, from `/proc/<pid>/statm`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct MemoryStats {
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Resident pages not shared with other processes, in bytes.
+    pub private_bytes: u64,
+}
+
+impl MemoryStats {
+    /// Reads the current process's memory figures (zeros if `/proc` is unavailable).
+    pub fn current() -> Self {
+        Self::of_pid(None)
+    }
+
+    /// Reads another process's memory figures.
+    pub fn of_pid(pid: Option<i32>) -> Self {
+        let path = match pid {
+            Some(p) => format!("/proc/{p}/statm"),
+            None => "/proc/self/statm".to_string(),
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Self::default();
+        };
+        let fields: Vec<u64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        match fields.as_slice() {
+            [_, resident, shared, ..] => Self {
+                rss_bytes: resident * page,
+                private_bytes: resident.saturating_sub(*shared) * page,
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+impl Stats {
+    /// The report as `key: value` lines, as dumped on SIGUSR1.
+    pub fn lines(&self) -> Vec<String> {
+        let l = &self.main_loop;
+        let mut lines = vec![
+            format!("daemon: {} pid {} uptime {}", self.name, self.pid, humantime::format_duration(round_ms(self.uptime))),
+            format!(
+                "loop: interval {:?} iterations {} skipped {} overruns {} execute mean {:?} max {:?} lateness max {:?}",
+                l.interval, l.iterations, l.skipped, l.overruns, l.mean_execute, l.max_execute, l.max_lateness
+            ),
+            format!("memory: rss {} private {}", mib(self.memory.rss_bytes), mib(self.memory.private_bytes)),
+        ];
+        lines.extend(self.extra.iter().map(|(k, v)| format!("{k}: {v}")));
+        lines
+    }
+
+    /// A one-line summary (systemd `STATUS=`).
+    pub fn summary(&self) -> String {
+        format!(
+            "running {}: {} iterations, {} overruns, rss {}",
+            humantime::format_duration(Duration::from_secs(self.uptime.as_secs())),
+            self.main_loop.iterations,
+            self.main_loop.overruns,
+            mib(self.memory.rss_bytes)
+        )
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in self.lines() {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters the main loop updates on every tick and anyone can read.
+#[derive(Debug, Default)]
+pub(crate) struct LoopCounters {
+    pub iterations: AtomicU64,
+    pub skipped: AtomicU64,
+    pub overruns: AtomicU64,
+    executed: AtomicU64,
+    total_execute_ns: AtomicU64,
+    max_execute_ns: AtomicU64,
+    max_lateness_ns: AtomicU64,
+}
+
+impl LoopCounters {
+    pub(crate) fn record_execute(&self, took: Duration) {
+        let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+        self.executed.fetch_add(1, Ordering::Relaxed);
+        self.total_execute_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_execute_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_lateness(&self, late: Duration) {
+        let ns = late.as_nanos().min(u64::MAX as u128) as u64;
+        self.max_lateness_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, interval: Duration) -> LoopStats {
+        let executed = self.executed.load(Ordering::Relaxed);
+        let total = self.total_execute_ns.load(Ordering::Relaxed);
+        LoopStats {
+            interval,
+            iterations: self.iterations.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            overruns: self.overruns.load(Ordering::Relaxed),
+            mean_execute: Duration::from_nanos(total.checked_div(executed).unwrap_or(0)),
+            max_execute: Duration::from_nanos(self.max_execute_ns.load(Ordering::Relaxed)),
+            max_lateness: Duration::from_nanos(self.max_lateness_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_compute_mean_and_max() {
+        let c = LoopCounters::default();
+        c.record_execute(Duration::from_millis(1));
+        c.record_execute(Duration::from_millis(3));
+        let s = c.snapshot(Duration::from_secs(1));
+        assert_eq!(s.mean_execute, Duration::from_millis(2));
+        assert_eq!(s.max_execute, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn memory_of_self_is_nonzero() {
+        let m = MemoryStats::current();
+        assert!(m.rss_bytes > 0 && m.private_bytes <= m.rss_bytes);
+    }
+}

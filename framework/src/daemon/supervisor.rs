@@ -1,0 +1,379 @@
+//! The supervisor: starts the daemon's actors in order (logger watcher,
+//! signal handler, plugins, main loop), routes signals, and stops everything
+//! in reverse order within the shutdown timeout.
+
+use super::main_loop::{BeginTicking, Initialize, StopLoop};
+use super::stats::{LoopCounters, MemoryStats, Stats};
+use crate::error::ExitCode;
+use crate::event::{ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent};
+use crate::log::watcher::{LogWatcher, Reopen};
+use crate::log::{LogFile, LogGuard, Logger};
+use crate::plugin::{Plugin, PluginContext};
+use crate::signal::{SignalActor, SignalReceived};
+use actix::prelude::*;
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// State every actor of the daemon shares.
+pub(crate) struct Shared {
+    pub name: String,
+    pub interval: Duration,
+    pub logger: Logger,
+    pub events: Events,
+    pub counters: LoopCounters,
+    pub supervisor: Addr<Supervisor>,
+    pub started_at: Instant,
+}
+
+impl Shared {
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            name: self.name.clone(),
+            pid: std::process::id() as i32,
+            uptime: self.started_at.elapsed(),
+            main_loop: self.counters.snapshot(self.interval),
+            memory: MemoryStats::current(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Called once when start-up finished or failed (used to release the
+/// terminal that launched `--daemon`).
+pub(crate) type ReadyCallback = Box<dyn FnOnce(Result<(), (ExitCode, String)>) + Send>;
+
+pub(crate) struct SupervisorConfig {
+    pub shutdown_timeout: Duration,
+    pub handle_signals: bool,
+    pub pidfile: Option<PathBuf>,
+    pub log_file: Option<Arc<LogFile>>,
+    pub log_guard: Option<LogGuard>,
+    pub plugins: Vec<Box<dyn Plugin>>,
+    pub on_ready: Option<ReadyCallback>,
+    pub previous_pid: Option<i32>,
+}
+
+/// Links to the main loop, which is generic over the user's daemon type.
+pub(crate) struct LoopLink {
+    pub init: Recipient<Initialize>,
+    pub begin: Recipient<BeginTicking>,
+    pub stop: Recipient<StopLoop>,
+    pub arbiter: ArbiterHandle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+}
+
+/// The root actor of a daemon.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    config: SupervisorConfig,
+    main_loop: Option<LoopLink>,
+    log_watcher: Option<Addr<LogWatcher>>,
+    signals: Option<Addr<SignalActor>>,
+    started_plugins: usize,
+    state: State,
+    exit_code: ExitCode,
+    interrupts: u32,
+    done: Option<oneshot::Sender<ExitCode>>,
+    log_guard: Arc<Mutex<Option<LogGuard>>>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        mut config: SupervisorConfig,
+        main_loop: LoopLink,
+        done: oneshot::Sender<ExitCode>,
+    ) -> Self {
+        let log_guard = Arc::new(Mutex::new(config.log_guard.take()));
+        Self {
+            shared,
+            config,
+            main_loop: Some(main_loop),
+            log_watcher: None,
+            signals: None,
+            started_plugins: 0,
+            state: State::Starting,
+            exit_code: ExitCode::Ok,
+            interrupts: 0,
+            done: Some(done),
+            log_guard,
+        }
+    }
+
+    fn logger(&self) -> &Logger {
+        &self.shared.logger
+    }
+
+    fn start_failed(&mut self, ctx: &mut Context<Self>, code: ExitCode, message: String) {
+        self.logger().error(&message);
+        self.shared.events.dispatch(&mut ErrorEvent {
+            context: "start-up".into(),
+            message: message.clone(),
+        });
+        if let Some(ready) = self.config.on_ready.take() {
+            ready(Err((code, message.clone())));
+        }
+        self.exit_code = code;
+        self.begin_shutdown(ctx, ShutdownReason::Error(message));
+    }
+
+    fn became_ready(&mut self) {
+        self.state = State::Running;
+        let pid = std::process::id() as i32;
+        self.shared.events.dispatch(&mut Init { pid });
+        if let Some(old) = self.config.previous_pid {
+            self.shared.events.dispatch(&mut PidChange { old, new: pid });
+        }
+        self.logger().log(format_args!(
+            "{} started: pid {}, interval {:?}",
+            self.shared.name, pid, self.shared.interval
+        ));
+        super::systemd::ready(&self.shared.stats().summary());
+        if let Some(ready) = self.config.on_ready.take() {
+            ready(Ok(()));
+        }
+        if let Some(link) = &self.main_loop {
+            link.begin.do_send(BeginTicking);
+        }
+    }
+
+    fn begin_shutdown(&mut self, ctx: &mut Context<Self>, reason: ShutdownReason) {
+        if matches!(self.state, State::Stopping | State::Stopped) {
+            return;
+        }
+        self.state = State::Stopping;
+        if let ShutdownReason::Error(_) = reason {
+            if self.exit_code == ExitCode::Ok {
+                self.exit_code = ExitCode::Software;
+            }
+        }
+        self.logger().log(format_args!("shutting down: {reason}"));
+        self.shared.events.dispatch(&mut Shutdown {
+            reason: reason.clone(),
+        });
+        super::systemd::stopping();
+
+        let timeout = self.config.shutdown_timeout;
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.state == State::Stopping {
+                act.logger().error(format_args!(
+                    "graceful shutdown did not finish within {timeout:?}; stopping anyway"
+                ));
+                act.exit_code = ExitCode::Software;
+                act.finish(ctx);
+            }
+        });
+
+        match self.main_loop.as_ref() {
+            Some(link) => {
+                let stopped = link.stop.send(StopLoop(reason));
+                ctx.spawn(actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+                    if act.state == State::Stopping {
+                        act.finish(ctx);
+                    }
+                }));
+            }
+            None => self.finish(ctx),
+        }
+    }
+
+    /// Everything after the main loop: plugins in reverse, then the signal
+    /// handler and log watcher, then the log itself.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Stopped;
+        if let Some(link) = self.main_loop.take() {
+            link.arbiter.stop();
+        }
+        let plugin_ctx = self.plugin_context();
+        for plugin in self.config.plugins[..self.started_plugins].iter_mut().rev() {
+            plugin.teardown(&plugin_ctx);
+        }
+        if let Some(signals) = self.signals.take() {
+            signals.do_send(StopActor);
+        }
+        if let Some(watcher) = self.log_watcher.take() {
+            watcher.do_send(StopActor);
+        }
+        if let Some(path) = &self.config.pidfile {
+            super::pidfile::remove_if_ours(path);
+        }
+        self.logger().log(format_args!(
+            "{} stopped (exit code {})",
+            self.shared.name,
+            self.exit_code.code()
+        ));
+        crate::log::detach_bridge();
+        // Dropping the guard flushes every queued line before we report done.
+        self.log_guard.lock().take();
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.exit_code);
+        }
+        ctx.stop();
+    }
+
+    fn plugin_context(&self) -> PluginContext {
+        PluginContext {
+            logger: self.shared.logger.clone(),
+            events: self.shared.events.clone(),
+            name: self.shared.name.clone(),
+        }
+    }
+
+    fn dump_stats(&self) -> Stats {
+        let mut event = StatsEvent {
+            stats: self.shared.stats(),
+        };
+        self.shared.events.dispatch(&mut event);
+        event.stats
+    }
+
+    fn immediate_exit(&mut self) -> ! {
+        self.logger()
+            .error("second SIGINT during shutdown: exiting immediately");
+        if let Some(path) = &self.config.pidfile {
+            super::pidfile::remove_if_ours(path);
+        }
+        self.log_guard.lock().take();
+        std::process::exit(ExitCode::Interrupted.code().into());
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(file) = &self.config.log_file {
+            self.log_watcher = Some(LogWatcher::new(file.clone()).start());
+        }
+        if self.config.handle_signals {
+            match SignalActor::new(ctx.address().recipient()) {
+                Ok(actor) => self.signals = Some(actor.start()),
+                Err(e) => {
+                    let msg = format!("cannot install signal handlers: {e}");
+                    return self.start_failed(ctx, ExitCode::OsError, msg);
+                }
+            }
+        }
+        let plugin_ctx = self.plugin_context();
+        for i in 0..self.config.plugins.len() {
+            let plugin = &mut self.config.plugins[i];
+            if let Err(e) = plugin.setup(&plugin_ctx) {
+                let msg = format!("plugin {} failed to start: {e}", plugin.name());
+                return self.start_failed(ctx, ExitCode::Config, msg);
+            }
+            self.started_plugins = i + 1;
+        }
+        let Some(link) = self.main_loop.as_ref() else {
+            return;
+        };
+        let init = link.init.send(Initialize);
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(init).map(|res, act, ctx| {
+            if act.state != State::Starting {
+                return;
+            }
+            match res {
+                Ok(Ok(())) => act.became_ready(),
+                Ok(Err(e)) => act.start_failed(ctx, ExitCode::Software, format!("initialize failed: {e}")),
+                Err(e) => act.start_failed(ctx, ExitCode::Software, format!("main loop did not start: {e}")),
+            }
+        }));
+        if super::systemd::enabled() {
+            ctx.run_interval(Duration::from_secs(10), |act, _| {
+                if act.state == State::Running {
+                    super::systemd::status(&act.shared.stats().summary());
+                }
+            });
+        }
+    }
+}
+
+/// Ask the daemon to shut down gracefully.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RequestShutdown(pub ShutdownReason);
+
+impl Handler<RequestShutdown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestShutdown, ctx: &mut Context<Self>) {
+        self.begin_shutdown(ctx, msg.0);
+    }
+}
+
+/// Collect the daemon's stats (raises the stats event).
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
+impl Handler<GetStats> for Supervisor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.dump_stats())
+    }
+}
+
+impl Handler<SignalReceived> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SignalReceived, ctx: &mut Context<Self>) {
+        let (signal, name) = (msg.signal, msg.name);
+        self.shared.events.dispatch(&mut SignalEvent { signal, name });
+        match signal {
+            libc::SIGTERM => self.begin_shutdown(ctx, ShutdownReason::Signal(name)),
+            libc::SIGINT => {
+                self.interrupts += 1;
+                if self.interrupts > 1 && self.state == State::Stopping {
+                    self.immediate_exit();
+                }
+                self.begin_shutdown(ctx, ShutdownReason::Signal(name));
+            }
+            libc::SIGHUP => {
+                if let Some(watcher) = &self.log_watcher {
+                    watcher.do_send(Reopen);
+                    self.logger().log("SIGHUP: log file reopened");
+                } else {
+                    self.logger().log("SIGHUP received");
+                }
+            }
+            libc::SIGUSR1 => {
+                let stats = self.dump_stats();
+                for line in stats.lines() {
+                    self.logger().log(format_args!("stats: {line}"));
+                }
+            }
+            _ => self.logger().debug(1, format_args!("signal {name} received")),
+        }
+    }
+}
+
+/// Stops a helper actor (signal handler, log watcher).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopActor;
+
+impl Handler<StopActor> for LogWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StopActor> for SignalActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,40 @@
+//! systemd integration: `sd_notify` READY / STOPPING / STATUS / WATCHDOG.
+//! Every call is a no-op outside systemd (no `NOTIFY_SOCKET`).
+
+use sd_notify::NotifyState;
+use std::time::Duration;
+
+pub(crate) fn enabled() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if enabled() {
+        // A lost notification must not take the daemon down; systemd's own
+        // timeouts report it.
+        let _ = sd_notify::notify(false, states);
+    }
+}
+
+pub(crate) fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub(crate) fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+pub(crate) fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+pub(crate) fn watchdog() {
+    notify(&[NotifyState::Watchdog]);
+}
+
+/// The watchdog period systemd expects pings within, if enabled for this pid.
+pub(crate) fn watchdog_period() -> Option<Duration> {
+    let mut usec = 0u64;
+    (enabled() && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+        .then(|| Duration::from_micros(usec))
+}

@@ -1,0 +1,278 @@
+//! The events the daemon raises. Each is a plain struct; cancellable ones carry
+//! their flag in the value, so cancelling affects only that one dispatch.
+
+use crate::daemon::stats::Stats;
+use crate::log::Level;
+use std::time::Duration;
+
+macro_rules! event {
+    ($($ty:ty),* $(,)?) => {$(
+        impl actix::Message for $ty {
+            type Result = ();
+        }
+        impl super::Event for $ty {}
+    )*};
+}
+
+event!(
+    Init, PreExecute, PostExecute, Idle, SignalEvent, Shutdown, ErrorEvent, LogEvent, StatsEvent,
+    PidChange,
+);
+
+/// The daemon finished initializing and is about to run its first tick.
+#[derive(Debug, Clone)]
+pub struct Init {
+    /// Pid of the daemon process.
+    pub pid: i32,
+}
+
+/// Raised before every call of `execute`. A listener may [`skip`](Self::skip)
+/// this one tick; the next tick raises a fresh, unskipped event.
+#[derive(Debug, Clone)]
+pub struct PreExecute {
+    /// 1-based number of the tick about to run.
+    pub iteration: u64,
+    skipped: bool,
+}
+
+impl PreExecute {
+    /// A fresh event for tick `iteration`.
+    pub fn new(iteration: u64) -> Self {
+        Self {
+            iteration,
+            skipped: false,
+        }
+    }
+
+    /// Do not call `execute` on this tick.
+    pub fn skip(&mut self) {
+        self.skipped = true;
+    }
+
+    /// Whether a listener skipped this tick.
+    pub fn is_skipped(&self) -> bool {
+        self.skipped
+    }
+}
+
+/// Raised after `execute` returned.
+#[derive(Debug, Clone)]
+pub struct PostExecute {
+    /// Number of the tick that ran.
+    pub iteration: u64,
+    /// How long `execute` took.
+    pub duration: Duration,
+}
+
+/// Raised when a tick finished early and the loop has time to spare before the
+/// next one: the place for housekeeping.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    /// Number of the tick that just finished.
+    pub iteration: u64,
+    /// Time left until the next tick.
+    pub available: Duration,
+}
+
+/// A signal that the framework does not handle itself arrived (SIGUSR2,
+/// SIGALRM, SIGWINCH, real-time signals...), or one it handles (also raised
+/// for those, before the framework acts).
+#[derive(Debug, Clone)]
+pub struct SignalEvent {
+    /// Signal number.
+    pub signal: i32,
+    /// Signal name, e.g. `"SIGUSR2"`.
+    pub name: &'static str,
+}
+
+/// Why the daemon is stopping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// A signal asked for it (SIGTERM, SIGINT).
+    Signal(&'static str),
+    /// User code asked for it (`ctx.shutdown()`, a `DaemonHandle`).
+    Requested,
+    /// A fatal error.
+    Error(String),
+}
+
+impl std::fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShutdownReason::Signal(name) => write!(f, "signal {name}"),
+            ShutdownReason::Requested => f.write_str("requested"),
+            ShutdownReason::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// The daemon began its graceful shutdown.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    /// Why.
+    pub reason: ShutdownReason,
+}
+
+/// Something failed that the daemon survived (or is about to stop for).
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    /// Where it happened ("initialize", "log file", ...).
+    pub context: String,
+    /// The error message.
+    pub message: String,
+}
+
+/// A log line is about to be written. A listener may rewrite the message or
+/// [`suppress`](Self::suppress) this one line.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    /// Severity.
+    pub level: Level,
+    /// The message (without timestamp and prefix); listeners may change it.
+    pub message: String,
+    suppressed: bool,
+}
+
+impl LogEvent {
+    /// A fresh event for one line.
+    pub fn new(level: Level, message: String) -> Self {
+        Self {
+            level,
+            message,
+            suppressed: false,
+        }
+    }
+
+    /// Do not write this line.
+    pub fn suppress(&mut self) {
+        self.suppressed = true;
+    }
+
+    /// Whether a listener suppressed this line.
+    pub fn is_suppressed(&self) -> bool {
+        self.suppressed
+    }
+}
+
+/// Stats are being collected (SIGUSR1 dump, `status`). Listeners may add fields.
+#[derive(Debug, Clone)]
+pub struct StatsEvent {
+    /// The stats collected by the framework.
+    pub stats: Stats,
+}
+
+impl StatsEvent {
+    /// Adds a `key = value` line to this report.
+    pub fn add(&mut self, key: impl Into<String>, value: impl ToString) {
+        self.stats.extra.push((key.into(), value.to_string()));
+    }
+}
+
+/// The daemon's pid changed (daemonized, restarted).
+#[derive(Debug, Clone)]
+pub struct PidChange {
+    /// The previous pid.
+    pub old: i32,
+    /// The new pid.
+    pub new: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Events;
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_cancelled_dispatch_does_not_leak_into_the_next() {
+        let events = Events::new();
+        events.on(|e: &mut PreExecute| {
+            if e.iteration == 2 {
+                e.skip();
+            }
+        });
+        let skipped: Vec<bool> = (1..=4)
+            .map(|i| {
+                let mut ev = PreExecute::new(i);
+                events.dispatch(&mut ev);
+                ev.is_skipped()
+            })
+            .collect();
+        assert_eq!(skipped, [false, true, false, false]);
+    }
+
+    #[test]
+    fn cancelling_one_event_type_does_not_affect_another() {
+        let events = Events::new();
+        events.on(|e: &mut PreExecute| e.skip());
+        events.on(|e: &mut LogEvent| e.message.push('!'));
+        let mut log = LogEvent::new(Level::Info, "hi".into());
+        events.dispatch(&mut log);
+        assert!(!log.is_suppressed());
+        assert_eq!(log.message, "hi!");
+    }
+
+    #[test]
+    fn closures_run_in_order_and_unsubscribe_works() {
+        let events = Events::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let first = events.on(move |_: &mut Idle| {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        events.on(|e: &mut LogEvent| e.message = format!("[{}]", e.message));
+        events.on(|e: &mut LogEvent| e.message.push('x'));
+        let mut log = LogEvent::new(Level::Info, "m".into());
+        events.dispatch(&mut log);
+        assert_eq!(log.message, "[m]x");
+
+        let mut idle = Idle {
+            iteration: 1,
+            available: Duration::ZERO,
+        };
+        events.dispatch(&mut idle);
+        assert!(events.unsubscribe(first));
+        assert!(!events.unsubscribe(first));
+        events.dispatch(&mut idle);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(!events.has_listeners::<Idle>());
+    }
+
+    #[test]
+    fn cached_listeners_see_new_subscriptions() {
+        let events = Events::new();
+        let mut cache = events.cached::<PreExecute>();
+        assert!(!cache.active());
+        events.on(|e: &mut PreExecute| e.skip());
+        let mut ev = PreExecute::new(1);
+        cache.dispatch(&mut ev);
+        assert!(ev.is_skipped());
+    }
+
+    #[actix::test]
+    async fn recipients_observe_the_final_value() {
+        use actix::prelude::*;
+        struct Sink(Arc<parking_lot::Mutex<Vec<String>>>);
+        impl Actor for Sink {
+            type Context = Context<Self>;
+        }
+        impl Handler<LogEvent> for Sink {
+            type Result = ();
+            fn handle(&mut self, msg: LogEvent, _: &mut Context<Self>) {
+                self.0.lock().push(msg.message);
+            }
+        }
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let addr = Sink(seen.clone()).start();
+        let events = Events::new();
+        events.subscribe(addr.recipient::<LogEvent>());
+        events.on(|e: &mut LogEvent| e.message.make_ascii_uppercase());
+        events.dispatch(&mut LogEvent::new(Level::Info, "abc".into()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.lock().is_empty() && std::time::Instant::now() < deadline {
+            actix_rt::task::yield_now().await;
+        }
+        assert_eq!(*seen.lock(), vec!["ABC".to_string()]);
+    }
+}

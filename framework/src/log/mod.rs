@@ -1,0 +1,255 @@
+//! Logging: slog with an async writer thread that never drops a line.
+//!
+//! The chain is `Logger → level filter → log-event hook → slog-async (Block) →
+//! line writer`. The hook runs in the caller's thread so a [`LogEvent`]
+//! listener can rewrite or suppress a line before it is queued; the writer
+//! thread formats every line as
+//! `2026-11-24T19:14:27.123Z [<daemon pid>/<pid> <role>] INFO message k=v`
+//! and writes it with one `write(2)`, so lines from several processes sharing
+//! the file never interleave.
+//!
+//! The log file is reopened when it is renamed, deleted or truncated (a
+//! [`watcher`] stats the path four times a second, never per line) and on
+//! SIGHUP.
+//!
+//! [`LogEvent`]: crate::event::LogEvent
+
+mod bridge;
+mod drain;
+pub(crate) mod watcher;
+
+pub use drain::LogFile;
+
+use crate::error::{Error, Result};
+use crate::event::Events;
+use std::fmt::Display;
+use std::path::PathBuf;
+use slog::Drain;
+use std::sync::Arc;
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// A failure.
+    Error,
+    /// Something unexpected that the daemon survives.
+    Warning,
+    /// Normal operation (`log`).
+    Info,
+    /// Diagnostics, shown with `--debug`.
+    Debug,
+    /// Very verbose diagnostics, shown with `--debug=3` and above.
+    Trace,
+}
+
+impl Level {
+    pub(crate) fn to_slog(self) -> slog::Level {
+        match self {
+            Level::Error => slog::Level::Error,
+            Level::Warning => slog::Level::Warning,
+            Level::Info => slog::Level::Info,
+            Level::Debug => slog::Level::Debug,
+            Level::Trace => slog::Level::Trace,
+        }
+    }
+
+    pub(crate) fn from_slog(level: slog::Level) -> Self {
+        match level {
+            slog::Level::Critical | slog::Level::Error => Level::Error,
+            slog::Level::Warning => Level::Warning,
+            slog::Level::Info => Level::Info,
+            slog::Level::Debug => Level::Debug,
+            slog::Level::Trace => Level::Trace,
+        }
+    }
+
+    /// The most verbose level shown for a `--debug` level (0 = off).
+    pub(crate) fn max_for_debug(debug_level: u8) -> Self {
+        match debug_level {
+            0 => Level::Info,
+            1 | 2 => Level::Debug,
+            _ => Level::Trace,
+        }
+    }
+
+    /// Fixed-width name used in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR",
+            Level::Warning => "WARN ",
+            Level::Info => "INFO ",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        }
+    }
+}
+
+/// Where and how a process logs.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Append to this file (created `0640` if missing, never through a symlink).
+    pub file: Option<PathBuf>,
+    /// Also write to stderr.
+    pub console: bool,
+    /// `--debug` level: 0 = off, 1 = debug lines, 3+ = trace lines too.
+    pub debug_level: u8,
+    /// Role printed in every line (`main`, `worker:hasher`, `task:send_email`).
+    pub role: String,
+    /// Pid of the daemon's main process (printed in children's lines too).
+    pub daemon_pid: i32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            console: true,
+            debug_level: 0,
+            role: "main".into(),
+            daemon_pid: std::process::id() as i32,
+        }
+    }
+}
+
+/// A cloneable handle to the daemon's log, for user code (the `LogTrait` of
+/// the PHP original). `log`-crate macros reach the same log.
+///
+/// ```
+/// let logger = daemonic::log::Logger::discard();
+/// logger.log("started");
+/// logger.debug(2, format_args!("detail {}", 42));
+/// slog::info!(logger.slog(), "structured"; "key" => 1);
+/// ```
+#[derive(Clone)]
+pub struct Logger {
+    slog: slog::Logger,
+    debug_level: u8,
+}
+
+impl std::fmt::Debug for Logger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logger")
+            .field("debug_level", &self.debug_level)
+            .finish()
+    }
+}
+
+impl Logger {
+    /// A logger that writes nothing (for tests and inline use).
+    pub fn discard() -> Self {
+        Self {
+            slog: slog::Logger::root(slog::Discard, slog::o!()),
+            debug_level: 0,
+        }
+    }
+
+    /// Logs an informational line.
+    pub fn log(&self, message: impl Display) {
+        slog::info!(self.slog, "{}", message);
+    }
+
+    /// Logs an informational line (same as [`log`](Self::log)).
+    pub fn info(&self, message: impl Display) {
+        slog::info!(self.slog, "{}", message);
+    }
+
+    /// Logs a warning.
+    pub fn warn(&self, message: impl Display) {
+        slog::warn!(self.slog, "{}", message);
+    }
+
+    /// Logs an error.
+    pub fn error(&self, message: impl Display) {
+        slog::error!(self.slog, "{}", message);
+    }
+
+    /// Logs a debug line if the daemon runs with `--debug=LEVEL` and
+    /// `level <= LEVEL` (levels 3 and above are logged as trace).
+    pub fn debug(&self, level: u8, message: impl Display) {
+        if level == 0 || level > self.debug_level {
+            return;
+        }
+        if level >= 3 {
+            slog::trace!(self.slog, "{}", message);
+        } else {
+            slog::debug!(self.slog, "{}", message);
+        }
+    }
+
+    /// Whether `debug(level, ..)` lines are written.
+    pub fn debug_enabled(&self, level: u8) -> bool {
+        level > 0 && level <= self.debug_level
+    }
+
+    /// The underlying slog logger, for structured key-value logging.
+    pub fn slog(&self) -> &slog::Logger {
+        &self.slog
+    }
+}
+
+/// Keeps the writer thread alive; dropping it flushes every queued line.
+pub struct LogGuard {
+    _async_guard: slog_async::AsyncGuard,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
+
+/// A started logging pipeline.
+pub(crate) struct LogSystem {
+    pub logger: Logger,
+    pub guard: LogGuard,
+    pub file: Option<Arc<LogFile>>,
+}
+
+impl LogSystem {
+    /// Opens the log file (so a bad path fails before anything starts) and
+    /// starts the writer thread.
+    #[allow(dead_code)] // used by child processes
+    pub fn start(config: &LogConfig, events: &Events) -> Result<Self> {
+        let file = match &config.file {
+            Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
+                Error::CantCreate {
+                    what: "log file",
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        Ok(Self::start_with(config, events, file))
+    }
+
+    /// Starts the writer thread with an already opened log file.
+    pub fn start_with(config: &LogConfig, events: &Events, file: Option<Arc<LogFile>>) -> Self {
+        let writer = drain::LineWriter::new(config, file.clone());
+        let (async_drain, async_guard) = slog_async::Async::new(writer)
+            .chan_size(8192)
+            .overflow_strategy(slog_async::OverflowStrategy::Block)
+            .thread_name("daemonic-log".into())
+            .build_with_guard();
+        let hooked = drain::EventHook::new(async_drain, events.clone());
+        let max = Level::max_for_debug(config.debug_level).to_slog();
+        let filtered = slog::LevelFilter::new(hooked, max);
+        let slog = slog::Logger::root(filtered.ignore_res(), slog::o!());
+        bridge::install(&slog, Level::max_for_debug(config.debug_level));
+        Self {
+            logger: Logger {
+                slog,
+                debug_level: config.debug_level,
+            },
+            guard: LogGuard {
+                _async_guard: async_guard,
+            },
+            file,
+        }
+    }
+}
+
+/// Points the `log`-crate bridge away from a pipeline that is shutting down.
+pub(crate) fn detach_bridge() {
+    bridge::detach();
+}
