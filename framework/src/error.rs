@@ -103,6 +103,18 @@ pub enum Error {
     /// The daemon stopped before it finished starting.
     #[error("the daemon stopped during start-up")]
     StartAborted,
+
+    /// A child process could not be started.
+    #[error("cannot start child process: {0}")]
+    Spawn(String),
+
+    /// The daemon is shutting down and refuses new work.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+
+    /// A concurrency limit was reached and the work was rejected.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl Error {
@@ -114,7 +126,10 @@ impl Error {
             Error::CantCreate { .. } => ExitCode::CantCreate,
             Error::Os { .. } => ExitCode::OsError,
             Error::AlreadyRunning { .. } => ExitCode::AlreadyRunning,
-            Error::Initialize(_) | Error::NoSystem | Error::StartAborted => ExitCode::Software,
+            Error::Initialize(_) | Error::NoSystem | Error::StartAborted | Error::ShuttingDown | Error::Busy(_) => {
+                ExitCode::Software
+            }
+            Error::Spawn(_) => ExitCode::OsError,
         }
     }
 

@@ -1,2 +1,71 @@
-//! Procedural macros for daemonic (`#[worker]`, `#[task]`), re-exported by the
+//! Procedural macros for daemonic (`#[task]`, `#[worker]`), re-exported by the
 //! `daemonic` crate. Use them through `daemonic`, not directly.
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::quote;
+use syn::{parse_macro_input, spanned::Spanned, ItemImpl, Type};
+
+/// Registers a [`Task`] implementation so a daemon's fork server can run it
+/// in a child process. Put it on the `impl Task for MyTask` block.
+///
+/// The task is identified in spawn requests by `module::path::MyTask`, a name
+/// that is stable across the exec of the fork server (never a pointer).
+#[proc_macro_attribute]
+pub fn task(args: TokenStream, input: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        let err = syn::Error::new(Span::call_site(), "#[task] takes no arguments");
+        return err.to_compile_error().into();
+    }
+    let item = parse_macro_input!(input as ItemImpl);
+    match expand_task(&item) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+fn expand_task(item: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
+    let is_task_impl = item
+        .trait_
+        .as_ref()
+        .and_then(|(_, path, _)| path.segments.last())
+        .is_some_and(|seg| seg.ident == "Task");
+    if !is_task_impl {
+        return Err(syn::Error::new(
+            item.span(),
+            "#[task] goes on an `impl Task for YourType` block",
+        ));
+    }
+    if !item.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            item.generics.span(),
+            "#[task] does not support generic tasks: a child process finds its task by a fixed name",
+        ));
+    }
+    let self_ty = &item.self_ty;
+    let Type::Path(path) = &**self_ty else {
+        return Err(syn::Error::new(self_ty.span(), "#[task] needs a named type"));
+    };
+    let ident = path
+        .path
+        .segments
+        .last()
+        .map(|s| s.ident.to_string())
+        .unwrap_or_default();
+    Ok(quote! {
+        #item
+
+        impl ::daemonic::task::RegisteredTask for #self_ty {
+            const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #ident);
+        }
+
+        const _: () = {
+            #[::daemonic::__private::linkme::distributed_slice(::daemonic::process::ENTRY_POINTS)]
+            #[linkme(crate = ::daemonic::__private::linkme)]
+            static ENTRY: ::daemonic::process::EntryPoint = ::daemonic::process::EntryPoint {
+                name: <#self_ty as ::daemonic::task::RegisteredTask>::NAME,
+                run: ::daemonic::task::run_in_child::<#self_ty>,
+            };
+        };
+    })
+}

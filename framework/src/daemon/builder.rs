@@ -10,6 +10,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, Events, ShutdownReason, Subscription};
 use crate::log::{LogConfig, LogFile, LogSystem, Logger};
 use crate::plugin::Plugin;
+use crate::task::{RegisteredTask, TaskHandle, TaskRegistry};
 use actix::prelude::*;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -38,12 +39,18 @@ pub struct DaemonBuilder<D: Daemon> {
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
-#[derive(Debug)]
 pub struct DaemonHandle {
     supervisor: Addr<Supervisor>,
     done: oneshot::Receiver<ExitCode>,
     events: Events,
     logger: Logger,
+    tasks: Arc<TaskRegistry>,
+}
+
+impl std::fmt::Debug for DaemonHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonHandle").finish_non_exhaustive()
+    }
 }
 
 impl DaemonHandle {
@@ -65,6 +72,11 @@ impl DaemonHandle {
     /// The daemon's logger.
     pub fn logger(&self) -> &Logger {
         &self.logger
+    }
+
+    /// Starts a task in a child process (see [`LoopContext::task`](crate::LoopContext::task)).
+    pub fn task<T: RegisteredTask>(&self, task: T) -> Result<TaskHandle> {
+        self.tasks.spawn(&task)
     }
 
     /// The supervisor actor.
@@ -356,11 +368,14 @@ impl<D: Daemon> DaemonBuilder<D> {
             debug_level: self.debug_level,
             role: "main".into(),
             daemon_pid: std::process::id() as i32,
+            daemon_name: self.name.clone(),
         };
         let logs = LogSystem::start_with(&log_config, &self.events, prepared.log_file.clone());
         let logger = logs.logger.clone();
         let events = self.events.clone();
         let (done_tx, done_rx) = oneshot::channel();
+        let tasks = Arc::new(TaskRegistry::default());
+        let handle_tasks = tasks.clone();
         let loop_arbiter = Arbiter::new();
         let daemon = self.daemon;
         let name = self.name;
@@ -383,6 +398,7 @@ impl<D: Daemon> DaemonBuilder<D> {
                 counters: LoopCounters::default(),
                 supervisor: ctx.address(),
                 started_at: Instant::now(),
+                tasks: tasks.clone(),
             });
             let loop_shared = shared.clone();
             let main_loop =
@@ -400,6 +416,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             done: done_rx,
             events: self.events,
             logger,
+            tasks: handle_tasks,
         })
     }
 }

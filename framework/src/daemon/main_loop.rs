@@ -79,6 +79,15 @@ impl<D: Daemon> LoopContext<'_, D> {
         &self.shared.events
     }
 
+    /// Starts `task` in a child process and returns at once with its pid.
+    /// Its exit arrives as a [`TaskExited`](crate::event::TaskExited) event.
+    /// Refused with [`Error::Busy`](crate::Error::Busy) when the task type's
+    /// `MAX_CONCURRENT` instances already run, and with
+    /// [`Error::ShuttingDown`](crate::Error::ShuttingDown) during shutdown.
+    pub fn task<T: crate::task::RegisteredTask>(&self, task: T) -> crate::Result<crate::TaskHandle> {
+        self.shared.tasks.spawn(&task)
+    }
+
     /// Asks for a graceful shutdown; the current tick finishes first.
     pub fn shutdown(&self) {
         self.shared.supervisor.do_send(RequestShutdown(ShutdownReason::Requested));

@@ -10,6 +10,7 @@ use crate::log::watcher::{LogWatcher, Reopen};
 use crate::log::{LogFile, LogGuard, Logger};
 use crate::plugin::{Plugin, PluginContext};
 use crate::signal::{SignalActor, SignalReceived};
+use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use actix::prelude::*;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub(crate) struct Shared {
     pub counters: LoopCounters,
     pub supervisor: Addr<Supervisor>,
     pub started_at: Instant,
+    pub tasks: Arc<TaskRegistry>,
 }
 
 impl Shared {
@@ -36,7 +38,12 @@ impl Shared {
             uptime: self.started_at.elapsed(),
             main_loop: self.counters.snapshot(self.interval),
             memory: MemoryStats::current(),
-            extra: Vec::new(),
+            extra: self
+                .tasks
+                .running()
+                .into_iter()
+                .map(|(name, n)| (format!("tasks running {}", crate::task::short_name(name)), n.to_string()))
+                .collect(),
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct Supervisor {
     main_loop: Option<LoopLink>,
     log_watcher: Option<Addr<LogWatcher>>,
     signals: Option<Addr<SignalActor>>,
+    task_manager: Option<Addr<TaskManager>>,
+    shutdown_started: Option<Instant>,
     started_plugins: usize,
     state: State,
     exit_code: ExitCode,
@@ -101,6 +110,8 @@ impl Supervisor {
             main_loop: Some(main_loop),
             log_watcher: None,
             signals: None,
+            task_manager: None,
+            shutdown_started: None,
             started_plugins: 0,
             state: State::Starting,
             exit_code: ExitCode::Ok,
@@ -152,6 +163,7 @@ impl Supervisor {
             return;
         }
         self.state = State::Stopping;
+        self.shutdown_started = Some(Instant::now());
         if let ShutdownReason::Error(_) = reason {
             if self.exit_code == ExitCode::Ok {
                 self.exit_code = ExitCode::Software;
@@ -179,12 +191,34 @@ impl Supervisor {
                 let stopped = link.stop.send(StopLoop(reason));
                 ctx.spawn(actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                     if act.state == State::Stopping {
-                        act.finish(ctx);
+                        act.stop_tasks(ctx);
                     }
                 }));
             }
-            None => self.finish(ctx),
+            None => self.stop_tasks(ctx),
         }
+    }
+
+    /// Running tasks get SIGTERM, and SIGKILL shortly before the shutdown
+    /// timeout ends, so none outlives the daemon.
+    fn stop_tasks(&mut self, ctx: &mut Context<Self>) {
+        let Some(manager) = self.task_manager.clone() else {
+            return self.finish(ctx);
+        };
+        let elapsed = self.shutdown_started.map(|t| t.elapsed()).unwrap_or_default();
+        let margin = (self.config.shutdown_timeout / 10).min(Duration::from_millis(500));
+        let grace = self
+            .config
+            .shutdown_timeout
+            .saturating_sub(elapsed)
+            .saturating_sub(margin)
+            .max(Duration::from_millis(10));
+        let stopped = manager.send(StopTasks { grace });
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+            if act.state == State::Stopping {
+                act.finish(ctx);
+            }
+        }));
     }
 
     /// Everything after the main loop: plugins in reverse, then the signal
@@ -203,6 +237,9 @@ impl Supervisor {
         }
         if let Some(watcher) = self.log_watcher.take() {
             watcher.do_send(StopActor);
+        }
+        if let Some(manager) = self.task_manager.take() {
+            manager.do_send(StopActor);
         }
         if let Some(path) = &self.config.pidfile {
             super::pidfile::remove_if_ours(path);
@@ -264,6 +301,11 @@ impl Actor for Supervisor {
                 }
             }
         }
+        self.task_manager = Some(TaskManager::start(
+            self.shared.tasks.clone(),
+            self.shared.events.clone(),
+            self.shared.logger.clone(),
+        ));
         let plugin_ctx = self.plugin_context();
         for i in 0..self.config.plugins.len() {
             let plugin = &mut self.config.plugins[i];
@@ -363,6 +405,14 @@ impl Handler<SignalReceived> for Supervisor {
 pub(crate) struct StopActor;
 
 impl Handler<StopActor> for LogWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StopActor> for TaskManager {
     type Result = ();
 
     fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {

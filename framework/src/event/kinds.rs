@@ -2,6 +2,7 @@
 //! their flag in the value, so cancelling affects only that one dispatch.
 
 use crate::daemon::stats::Stats;
+use crate::task::TaskStatus;
 use crate::log::Level;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ macro_rules! event {
 
 event!(
     Init, PreExecute, PostExecute, Idle, SignalEvent, Shutdown, ErrorEvent, LogEvent, StatsEvent,
-    PidChange,
+    PidChange, TaskExited,
 );
 
 /// The daemon finished initializing and is about to run its first tick.
@@ -166,6 +167,19 @@ impl StatsEvent {
     pub fn add(&mut self, key: impl Into<String>, value: impl ToString) {
         self.stats.extra.push((key.into(), value.to_string()));
     }
+}
+
+/// A task process ended.
+#[derive(Debug, Clone)]
+pub struct TaskExited {
+    /// The task's registered name.
+    pub name: &'static str,
+    /// Its pid.
+    pub pid: i32,
+    /// How it ended.
+    pub status: TaskStatus,
+    /// How long it ran.
+    pub runtime: Duration,
 }
 
 /// The daemon's pid changed (daemonized, restarted).

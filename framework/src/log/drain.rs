@@ -117,20 +117,49 @@ impl LogFile {
     }
 }
 
-/// Formats records into lines and writes them (runs on the async thread).
+/// Where finished lines go in the daemon's main process.
+#[derive(Clone)]
+pub(super) struct LocalSink {
+    pub file: Option<Arc<LogFile>>,
+    pub console: bool,
+}
+
+impl LocalSink {
+    pub(super) fn write(&self, line: &[u8]) {
+        if let Some(file) = &self.file {
+            file.write_line(line);
+        }
+        if self.console {
+            let _ = io::stderr().lock().write_all(line);
+        }
+    }
+}
+
+pub(super) enum Target {
+    Local(LocalSink),
+    /// A child process: each line is one datagram to the daemon, which
+    /// writes it (so rotation is handled in one place and lines of many
+    /// processes never interleave).
+    Socket(std::os::fd::OwnedFd, bool),
+}
+
+/// Formats records into lines and writes them (runs on the async thread in
+/// the main process, inline in children).
 pub(super) struct LineWriter {
     prefix: String,
-    console: bool,
-    file: Option<Arc<LogFile>>,
+    target: Target,
     buf: Mutex<String>,
 }
 
+// Only the line buffer is behind the lock, and it is cleared before use.
+impl std::panic::RefUnwindSafe for LineWriter {}
+impl std::panic::UnwindSafe for LineWriter {}
+
 impl LineWriter {
-    pub(super) fn new(config: &LogConfig, file: Option<Arc<LogFile>>) -> Self {
+    pub(super) fn new(config: &LogConfig, target: Target) -> Self {
         Self {
             prefix: format!("[{}/{} {}]", config.daemon_pid, std::process::id(), config.role),
-            console: config.console,
-            file,
+            target,
             buf: Mutex::new(String::with_capacity(256)),
         }
     }
@@ -167,11 +196,20 @@ impl slog::Drain for LineWriter {
             *buf = buf.replace('\n', "\\n");
         }
         buf.push('\n');
-        if let Some(file) = &self.file {
-            file.write_line(buf.as_bytes());
-        }
-        if self.console {
-            let _ = io::stderr().lock().write_all(buf.as_bytes());
+        match &self.target {
+            Target::Local(sink) => sink.write(buf.as_bytes()),
+            Target::Socket(sock, console) => {
+                let sent = nix::sys::socket::send(
+                    std::os::fd::AsRawFd::as_raw_fd(sock),
+                    buf.as_bytes(),
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                );
+                // The daemon is gone (or the line exceeds a datagram): stderr
+                // is the last resort.
+                if sent.is_err() || *console {
+                    let _ = io::stderr().lock().write_all(buf.as_bytes());
+                }
+            }
         }
         Ok(())
     }

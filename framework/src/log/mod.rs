@@ -15,8 +15,11 @@
 //! [`LogEvent`]: crate::event::LogEvent
 
 mod bridge;
+mod children;
 mod drain;
 pub(crate) mod watcher;
+
+pub(crate) use children::{child_log_settings, child_logger};
 
 pub use drain::LogFile;
 
@@ -97,6 +100,8 @@ pub struct LogConfig {
     pub role: String,
     /// Pid of the daemon's main process (printed in children's lines too).
     pub daemon_pid: i32,
+    /// Name of the daemon (process titles of children).
+    pub daemon_name: String,
 }
 
 impl Default for LogConfig {
@@ -107,6 +112,7 @@ impl Default for LogConfig {
             debug_level: 0,
             role: "main".into(),
             daemon_pid: std::process::id() as i32,
+            daemon_name: "daemon".into(),
         }
     }
 }
@@ -187,9 +193,10 @@ impl Logger {
     }
 }
 
-/// Keeps the writer thread alive; dropping it flushes every queued line.
+/// Keeps the writer threads alive; dropping it flushes every queued line.
 pub struct LogGuard {
     _async_guard: slog_async::AsyncGuard,
+    _children: children::ChildLogReceiver,
 }
 
 impl std::fmt::Debug for LogGuard {
@@ -225,7 +232,12 @@ impl LogSystem {
 
     /// Starts the writer thread with an already opened log file.
     pub fn start_with(config: &LogConfig, events: &Events, file: Option<Arc<LogFile>>) -> Self {
-        let writer = drain::LineWriter::new(config, file.clone());
+        let sink = drain::LocalSink {
+            file: file.clone(),
+            console: config.console,
+        };
+        let children = children::ChildLogReceiver::start(config, sink.clone());
+        let writer = drain::LineWriter::new(config, drain::Target::Local(sink));
         let (async_drain, async_guard) = slog_async::Async::new(writer)
             .chan_size(8192)
             .overflow_strategy(slog_async::OverflowStrategy::Block)
@@ -243,6 +255,7 @@ impl LogSystem {
             },
             guard: LogGuard {
                 _async_guard: async_guard,
+                _children: children,
             },
             file,
         }

@@ -1,0 +1,185 @@
+//! A child's first moments after the fork, before any user code: own only
+//! its channel (fd 3) and log socket (fd 4), default signal state, die with
+//! the daemon, show its role in `ps`, then run its entry point.
+
+use super::wire::{self, SpawnRequest};
+use super::EntryPoint;
+use crate::log::{Level, LogConfig, Logger};
+use serde::de::DeserializeOwned;
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// Descriptor number of a child's channel to the host.
+pub const CHANNEL_FD: RawFd = 3;
+/// Descriptor number of a child's log socket, when the daemon has one.
+pub const LOG_FD: RawFd = 4;
+
+/// What a child's entry point gets.
+#[derive(Debug)]
+pub struct ChildStart {
+    channel: UnixStream,
+    log: Option<OwnedFd>,
+    /// Role shown in logs (`task:send_email`, `worker:hasher`).
+    pub role: String,
+    /// Name of the daemon.
+    pub daemon: String,
+    /// Pid of the daemon's main process.
+    pub daemon_pid: i32,
+    /// The daemon's `--debug` level.
+    pub debug_level: u8,
+    console: bool,
+}
+
+impl ChildStart {
+    /// The channel to the host.
+    pub fn channel(&mut self) -> &mut UnixStream {
+        &mut self.channel
+    }
+
+    /// Takes the channel out (for a worker's transport).
+    pub fn into_channel(self) -> UnixStream {
+        self.channel
+    }
+
+    /// Reads the first frame the host sent: the serialized state to run.
+    pub fn read_payload<T: DeserializeOwned>(&mut self) -> io::Result<T> {
+        let bytes = wire::read_frame(&mut self.channel)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "host closed the channel"))?;
+        wire::decode(&bytes)
+    }
+
+    /// A logger whose lines reach the daemon's log (or stderr), tagged with
+    /// this child's pid and role. Synchronous: a child has no writer thread
+    /// to flush before it exits.
+    pub fn logger(&mut self) -> Logger {
+        let config = LogConfig {
+            file: None,
+            console: self.console || self.log.is_none(),
+            debug_level: self.debug_level,
+            role: self.role.clone(),
+            daemon_pid: self.daemon_pid,
+            daemon_name: self.daemon.clone(),
+        };
+        crate::log::child_logger(&config, self.log.take())
+    }
+
+    /// The most verbose level this child logs.
+    pub fn max_level(&self) -> Level {
+        Level::max_for_debug(self.debug_level)
+    }
+}
+
+/// Sets the kernel's short process name (`ps -e`, `top`): 15 bytes at most.
+pub(crate) fn set_comm(name: &str) {
+    let mut buf = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+}
+
+/// Rewrites the argv area so `ps aux` shows `<daemon>: <role>`.
+fn set_title(title: &str) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    // Fields after the command name start at field 3; arg_start/arg_end are 48/49.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(start), Some(end)) = (
+        fields.get(45).and_then(|s| s.parse::<usize>().ok()),
+        fields.get(46).and_then(|s| s.parse::<usize>().ok()),
+    ) else {
+        return;
+    };
+    if end <= start || end - start > 64 * 1024 {
+        return;
+    }
+    let len = end - start;
+    let bytes = title.as_bytes();
+    let n = bytes.len().min(len - 1);
+    // SAFETY: [arg_start, arg_end) is this process's own argv string area,
+    // mapped and writable (it lives on the initial stack); nothing else
+    // reads argv after start-up in a forked child.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
+        area[..n].copy_from_slice(&bytes[..n]);
+        area[n..].fill(0);
+    }
+}
+
+fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
+    // Move everything out of the way first: a received descriptor may
+    // already sit on 3 or 4.
+    let staged: Vec<RawFd> = fds
+        .into_iter()
+        .map(|fd| {
+            let raw = fd.into_raw_fd();
+            // SAFETY: duplicating a descriptor we own.
+            let high = unsafe { libc::fcntl(raw, libc::F_DUPFD, 100) };
+            // SAFETY: closing the original we own.
+            unsafe { libc::close(raw) };
+            high
+        })
+        .collect();
+    if staged.iter().any(|fd| *fd < 0) {
+        return Err(io::Error::last_os_error());
+    }
+    for (target, fd) in [CHANNEL_FD, LOG_FD].into_iter().zip(&staged) {
+        // SAFETY: dup2 onto a fixed slot; the staged copy is closed below.
+        if unsafe { libc::dup2(*fd, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let first_free = CHANNEL_FD + staged.len() as RawFd;
+    // SAFETY: closes every descriptor this child does not own: the fork
+    // server's socket, staged copies, anything inherited.
+    unsafe { libc::close_range(first_free as libc::c_uint, libc::c_uint::MAX, 0) };
+    Ok(())
+}
+
+/// Runs in the freshly cloned child; never returns.
+pub(crate) fn run(request: SpawnRequest, fds: Vec<OwnedFd>, server_sock: RawFd, host_pid: i32, entry: &EntryPoint) -> ! {
+    // SAFETY: the server socket is not ours to use in the child.
+    unsafe { libc::close(server_sock) };
+    if place_descriptors(fds).is_err() {
+        // SAFETY: exit without running any of the fork server's state.
+        unsafe { libc::_exit(71) };
+    }
+    super::server::reset_signals();
+    // SAFETY: plain prctl. A child never outlives the daemon.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid().as_raw() != host_pid {
+        // SAFETY: the daemon died before the death signal was armed.
+        unsafe { libc::_exit(71) };
+    }
+    // Title first: tests (and people) wait for comm to change.
+    set_title(&format!("{}: {}", request.daemon, request.role));
+    set_comm(&request.role);
+    // SAFETY: fd 3 is the channel placed above; we own it from here.
+    let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
+    let log = request.has_log.then(|| {
+        // SAFETY: fd 4 is the log socket placed above.
+        unsafe { OwnedFd::from_raw_fd(LOG_FD) }
+    });
+    let start = ChildStart {
+        channel,
+        log,
+        role: request.role,
+        daemon: request.daemon,
+        daemon_pid: request.daemon_pid,
+        debug_level: request.debug_level,
+        console: request.console,
+    };
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.run)(start))) {
+        Ok(code) => code,
+        Err(_) => 101,
+    };
+    // SAFETY: _exit skips atexit handlers and destructors that belong to the
+    // fork server's image.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,273 @@
+//! A child process the daemon owns, reaped through its pidfd.
+//!
+//! Children are created with `CLONE_PARENT` and an exit signal of 0: they are
+//! the daemon's own children, raise no SIGCHLD, and are invisible to a plain
+//! `waitpid(-1)` (which only reaps children whose exit signal is SIGCHLD). So
+//! our reaping never steals the exit status of a `std::process::Child` the
+//! user spawned, and a user's reaper cannot steal ours. We wait with
+//! `waitid(P_PIDFD, .., __WALL)` on each child's own pidfd.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+
+/// How a child process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+        /// Whether it dumped core.
+        core_dumped: bool,
+    },
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
+
+    /// The exit code, if it exited.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(c) => Some(*c),
+            ExitStatus::Signaled { .. } => None,
+        }
+    }
+
+    /// The signal that killed it, if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Signaled { signal, .. } => Some(*signal),
+            ExitStatus::Exited(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signaled { signal, core_dumped } => {
+                write!(f, "killed by {}", crate::signal::signal_name(*signal))?;
+                if *core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A pidfd; `AsRawFd` for tokio's reactor.
+#[derive(Debug)]
+struct PidFd(OwnedFd);
+
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A child process of the daemon. Dropping an unreaped child kills and reaps
+/// it, so no handle can leave a zombie behind.
+#[derive(Debug)]
+pub struct ChildProcess {
+    pid: i32,
+    pidfd: Option<PidFd>,
+    started: Instant,
+    status: Option<ExitStatus>,
+}
+
+impl ChildProcess {
+    pub(crate) fn new(pid: i32, pidfd: OwnedFd) -> Self {
+        Self {
+            pid,
+            pidfd: Some(PidFd(pidfd)),
+            started: Instant::now(),
+            status: None,
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Time since the spawn.
+    pub fn runtime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The exit status, once reaped.
+    pub fn status(&self) -> Option<&ExitStatus> {
+        self.status.as_ref()
+    }
+
+    /// Sends `signal` through the pidfd (never hits a recycled pid). Returns
+    /// `Ok(false)` if the child already exited.
+    pub fn signal(&self, signal: i32) -> io::Result<bool> {
+        let Some(fd) = &self.pidfd else {
+            return Ok(false);
+        };
+        // SAFETY: plain syscall on a descriptor we own.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ESRCH) => Ok(false),
+            _ => Err(err),
+        }
+    }
+
+    /// A duplicate of the pidfd (to signal the child from elsewhere while a
+    /// waiter owns this handle). `None` once reaped.
+    pub fn pidfd_dup(&self) -> Option<OwnedFd> {
+        self.pidfd.as_ref().and_then(|fd| fd.0.try_clone().ok())
+    }
+
+    /// Reaps the child if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = &self.status {
+            return Ok(Some(status.clone()));
+        }
+        let Some(fd) = &self.pidfd else {
+            return Ok(None);
+        };
+        match waitid_pidfd(fd.as_raw_fd(), libc::WNOHANG)? {
+            Some(status) => {
+                self.status = Some(status.clone());
+                self.pidfd = None;
+                Ok(Some(status))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Blocks until the child exits.
+    pub fn wait_blocking(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            if let Some(fd) = &self.pidfd {
+                let mut pfd = [nix::poll::PollFd::new(fd.0.as_fd(), nix::poll::PollFlags::POLLIN)];
+                match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Waits for the child to exit without blocking the thread (inside a
+    /// tokio runtime, e.g. an actix arbiter). Resolves within microseconds of
+    /// the exit: the pidfd becomes readable when the child dies.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        let Some(pidfd) = self.pidfd.take() else {
+            return Err(io::Error::other("child has no pidfd"));
+        };
+        // SAFETY: the pidfd is owned by the AsyncFd until `into_inner` below.
+        let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
+        let afd = match afd {
+            Ok(a) => a,
+            Err(e) => {
+                let (inner, err) = e.into_parts();
+                self.pidfd = Some(inner);
+                return Err(err);
+            }
+        };
+        let outcome = loop {
+            let mut guard = match afd.readable().await {
+                Ok(g) => g,
+                Err(e) => break Err(e),
+            };
+            match waitid_pidfd(afd.get_ref().as_raw_fd(), libc::WNOHANG) {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) => guard.clear_ready(),
+                Err(e) => break Err(e),
+            }
+        };
+        let pidfd = afd.into_inner();
+        match outcome {
+            Ok(status) => {
+                drop(pidfd);
+                self.status = Some(status.clone());
+                Ok(status)
+            }
+            Err(e) => {
+                self.pidfd = Some(pidfd);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() && self.pidfd.is_some() {
+            let _ = self.signal(libc::SIGKILL);
+            let _ = self.wait_blocking();
+        }
+    }
+}
+
+/// `waitid(P_PIDFD)`; `None` if still running.
+fn waitid_pidfd(fd: RawFd, extra: i32) -> io::Result<Option<ExitStatus>> {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a siginfo_t we own.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                fd as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::__WALL | extra,
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: waitid succeeded, so the siginfo fields are initialized.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => ExitStatus::Exited(status),
+            libc::CLD_DUMPED => ExitStatus::Signaled {
+                signal: status,
+                core_dumped: true,
+            },
+            _ => ExitStatus::Signaled {
+                signal: status,
+                core_dumped: false,
+            },
+        }));
+    }
+}

@@ -1,0 +1,246 @@
+//! The fork server: this same binary, exec'd with a marker in its
+//! environment and caught by a constructor before `main` and before any
+//! thread exists. It stays single-threaded and forks children on request.
+//!
+//! It never prints (an unflushed buffer would be duplicated into every
+//! child), holds no user state (payloads go straight from the host to the
+//! child over the child's own channel) and exits when the host's end of its
+//! socket closes.
+
+use super::child;
+use super::wire::{self, Hello, SpawnReply, SpawnRequest};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Environment marker: `<fd>:<cookie hex>:<host pid>`.
+pub(crate) const MARKER: &str = "DAEMONIC_FORK_SERVER";
+
+pub(crate) struct ServerConfig {
+    pub sock: OwnedFd,
+    pub cookie: u128,
+    pub host_pid: i32,
+}
+
+/// Runs before `main` in every binary that links daemonic.
+#[ctor::ctor]
+#[allow(unsafe_code)]
+unsafe fn daemonic_fork_server_hook() {
+    let Some(marker) = std::env::var_os(MARKER) else {
+        return;
+    };
+    // SAFETY: constructors run before main, with exactly one thread.
+    unsafe { std::env::remove_var(MARKER) };
+    let Some(config) = marker.to_str().and_then(validate) else {
+        // A stray marker (copied environment, hostile parent): this process
+        // is not a fork server; run the program normally.
+        return;
+    };
+    let code = match std::panic::catch_unwind(move || serve(config)) {
+        Ok(()) => 0,
+        Err(_) => 70,
+    };
+    // SAFETY: never return into the program's own start-up.
+    unsafe { libc::_exit(code) }
+}
+
+/// Checks the marker: our parent's pid, and a descriptor that really is a
+/// SOCK_SEQPACKET socket.
+fn validate(marker: &str) -> Option<ServerConfig> {
+    let mut parts = marker.split(':');
+    let fd: RawFd = parts.next()?.parse().ok()?;
+    let cookie = u128::from_str_radix(parts.next()?, 16).ok()?;
+    let host_pid: i32 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || fd < 3 || nix::unistd::getppid().as_raw() != host_pid {
+        return None;
+    }
+    let mut sock_type: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `sock_type`.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut sock_type as *mut libc::c_int).cast(), &mut len)
+    };
+    if rc != 0 || sock_type != libc::SOCK_SEQPACKET {
+        return None;
+    }
+    // SAFETY: the descriptor is open (getsockopt succeeded) and ours alone.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Some(ServerConfig { sock, cookie, host_pid })
+}
+
+/// Restores default dispositions and an empty mask. Ignored signals and the
+/// mask survive `exec`: with SIGCHLD ignored in the host, children would be
+/// auto-reaped and their statuses lost.
+pub(crate) fn reset_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: resetting a disposition to default is always valid.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty, initialized set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Threads of this process, from `/proc/self/stat` (field 20).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may contain spaces; count after its ')'.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+}
+
+fn close_inherited(keep: RawFd) {
+    // SAFETY: closing descriptors this fresh process does not use.
+    unsafe {
+        if keep > 3 {
+            libc::close_range(3, (keep - 1) as libc::c_uint, 0);
+        }
+        libc::close_range((keep + 1) as libc::c_uint, libc::c_uint::MAX, 0);
+    }
+}
+
+fn serve(config: ServerConfig) {
+    reset_signals();
+    // SAFETY: ignoring SIGPIPE is always valid; a dead peer then gives EPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // SAFETY: plain prctl; the host's launcher thread is our parent.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid().as_raw() != config.host_pid {
+        return; // the host died before the death signal was armed
+    }
+    close_inherited(config.sock.as_raw_fd());
+    child::set_comm("fork-server");
+    let sock = config.sock;
+    let hello = Hello {
+        cookie: config.cookie,
+        pid: std::process::id() as i32,
+    };
+    let Ok(bytes) = wire::encode(&hello) else { return };
+    if wire::send_message(fd(&sock), &bytes, &[]).is_err() {
+        return;
+    }
+    loop {
+        let (bytes, fds) = match wire::recv_message(fd(&sock)) {
+            Ok(Some(message)) => message,
+            // The host closed its end (it exited, even by SIGKILL): so do we.
+            Ok(None) | Err(_) => return,
+        };
+        let reply = match wire::decode::<SpawnRequest>(&bytes) {
+            Ok(request) => spawn(request, fds, &sock, config.host_pid),
+            Err(e) => Err(format!("malformed spawn request: {e}")),
+        };
+        let (reply, pidfd) = match reply {
+            Ok((pid, pidfd)) => (SpawnReply::Started { pid }, Some(pidfd)),
+            Err(error) => (SpawnReply::Failed { error }, None),
+        };
+        let Ok(bytes) = wire::encode(&reply) else { return };
+        let fds: Vec<RawFd> = pidfd.iter().map(|p| p.as_raw_fd()).collect();
+        if wire::send_message(fd(&sock), &bytes, &fds).is_err() {
+            return;
+        }
+        // Our copies of the pidfd and the child's descriptors close here, so
+        // the host alone sees the child's hang-up.
+    }
+}
+
+fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    sock.as_fd()
+}
+
+fn spawn(request: SpawnRequest, fds: Vec<OwnedFd>, sock: &OwnedFd, host_pid: i32) -> Result<(i32, OwnedFd), String> {
+    let expected = 1 + usize::from(request.has_log);
+    if fds.len() != expected {
+        return Err(format!("spawn request carried {} descriptors, expected {expected}", fds.len()));
+    }
+    let Some(entry) = super::find_entry(&request.entry) else {
+        return Err(format!(
+            "unknown entry point `{}`: no task or worker with this name is registered in this binary",
+            request.entry
+        ));
+    };
+    // Forking a multithreaded process and running Rust code in the child is
+    // undefined behaviour in practice. This process never starts threads;
+    // check anyway, before every fork.
+    match thread_count() {
+        Ok(1) => {}
+        Ok(n) => return Err(format!("fork server has {n} threads; refusing to fork")),
+        Err(e) => return Err(format!("cannot count fork server threads: {e}")),
+    }
+    match clone_into_host() {
+        Ok(Cloned::Child) => child::run(request, fds, sock.as_raw_fd(), host_pid, entry),
+        Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
+        Err(e) => Err(format!("clone failed: {e}")),
+    }
+}
+
+enum Cloned {
+    Parent { pid: i32, pidfd: OwnedFd },
+    Child,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks a child whose parent is the host (CLONE_PARENT), with a pidfd for
+/// the host and no exit signal (so no SIGCHLD, and invisible to a plain
+/// `waitpid(-1)`).
+fn clone_into_host() -> io::Result<Cloned> {
+    let flags = (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64;
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags,
+        pidfd: (&mut pidfd as *mut libc::c_int) as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone (no CLONE_VM, no new stack) of a
+    // single-threaded process; the child only continues in this function's
+    // caller, which never returns to the server loop.
+    let mut rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if rc < 0 && matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+        // Older kernels and some seccomp profiles refuse clone3; the legacy
+        // clone takes the same flags (pidfd returned through parent_tid).
+        // SAFETY: as above; x86-64 argument order (flags, stack, parent_tid, child_tid, tls).
+        rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                flags,
+                0usize,
+                &mut pidfd as *mut libc::c_int,
+                0usize,
+                0usize,
+            )
+        };
+    }
+    match rc {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(Cloned::Child),
+        // SAFETY: the kernel returned a new pidfd for us.
+        pid => Ok(Cloned::Parent {
+            pid: pid as i32,
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}

@@ -1,0 +1,167 @@
+//! Framing for the fork server's control socket (SOCK_SEQPACKET: one message
+//! per request, descriptors passed with SCM_RIGHTS) and for a child's
+//! bootstrap channel (a stream: `u32` little-endian length + bytes).
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{Deserialize, Serialize};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Largest control message (requests carry names, never payloads).
+pub(crate) const MAX_CONTROL: usize = 16 * 1024;
+/// Largest bootstrap frame (the serialized state of a task or worker).
+pub(crate) const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// First message of a fork server, proving it was started by us.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub cookie: u128,
+    pub pid: i32,
+}
+
+/// What the host asks the fork server to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SpawnRequest {
+    /// Registered entry point name.
+    pub entry: String,
+    /// Role shown in logs and the process title (`task:send_email`).
+    pub role: String,
+    /// Daemon name, for the process title.
+    pub daemon: String,
+    /// Pid of the daemon's main process, printed in the child's log lines.
+    pub daemon_pid: i32,
+    /// `--debug` level of the daemon.
+    pub debug_level: u8,
+    /// Whether the child also writes its log lines to stderr.
+    pub console: bool,
+    /// Whether a log socket follows the channel in the passed descriptors.
+    pub has_log: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum SpawnReply {
+    /// Started; the pidfd is attached.
+    Started { pid: i32 },
+    /// Refused or failed.
+    Failed { error: String },
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Sends one control message with descriptors.
+pub(crate) fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let iov = [IoSlice::new(bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short control message")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one control message and the descriptors passed with it.
+/// `Ok(None)` means the peer closed the socket.
+pub(crate) fn recv_message(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_CONTROL];
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let received = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let msg = match received {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for us.
+                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC);
+        let len = msg.bytes;
+        if len == 0 && fds.is_empty() {
+            return Ok(None);
+        }
+        if truncated {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "control message truncated"));
+        }
+        buf.truncate(len);
+        return Ok(Some((buf, fds)));
+    }
+}
+
+/// Writes one length-prefixed frame.
+pub(crate) fn write_frame(mut out: impl Write, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|l| (*l as usize) <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(bytes)
+}
+
+/// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.
+pub(crate) fn read_frame(mut input: impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+    }
+    let mut buf = vec![0u8; len];
+    input.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn control_messages_carry_descriptors() {
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        let (x, _y) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap();
+        send_message(a.as_fd(), b"hello", &[x.as_raw_fd()]).unwrap();
+        let (bytes, fds) = recv_message(b.as_fd()).unwrap().unwrap();
+        assert_eq!(bytes, b"hello");
+        assert_eq!(fds.len(), 1);
+        drop(a);
+        assert!(recv_message(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn frames_round_trip_and_reject_garbage() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"abc").unwrap();
+        write_frame(&mut buf, b"").unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"abc");
+        assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"");
+        assert!(read_frame(&mut r).unwrap().is_none());
+        let huge = (u32::MAX).to_le_bytes();
+        assert!(read_frame(&huge[..]).is_err());
+    }
+}

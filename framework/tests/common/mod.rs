@@ -1,0 +1,80 @@
+//! Shared helpers for the framework's process tests.
+#![allow(dead_code)]
+
+use daemonic::task::{Task, TaskContext};
+use daemonic::BoxError;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// What a test task does in its child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Behave {
+    Succeed,
+    Exit(i32),
+    Panic(String),
+    Fail(String),
+    Sleep(u64),
+    IgnoreTermAndSleep(u64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe(pub Behave);
+
+#[daemonic::task]
+impl Task for Probe {
+    fn run(self, ctx: &mut TaskContext) -> Result<(), BoxError> {
+        match self.0 {
+            Behave::Succeed => Ok(()),
+            Behave::Exit(code) => std::process::exit(code),
+            Behave::Panic(msg) => panic!("{msg}"),
+            Behave::Fail(msg) => Err(msg.into()),
+            Behave::Sleep(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(())
+            }
+            Behave::IgnoreTermAndSleep(ms) => {
+                // SAFETY: ignoring a signal is always valid.
+                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+                ctx.log("ignoring SIGTERM");
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Children of this process that are zombies.
+pub fn zombie_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut zombies = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return zombies };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(me) {
+            zombies.push(pid);
+        }
+    }
+    zombies
+}
+
+/// Number of open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
