@@ -80,20 +80,10 @@ pub(crate) fn set_comm(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
 }
 
-/// Rewrites the argv area so `ps aux` shows `<daemon>: <role>`.
-fn set_title(title: &str) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return;
-    };
-    // Fields after the command name start at field 3; arg_start/arg_end are 48/49.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let (Some(start), Some(end)) = (
-        fields.get(45).and_then(|s| s.parse::<usize>().ok()),
-        fields.get(46).and_then(|s| s.parse::<usize>().ok()),
-    ) else {
+/// Rewrites the argv area (located once by the fork server; a forked child
+/// has the same addresses) so `ps aux` shows `<daemon>: <role>`.
+fn set_title(title: &str, arg_area: Option<(usize, usize)>) {
+    let Some((start, end)) = arg_area else {
         return;
     };
     if end <= start || end - start > 64 * 1024 {
@@ -143,14 +133,31 @@ fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
 }
 
 /// Runs in the freshly cloned child; never returns.
-pub(crate) fn run(request: SpawnRequest, fds: Vec<OwnedFd>, server_sock: RawFd, host_pid: i32, entry: &EntryPoint) -> ! {
-    // SAFETY: the server socket is not ours to use in the child.
-    unsafe { libc::close(server_sock) };
+pub(crate) fn run(
+    request: SpawnRequest,
+    fds: Vec<OwnedFd>,
+    server_fds: &[RawFd],
+    host_pid: i32,
+    arg_area: Option<(usize, usize)>,
+    entry: &EntryPoint,
+) -> ! {
+    for fd in server_fds {
+        // SAFETY: the fork server's descriptors are not ours to use.
+        unsafe { libc::close(*fd) };
+    }
     if place_descriptors(fds).is_err() {
         // SAFETY: exit without running any of the fork server's state.
         unsafe { libc::_exit(71) };
     }
-    super::server::reset_signals();
+    // Dispositions were reset to default when the fork server started, and it
+    // never changes them (only SIGPIPE is ignored, as in any Rust program);
+    // the mask is cleared here in case.
+    // SAFETY: an empty, initialized set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
     // SAFETY: plain prctl. A child never outlives the daemon.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != host_pid {
@@ -158,7 +165,7 @@ pub(crate) fn run(request: SpawnRequest, fds: Vec<OwnedFd>, server_sock: RawFd, 
         unsafe { libc::_exit(71) };
     }
     // Title first: tests (and people) wait for comm to change.
-    set_title(&format!("{}: {}", request.daemon, request.role));
+    set_title(&format!("{}: {}", request.daemon, request.role), arg_area);
     set_comm(&request.role);
     // SAFETY: fd 3 is the channel placed above; we own it from here.
     let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };

@@ -86,16 +86,40 @@ pub(crate) fn reset_signals() {
     }
 }
 
-/// Threads of this process, from `/proc/self/stat` (field 20).
-pub(crate) fn thread_count() -> io::Result<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name (field 2) may contain spaces; count after its ')'.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    after
-        .split_whitespace()
-        .nth(17)
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+/// `/proc/self/stat`, kept open: one `pread` per spawn instead of an
+/// open/read/close sequence.
+pub(crate) struct SelfStat(std::fs::File);
+
+impl SelfStat {
+    pub(crate) fn open() -> io::Result<Self> {
+        std::fs::File::open("/proc/self/stat").map(Self)
+    }
+
+    /// The fields after the command name (field 3 onwards).
+    pub(crate) fn fields(&self) -> io::Result<Vec<u64>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = self.0.read_at(&mut buf, 0)?;
+        let text = std::str::from_utf8(&buf[..n]).map_err(io::Error::other)?;
+        // The command name (field 2) may contain spaces; parse after its ')'.
+        let after = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        // Field 3 (state) is a letter; keep numbers in place with 0.
+        Ok(after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+    }
+
+    /// Threads of this process (field 20).
+    pub(crate) fn thread_count(&self) -> io::Result<u64> {
+        self.fields()?
+            .get(17)
+            .copied()
+            .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
+    }
+
+    /// The argv string area (fields 48 and 49), for process titles.
+    pub(crate) fn arg_area(&self) -> Option<(usize, usize)> {
+        let f = self.fields().ok()?;
+        Some((*f.get(45)? as usize, *f.get(46)? as usize))
+    }
 }
 
 fn close_inherited(keep: RawFd) {
@@ -119,6 +143,8 @@ fn serve(config: ServerConfig) {
     }
     close_inherited(config.sock.as_raw_fd());
     child::set_comm("fork-server");
+    let Ok(stat) = SelfStat::open() else { return };
+    let arg_area = stat.arg_area();
     let sock = config.sock;
     let hello = Hello {
         cookie: config.cookie,
@@ -135,7 +161,7 @@ fn serve(config: ServerConfig) {
             Ok(None) | Err(_) => return,
         };
         let reply = match wire::decode::<SpawnRequest>(&bytes) {
-            Ok(request) => spawn(request, fds, &sock, config.host_pid),
+            Ok(request) => spawn(request, fds, &sock, config.host_pid, &stat, arg_area),
             Err(e) => Err(format!("malformed spawn request: {e}")),
         };
         let (reply, pidfd) = match reply {
@@ -157,7 +183,14 @@ fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
     sock.as_fd()
 }
 
-fn spawn(request: SpawnRequest, fds: Vec<OwnedFd>, sock: &OwnedFd, host_pid: i32) -> Result<(i32, OwnedFd), String> {
+fn spawn(
+    request: SpawnRequest,
+    fds: Vec<OwnedFd>,
+    sock: &OwnedFd,
+    host_pid: i32,
+    stat: &SelfStat,
+    arg_area: Option<(usize, usize)>,
+) -> Result<(i32, OwnedFd), String> {
     let expected = 1 + usize::from(request.has_log);
     if fds.len() != expected {
         return Err(format!("spawn request carried {} descriptors, expected {expected}", fds.len()));
@@ -171,13 +204,16 @@ fn spawn(request: SpawnRequest, fds: Vec<OwnedFd>, sock: &OwnedFd, host_pid: i32
     // Forking a multithreaded process and running Rust code in the child is
     // undefined behaviour in practice. This process never starts threads;
     // check anyway, before every fork.
-    match thread_count() {
+    match stat.thread_count() {
         Ok(1) => {}
         Ok(n) => return Err(format!("fork server has {n} threads; refusing to fork")),
         Err(e) => return Err(format!("cannot count fork server threads: {e}")),
     }
     match clone_into_host() {
-        Ok(Cloned::Child) => child::run(request, fds, sock.as_raw_fd(), host_pid, entry),
+        Ok(Cloned::Child) => {
+            let stat_fd = stat.0.as_raw_fd();
+            child::run(request, fds, &[sock.as_raw_fd(), stat_fd], host_pid, arg_area, entry)
+        }
         Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
         Err(e) => Err(format!("clone failed: {e}")),
     }
