@@ -83,7 +83,12 @@ fn main() -> std::process::ExitCode {
         .name("simple_task")
         .interval_secs(1.0)
         .on(|e: &mut TaskExited| {
-            log::info!("task pid {} exited after {:.1?}: {}", e.pid, e.runtime, e.status);
+            log::info!(
+                "task pid {} exited after {:.1?}: {}",
+                e.pid,
+                e.runtime,
+                e.status
+            );
         })
         .args(&cli.daemon)
         .run()

@@ -128,9 +128,17 @@ fn main() {
     println!("process layer ({samples} samples, {n} tasks; release build)");
     println!("| measure | daemonic | raw fork() | ratio |");
     println!("|---|---|---|---|");
-    for (label, p) in [("spawn → child code p50", 0.5), ("spawn → child code p99", 0.99)] {
+    for (label, p) in [
+        ("spawn → child code p50", 0.5),
+        ("spawn → child code p99", 0.99),
+    ] {
         let (a, b) = (percentile(&srv, p), percentile(&raw, p));
-        println!("| {label} | {:.1} µs | {:.1} µs | {:.2}× |", us(a), us(b), us(a) / us(b));
+        println!(
+            "| {label} | {:.1} µs | {:.1} µs | {:.2}× |",
+            us(a),
+            us(b),
+            us(a) / us(b)
+        );
     }
     println!(
         "| tasks spawned+reaped /s | {:.0} | {:.0} | {:.2}× |",

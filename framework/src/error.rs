@@ -126,9 +126,11 @@ impl Error {
             Error::CantCreate { .. } => ExitCode::CantCreate,
             Error::Os { .. } => ExitCode::OsError,
             Error::AlreadyRunning { .. } => ExitCode::AlreadyRunning,
-            Error::Initialize(_) | Error::NoSystem | Error::StartAborted | Error::ShuttingDown | Error::Busy(_) => {
-                ExitCode::Software
-            }
+            Error::Initialize(_)
+            | Error::NoSystem
+            | Error::StartAborted
+            | Error::ShuttingDown
+            | Error::Busy(_) => ExitCode::Software,
             Error::Spawn(_) => ExitCode::OsError,
         }
     }
@@ -180,6 +182,9 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         };
         let msg = e.to_string();
-        assert!(msg.contains("log file") && msg.contains("/nope/x.log"), "{msg}");
+        assert!(
+            msg.contains("log file") && msg.contains("/nope/x.log"),
+            "{msg}"
+        );
     }
 }

@@ -31,11 +31,11 @@ pub mod daemon;
 mod error;
 pub mod event;
 pub mod log;
+mod panic_capture;
 pub mod plugin;
 pub mod process;
 pub mod signal;
 pub mod task;
-mod panic_capture;
 
 // Lets generated code say `::daemonic::..` inside this crate too.
 extern crate self as daemonic;

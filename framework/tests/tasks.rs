@@ -22,20 +22,29 @@ fn each_exit_status_is_reported_exactly() {
         TaskStatus::Panicked(msg) => assert!(msg.contains("kaboom"), "{msg}"),
         other => panic!("expected Panicked, got {other:?}"),
     }
-    assert_eq!(run(Behave::Fail("no route".into())), TaskStatus::Failed("no route".into()));
+    assert_eq!(
+        run(Behave::Fail("no route".into())),
+        TaskStatus::Failed("no route".into())
+    );
 }
 
 #[test]
 fn sigkill_is_reported_as_a_signal() {
     let mut child = task::spawn(&Probe(Behave::Sleep(30_000))).unwrap();
     assert!(child.signal(libc::SIGKILL).unwrap());
-    assert_eq!(child.wait_blocking().unwrap(), TaskStatus::Signaled(libc::SIGKILL));
+    assert_eq!(
+        child.wait_blocking().unwrap(),
+        TaskStatus::Signaled(libc::SIGKILL)
+    );
 }
 
 #[actix::test]
 async fn async_wait_sees_the_exit() {
     let mut child = task::spawn(&Probe(Behave::Exit(9))).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status, TaskStatus::Exited(9));
 }
 
@@ -43,9 +52,17 @@ async fn async_wait_sees_the_exit() {
 fn user_children_keep_their_exit_status() {
     // Our children have no exit signal and are reaped by pidfd only, so
     // neither side can steal the other's status.
-    let mut tasks: Vec<_> = (0..20).map(|_| task::spawn(&Probe(Behave::Sleep(20))).unwrap()).collect();
+    let mut tasks: Vec<_> = (0..20)
+        .map(|_| task::spawn(&Probe(Behave::Sleep(20))).unwrap())
+        .collect();
     let mut user: Vec<_> = (0..5)
-        .map(|i| std::process::Command::new("sh").arg("-c").arg(format!("exit {}", 10 + i)).spawn().unwrap())
+        .map(|i| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("exit {}", 10 + i))
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for (i, child) in user.iter_mut().enumerate() {
         assert_eq!(child.wait().unwrap().code(), Some(10 + i as i32));
@@ -80,7 +97,10 @@ fn unknown_entry_point_is_a_clear_error() {
         })
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("unknown entry point `no::such::Task`"), "{msg}");
+    assert!(
+        msg.contains("unknown entry point `no::such::Task`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -94,10 +114,21 @@ fn children_show_their_role_and_die_with_the_fork_server_gone() {
         comm()
     );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).contains(": task:probe"), "{cmdline:?}");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(": task:probe"),
+        "{cmdline:?}"
+    );
     // The child is this process's own child (CLONE_PARENT), not the fork server's.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.pid())).unwrap();
-    let ppid: i32 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(ppid, std::process::id() as i32);
     drop(child); // kills and reaps
 }

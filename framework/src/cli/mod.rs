@@ -81,7 +81,10 @@ fn report<P>(parsed: Result<P, clap::Error>) -> Result<P, ExitCode> {
             }
             _ => {
                 let rendered = err.render().to_string();
-                let first = rendered.lines().next().unwrap_or("error: invalid command line");
+                let first = rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid command line");
                 eprintln!("{first} (see --help)");
                 ExitCode::Usage
             }

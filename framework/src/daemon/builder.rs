@@ -3,7 +3,9 @@
 use super::daemonize::{self, ReadyPipe};
 use super::main_loop::MainLoop;
 use super::stats::{LoopCounters, Stats};
-use super::supervisor::{GetStats, LoopLink, ReadyCallback, RequestShutdown, Shared, Supervisor, SupervisorConfig};
+use super::supervisor::{
+    GetStats, LoopLink, ReadyCallback, RequestShutdown, Shared, Supervisor, SupervisorConfig,
+};
 use super::{pidfile, Daemon};
 use crate::cli::DaemonArgs;
 use crate::error::{Error, ExitCode, Result};
@@ -56,7 +58,8 @@ impl std::fmt::Debug for DaemonHandle {
 impl DaemonHandle {
     /// Asks for a graceful shutdown.
     pub fn shutdown(&self) {
-        self.supervisor.do_send(RequestShutdown(ShutdownReason::Requested));
+        self.supervisor
+            .do_send(RequestShutdown(ShutdownReason::Requested));
     }
 
     /// Current stats (raises the stats event); `None` once stopped.
@@ -99,14 +102,17 @@ struct Prepared {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
-    std::path::absolute(path).map_err(|e| Error::Config(format!("bad path {}: {e}", path.display())))
+    std::path::absolute(path)
+        .map_err(|e| Error::Config(format!("bad path {}: {e}", path.display())))
 }
 
 fn seconds(what: &str, secs: f64, allow_zero: bool) -> Result<Duration> {
     let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0)) && secs < 1e9;
     if !ok {
         let bound = if allow_zero { ">= 0" } else { "> 0" };
-        return Err(Error::Config(format!("{what} must be a number of seconds {bound}, got {secs}")));
+        return Err(Error::Config(format!(
+            "{what} must be a number of seconds {bound}, got {secs}"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -114,7 +120,11 @@ fn seconds(what: &str, secs: f64, allow_zero: bool) -> Result<Duration> {
 fn default_name() -> String {
     std::env::args_os()
         .next()
-        .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "daemon".into())
 }
 
@@ -255,7 +265,8 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// Parses the standard command line, then [`run`](Self::run)s. Returns the
     /// process exit code: `fn main() -> ExitCode { builder.main() }`.
     pub fn main(self) -> std::process::ExitCode {
-        let parsed = crate::cli::parse_daemon_args(&self.name, self.version.clone(), self.about.clone());
+        let parsed =
+            crate::cli::parse_daemon_args(&self.name, self.version.clone(), self.about.clone());
         match parsed {
             Ok(args) => self.args(&args).run(),
             Err(code) => code.into(),
@@ -401,8 +412,9 @@ impl<D: Daemon> DaemonBuilder<D> {
                 tasks: tasks.clone(),
             });
             let loop_shared = shared.clone();
-            let main_loop =
-                MainLoop::start_in_arbiter(&loop_arbiter.handle(), move |_| MainLoop::new(daemon, loop_shared));
+            let main_loop = MainLoop::start_in_arbiter(&loop_arbiter.handle(), move |_| {
+                MainLoop::new(daemon, loop_shared)
+            });
             let link = LoopLink {
                 init: main_loop.clone().recipient(),
                 begin: main_loop.clone().recipient(),
@@ -433,7 +445,11 @@ mod tests {
     #[test]
     fn negative_or_nan_interval_is_a_config_error() {
         for bad in [-1.0, f64::NAN, f64::INFINITY] {
-            let err = DaemonBuilder::new(Nop).interval_secs(bad).prepare().err().unwrap();
+            let err = DaemonBuilder::new(Nop)
+                .interval_secs(bad)
+                .prepare()
+                .err()
+                .unwrap();
             assert_eq!(err.exit_code(), ExitCode::Config, "{bad}");
             assert!(err.to_string().contains("--interval"), "{err}");
         }

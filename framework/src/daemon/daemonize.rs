@@ -32,7 +32,9 @@ impl ReadyPipe {
 
 /// Number of threads of this process, from `/proc/self/task`.
 pub(crate) fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Forking a multithreaded process and running Rust code in the child is

@@ -5,7 +5,9 @@ use super::stats::LoopCounters;
 use super::supervisor::{RequestShutdown, Shared};
 use super::timer::{LoopTimer, PreciseSleep, Wait};
 use super::Daemon;
-use crate::event::{CachedListeners, ErrorEvent, Events, Idle, PostExecute, PreExecute, ShutdownReason};
+use crate::event::{
+    CachedListeners, ErrorEvent, Events, Idle, PostExecute, PreExecute, ShutdownReason,
+};
 use crate::log::Logger;
 use actix::prelude::*;
 use std::fmt::Display;
@@ -84,13 +86,18 @@ impl<D: Daemon> LoopContext<'_, D> {
     /// Refused with [`Error::Busy`](crate::Error::Busy) when the task type's
     /// `MAX_CONCURRENT` instances already run, and with
     /// [`Error::ShuttingDown`](crate::Error::ShuttingDown) during shutdown.
-    pub fn task<T: crate::task::RegisteredTask>(&self, task: T) -> crate::Result<crate::TaskHandle> {
+    pub fn task<T: crate::task::RegisteredTask>(
+        &self,
+        task: T,
+    ) -> crate::Result<crate::TaskHandle> {
         self.shared.tasks.spawn(&task)
     }
 
     /// Asks for a graceful shutdown; the current tick finishes first.
     pub fn shutdown(&self) {
-        self.shared.supervisor.do_send(RequestShutdown(ShutdownReason::Requested));
+        self.shared
+            .supervisor
+            .do_send(RequestShutdown(ShutdownReason::Requested));
     }
 
     /// Runs a future on the loop's thread without blocking the loop, e.g. to
@@ -173,20 +180,23 @@ impl<D: Daemon> MainLoop<D> {
             (Wait::Until(deadline), Some(sleeper)) => {
                 let sleeper = sleeper.clone();
                 ctx.spawn(
-                    actix::fut::wrap_future::<_, Self>(async move { sleeper.sleep_until(deadline).await })
-                        .map(|res, act, ctx| {
-                            if let Err(e) = res {
-                                act.fatal(&format!("loop timer failed: {e}"));
-                                return;
-                            }
-                            act.run_batch(ctx);
-                        }),
+                    actix::fut::wrap_future::<_, Self>(async move {
+                        sleeper.sleep_until(deadline).await
+                    })
+                    .map(|res, act, ctx| {
+                        if let Err(e) = res {
+                            act.fatal(&format!("loop timer failed: {e}"));
+                            return;
+                        }
+                        act.run_batch(ctx);
+                    }),
                 );
             }
             (Wait::Until(deadline), None) => {
-                ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
-                    act.run_batch(ctx)
-                });
+                ctx.run_later(
+                    deadline.saturating_duration_since(Instant::now()),
+                    |act, ctx| act.run_batch(ctx),
+                );
             }
             (Wait::Now, _) => {
                 ctx.spawn(
@@ -232,7 +242,10 @@ impl<D: Daemon> MainLoop<D> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
             let began = Instant::now();
-            if self.with_daemon(ctx, "execute", |d, c| d.execute(c)).is_none() {
+            if self
+                .with_daemon(ctx, "execute", |d, c| d.execute(c))
+                .is_none()
+            {
                 return Wait::Now;
             }
             let took = began.elapsed();
@@ -288,10 +301,9 @@ impl<D: Daemon> Actor for MainLoop<D> {
         // Without a precise timer the loop still works, on tokio's 1 ms wheel.
         match PreciseSleep::new() {
             Ok(s) => self.sleeper = Some(Rc::new(s)),
-            Err(e) => self
-                .shared
-                .logger
-                .warn(format_args!("timerfd unavailable ({e}); loop timing falls back to 1 ms resolution")),
+            Err(e) => self.shared.logger.warn(format_args!(
+                "timerfd unavailable ({e}); loop timing falls back to 1 ms resolution"
+            )),
         }
         if let Some(period) = super::systemd::watchdog_period() {
             // Ping from the loop's own thread and also on a timer here: a loop

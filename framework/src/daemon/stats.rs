@@ -66,7 +66,10 @@ impl MemoryStats {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Self::default();
         };
-        let fields: Vec<u64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
         match fields.as_slice() {

@@ -5,7 +5,9 @@
 use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
 use crate::error::ExitCode;
-use crate::event::{ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent};
+use crate::event::{
+    ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent,
+};
 use crate::log::watcher::{LogWatcher, Reopen};
 use crate::log::{LogFile, LogGuard, Logger};
 use crate::plugin::{Plugin, PluginContext};
@@ -42,7 +44,12 @@ impl Shared {
                 .tasks
                 .running()
                 .into_iter()
-                .map(|(name, n)| (format!("tasks running {}", crate::task::short_name(name)), n.to_string()))
+                .map(|(name, n)| {
+                    (
+                        format!("tasks running {}", crate::task::short_name(name)),
+                        n.to_string(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -143,7 +150,9 @@ impl Supervisor {
         let pid = std::process::id() as i32;
         self.shared.events.dispatch(&mut Init { pid });
         if let Some(old) = self.config.previous_pid {
-            self.shared.events.dispatch(&mut PidChange { old, new: pid });
+            self.shared
+                .events
+                .dispatch(&mut PidChange { old, new: pid });
         }
         self.logger().log(format_args!(
             "{} started: pid {}, interval {:?}",
@@ -189,11 +198,13 @@ impl Supervisor {
         match self.main_loop.as_ref() {
             Some(link) => {
                 let stopped = link.stop.send(StopLoop(reason));
-                ctx.spawn(actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
-                    if act.state == State::Stopping {
-                        act.stop_tasks(ctx);
-                    }
-                }));
+                ctx.spawn(
+                    actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+                        if act.state == State::Stopping {
+                            act.stop_tasks(ctx);
+                        }
+                    }),
+                );
             }
             None => self.stop_tasks(ctx),
         }
@@ -205,7 +216,10 @@ impl Supervisor {
         let Some(manager) = self.task_manager.clone() else {
             return self.finish(ctx);
         };
-        let elapsed = self.shutdown_started.map(|t| t.elapsed()).unwrap_or_default();
+        let elapsed = self
+            .shutdown_started
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
         let margin = (self.config.shutdown_timeout / 10).min(Duration::from_millis(500));
         let grace = self
             .config
@@ -214,11 +228,13 @@ impl Supervisor {
             .saturating_sub(margin)
             .max(Duration::from_millis(10));
         let stopped = manager.send(StopTasks { grace });
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
-            if act.state == State::Stopping {
-                act.finish(ctx);
-            }
-        }));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+                if act.state == State::Stopping {
+                    act.finish(ctx);
+                }
+            }),
+        );
     }
 
     /// Everything after the main loop: plugins in reverse, then the signal
@@ -319,16 +335,24 @@ impl Actor for Supervisor {
             return;
         };
         let init = link.init.send(Initialize);
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(init).map(|res, act, ctx| {
-            if act.state != State::Starting {
-                return;
-            }
-            match res {
-                Ok(Ok(())) => act.became_ready(),
-                Ok(Err(e)) => act.start_failed(ctx, ExitCode::Software, format!("initialize failed: {e}")),
-                Err(e) => act.start_failed(ctx, ExitCode::Software, format!("main loop did not start: {e}")),
-            }
-        }));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(init).map(|res, act, ctx| {
+                if act.state != State::Starting {
+                    return;
+                }
+                match res {
+                    Ok(Ok(())) => act.became_ready(),
+                    Ok(Err(e)) => {
+                        act.start_failed(ctx, ExitCode::Software, format!("initialize failed: {e}"))
+                    }
+                    Err(e) => act.start_failed(
+                        ctx,
+                        ExitCode::Software,
+                        format!("main loop did not start: {e}"),
+                    ),
+                }
+            }),
+        );
         if super::systemd::enabled() {
             ctx.run_interval(Duration::from_secs(10), |act, _| {
                 if act.state == State::Running {
@@ -370,7 +394,9 @@ impl Handler<SignalReceived> for Supervisor {
 
     fn handle(&mut self, msg: SignalReceived, ctx: &mut Context<Self>) {
         let (signal, name) = (msg.signal, msg.name);
-        self.shared.events.dispatch(&mut SignalEvent { signal, name });
+        self.shared
+            .events
+            .dispatch(&mut SignalEvent { signal, name });
         match signal {
             libc::SIGTERM => self.begin_shutdown(ctx, ShutdownReason::Signal(name)),
             libc::SIGINT => {
@@ -394,7 +420,9 @@ impl Handler<SignalReceived> for Supervisor {
                     self.logger().log(format_args!("stats: {line}"));
                 }
             }
-            _ => self.logger().debug(1, format_args!("signal {name} received")),
+            _ => self
+                .logger()
+                .debug(1, format_args!("signal {name} received")),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! their flag in the value, so cancelling affects only that one dispatch.
 
 use crate::daemon::stats::Stats;
-use crate::task::TaskStatus;
 use crate::log::Level;
+use crate::task::TaskStatus;
 use std::time::Duration;
 
 macro_rules! event {
@@ -16,8 +16,17 @@ macro_rules! event {
 }
 
 event!(
-    Init, PreExecute, PostExecute, Idle, SignalEvent, Shutdown, ErrorEvent, LogEvent, StatsEvent,
-    PidChange, TaskExited,
+    Init,
+    PreExecute,
+    PostExecute,
+    Idle,
+    SignalEvent,
+    Shutdown,
+    ErrorEvent,
+    LogEvent,
+    StatsEvent,
+    PidChange,
+    TaskExited,
 );
 
 /// The daemon finished initializing and is about to run its first tick.

@@ -210,7 +210,6 @@ fn run_listeners<E: Event>(list: &Listeners<E>, event: &mut E) {
     }
 }
 
-
 /// A listener list cached by generation; see [`Events::cached`].
 pub(crate) struct CachedListeners<E: Event> {
     events: Events,

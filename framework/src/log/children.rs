@@ -57,7 +57,12 @@ impl ChildLogReceiver {
             receiver: None,
             thread: None,
         };
-        let Ok((rx, tx)) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::SOCK_CLOEXEC) else {
+        let Ok((rx, tx)) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        ) else {
             return none;
         };
         let rx = Arc::new(rx);
@@ -67,7 +72,11 @@ impl ChildLogReceiver {
             .spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
-                    match nix::sys::socket::recv(reader.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+                    match nix::sys::socket::recv(
+                        reader.as_raw_fd(),
+                        &mut buf,
+                        nix::sys::socket::MsgFlags::empty(),
+                    ) {
                         Ok(0) => return,
                         Ok(n) => sink.write(&buf[..n]),
                         Err(nix::errno::Errno::EINTR) => continue,

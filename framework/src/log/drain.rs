@@ -42,8 +42,11 @@ impl LogFile {
     pub fn open(path: PathBuf) -> io::Result<Self> {
         let file = open_append(&path)?;
         let meta = file.metadata()?;
-        if !meta.file_type().is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        if meta.file_type().is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a directory",
+            ));
         }
         Ok(Self {
             path,
@@ -99,7 +102,10 @@ impl LogFile {
             }
             Err(e) => {
                 // Keep writing to the old descriptor and try again at the next check.
-                eprintln!("daemonic: cannot reopen log file {}: {e}", self.path.display());
+                eprintln!(
+                    "daemonic: cannot reopen log file {}: {e}",
+                    self.path.display()
+                );
             }
         }
     }
@@ -158,7 +164,12 @@ impl std::panic::UnwindSafe for LineWriter {}
 impl LineWriter {
     pub(super) fn new(config: &LogConfig, target: Target) -> Self {
         Self {
-            prefix: format!("[{}/{} {}]", config.daemon_pid, std::process::id(), config.role),
+            prefix: format!(
+                "[{}/{} {}]",
+                config.daemon_pid,
+                std::process::id(),
+                config.role
+            ),
             target,
             buf: Mutex::new(String::with_capacity(256)),
         }
@@ -178,7 +189,11 @@ impl slog::Drain for LineWriter {
     type Ok = ();
     type Err = slog::Never;
 
-    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
         let mut buf = self.buf.lock();
         buf.clear();
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
@@ -241,7 +256,11 @@ impl<D: slog::Drain> slog::Drain for EventHook<D> {
     type Ok = Option<D::Ok>;
     type Err = D::Err;
 
-    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<Self::Ok, D::Err> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<Self::Ok, D::Err> {
         // A listener that logs must not recurse into itself.
         if IN_LOG_EVENT.with(Cell::get) || !self.events.has_listeners::<LogEvent>() {
             return self.inner.log(record, values).map(Some);
@@ -282,7 +301,10 @@ mod tests {
         assert!(log.check());
         log.write_line(b"two\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("d.log.1")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("d.log.1")).unwrap(),
+            "one\n"
+        );
     }
 
     #[test]
@@ -292,7 +314,12 @@ mod tests {
         let log = LogFile::open(path.clone()).unwrap();
         log.write_line(b"0123456789\n");
         assert!(!log.check());
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
         assert!(log.check());
         log.write_line(b"a\n");
         std::fs::remove_file(&path).unwrap();

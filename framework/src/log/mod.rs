@@ -25,9 +25,9 @@ pub use drain::LogFile;
 
 use crate::error::{Error, Result};
 use crate::event::Events;
+use slog::Drain;
 use std::fmt::Display;
 use std::path::PathBuf;
-use slog::Drain;
 use std::sync::Arc;
 
 /// Severity of a log line.

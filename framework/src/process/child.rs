@@ -44,8 +44,9 @@ impl ChildStart {
 
     /// Reads the first frame the host sent: the serialized state to run.
     pub fn read_payload<T: DeserializeOwned>(&mut self) -> io::Result<T> {
-        let bytes = wire::read_frame(&mut self.channel)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "host closed the channel"))?;
+        let bytes = wire::read_frame(&mut self.channel)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "host closed the channel")
+        })?;
         wire::decode(&bytes)
     }
 
@@ -182,10 +183,8 @@ pub(crate) fn run(
         debug_level: request.debug_level,
         console: request.console,
     };
-    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.run)(start))) {
-        Ok(code) => code,
-        Err(_) => 101,
-    };
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (entry.run)(start)))
+        .unwrap_or(101);
     // SAFETY: _exit skips atexit handlers and destructors that belong to the
     // fork server's image.
     unsafe { libc::_exit(code) }

@@ -117,9 +117,17 @@ impl From<io::Error> for RequestError {
     }
 }
 
-fn request(conn: &Connection, options: &SpawnOptions) -> std::result::Result<Spawned, RequestError> {
-    let (host_end, child_end) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(io::Error::from)?;
+fn request(
+    conn: &Connection,
+    options: &SpawnOptions,
+) -> std::result::Result<Spawned, RequestError> {
+    let (host_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
     let settings = crate::log::child_log_settings();
     let request = SpawnRequest {
         entry: options.entry.clone(),
@@ -137,13 +145,17 @@ fn request(conn: &Connection, options: &SpawnOptions) -> std::result::Result<Spa
     wire::send_message(conn.sock.as_fd(), &wire::encode(&request)?, &fds)?;
     drop(child_end);
     wait_readable(&conn.sock, REPLY_TIMEOUT)?;
-    let (bytes, mut received) = wire::recv_message(conn.sock.as_fd())?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "fork server closed its socket"))?;
+    let (bytes, mut received) = wire::recv_message(conn.sock.as_fd())?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "fork server closed its socket",
+        )
+    })?;
     match wire::decode::<SpawnReply>(&bytes)? {
         SpawnReply::Started { pid } => {
-            let pidfd = received
-                .pop()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "spawn reply without pidfd"))?;
+            let pidfd = received.pop().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "spawn reply without pidfd")
+            })?;
             Ok(Spawned {
                 process: ChildProcess::new(pid, pidfd),
                 channel: UnixStream::from(host_end),
@@ -159,7 +171,12 @@ fn wait_readable(sock: &OwnedFd, timeout: Duration) -> io::Result<()> {
     loop {
         let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, ms) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "fork server did not answer")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "fork server did not answer",
+                ))
+            }
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -188,8 +205,13 @@ fn launch() -> Result<Connection> {
              (is daemonic linked into a shared library?)"
         )));
     }
-    let (host, server) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| spawn_error("socketpair", e))?;
+    let (host, server) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| spawn_error("socketpair", e))?;
     let cookie = random_cookie().map_err(|e| spawn_error("getrandom", e))?;
     let host_pid = std::process::id();
     let server_fd = server.as_raw_fd();
@@ -241,7 +263,9 @@ fn launch() -> Result<Connection> {
     let hello = wire::recv_message(host.as_fd())
         .map_err(|e| spawn_error("fork-server handshake", e))?
         .ok_or_else(|| Error::Spawn("fork server exited during its handshake".into()))
-        .and_then(|(bytes, _)| wire::decode::<Hello>(&bytes).map_err(|e| spawn_error("fork-server handshake", e)))?;
+        .and_then(|(bytes, _)| {
+            wire::decode::<Hello>(&bytes).map_err(|e| spawn_error("fork-server handshake", e))
+        })?;
     if hello.cookie != cookie || hello.pid != server_pid as i32 {
         return Err(Error::Spawn("fork-server handshake: wrong cookie".into()));
     }

@@ -45,4 +45,3 @@ pub static ENTRY_POINTS: [EntryPoint];
 pub(crate) fn find_entry(name: &str) -> Option<&'static EntryPoint> {
     ENTRY_POINTS.iter().find(|e| e.name == name)
 }
-

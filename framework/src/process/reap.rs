@@ -55,7 +55,10 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExitStatus::Exited(code) => write!(f, "exit code {code}"),
-            ExitStatus::Signaled { signal, core_dumped } => {
+            ExitStatus::Signaled {
+                signal,
+                core_dumped,
+            } => {
                 write!(f, "killed by {}", crate::signal::signal_name(*signal))?;
                 if *core_dumped {
                     f.write_str(" (core dumped)")?;
@@ -168,7 +171,10 @@ impl ChildProcess {
                 return Ok(status);
             }
             if let Some(fd) = &self.pidfd {
-                let mut pfd = [nix::poll::PollFd::new(fd.0.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let mut pfd = [nix::poll::PollFd::new(
+                    fd.0.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(e.into()),

@@ -57,14 +57,24 @@ fn validate(marker: &str) -> Option<ServerConfig> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `sock_type`.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut sock_type as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut sock_type as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     if rc != 0 || sock_type != libc::SOCK_SEQPACKET {
         return None;
     }
     // SAFETY: the descriptor is open (getsockopt succeeded) and ours alone.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    Some(ServerConfig { sock, cookie, host_pid })
+    Some(ServerConfig {
+        sock,
+        cookie,
+        host_pid,
+    })
 }
 
 /// Restores default dispositions and an empty mask. Ignored signals and the
@@ -104,7 +114,10 @@ impl SelfStat {
         // The command name (field 2) may contain spaces; parse after its ')'.
         let after = text.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
         // Field 3 (state) is a letter; keep numbers in place with 0.
-        Ok(after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+        Ok(after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect())
     }
 
     /// Threads of this process (field 20).
@@ -150,7 +163,9 @@ fn serve(config: ServerConfig) {
         cookie: config.cookie,
         pid: std::process::id() as i32,
     };
-    let Ok(bytes) = wire::encode(&hello) else { return };
+    let Ok(bytes) = wire::encode(&hello) else {
+        return;
+    };
     if wire::send_message(fd(&sock), &bytes, &[]).is_err() {
         return;
     }
@@ -168,7 +183,9 @@ fn serve(config: ServerConfig) {
             Ok((pid, pidfd)) => (SpawnReply::Started { pid }, Some(pidfd)),
             Err(error) => (SpawnReply::Failed { error }, None),
         };
-        let Ok(bytes) = wire::encode(&reply) else { return };
+        let Ok(bytes) = wire::encode(&reply) else {
+            return;
+        };
         let fds: Vec<RawFd> = pidfd.iter().map(|p| p.as_raw_fd()).collect();
         if wire::send_message(fd(&sock), &bytes, &fds).is_err() {
             return;
@@ -193,7 +210,10 @@ fn spawn(
 ) -> Result<(i32, OwnedFd), String> {
     let expected = 1 + usize::from(request.has_log);
     if fds.len() != expected {
-        return Err(format!("spawn request carried {} descriptors, expected {expected}", fds.len()));
+        return Err(format!(
+            "spawn request carried {} descriptors, expected {expected}",
+            fds.len()
+        ));
     }
     let Some(entry) = super::find_entry(&request.entry) else {
         return Err(format!(
@@ -212,7 +232,14 @@ fn spawn(
     match clone_into_host() {
         Ok(Cloned::Child) => {
             let stat_fd = stat.0.as_raw_fd();
-            child::run(request, fds, &[sock.as_raw_fd(), stat_fd], host_pid, arg_area, entry)
+            child::run(
+                request,
+                fds,
+                &[sock.as_raw_fd(), stat_fd],
+                host_pid,
+                arg_area,
+                entry,
+            )
         }
         Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
         Err(e) => Err(format!("clone failed: {e}")),
@@ -254,8 +281,19 @@ fn clone_into_host() -> io::Result<Cloned> {
     // SAFETY: fork-like clone (no CLONE_VM, no new stack) of a
     // single-threaded process; the child only continues in this function's
     // caller, which never returns to the server loop.
-    let mut rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-    if rc < 0 && matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+    let mut rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if rc < 0
+        && matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM)
+        )
+    {
         // Older kernels and some seccomp profiles refuse clone3; the legacy
         // clone takes the same flags (pidfd returned through parent_tid).
         // SAFETY: as above; x86-64 argument order (flags, stack, parent_tid, child_tid, tls).

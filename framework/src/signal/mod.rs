@@ -94,8 +94,11 @@ impl Actor for SignalActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         for (sig, listener) in self.streams.drain(..) {
             let name = signal_name(sig);
-            let s = stream::unfold(listener, |mut l| async move { l.recv().await.map(|()| ((), l)) })
-                .map(move |()| SignalReceived { signal: sig, name });
+            let s = stream::unfold(
+                listener,
+                |mut l| async move { l.recv().await.map(|()| ((), l)) },
+            )
+            .map(move |()| SignalReceived { signal: sig, name });
             ctx.add_stream(s);
         }
     }

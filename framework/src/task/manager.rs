@@ -83,7 +83,12 @@ impl TaskRegistry {
     /// Tasks running now, by name.
     pub(crate) fn running(&self) -> Vec<(&'static str, usize)> {
         let state = self.state.lock();
-        let mut list: Vec<_> = state.running.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (*k, *n)).collect();
+        let mut list: Vec<_> = state
+            .running
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (*k, *n))
+            .collect();
         list.sort_unstable();
         list
     }
@@ -136,7 +141,10 @@ impl TaskManager {
         self.registry.finished(name);
         self.logger.debug(
             1,
-            format_args!("task {} (pid {pid}) ended after {runtime:?}: {status}", super::short_name(name)),
+            format_args!(
+                "task {} (pid {pid}) ended after {runtime:?}: {status}",
+                super::short_name(name)
+            ),
         );
         self.events.dispatch(&mut TaskExited {
             name,
@@ -177,10 +185,13 @@ impl Handler<Watch> for TaskManager {
             let status = child.wait().await;
             (status, child.runtime())
         };
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(waiting).map(move |(status, runtime), act, _| {
-            let status = status.unwrap_or_else(|e| TaskStatus::Failed(format!("cannot reap: {e}")));
-            act.exited(pid, name, status, runtime);
-        }));
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(waiting).map(
+            move |(status, runtime), act, _| {
+                let status =
+                    status.unwrap_or_else(|e| TaskStatus::Failed(format!("cannot reap: {e}")));
+                act.exited(pid, name, status, runtime);
+            },
+        ));
     }
 }
 

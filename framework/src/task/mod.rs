@@ -109,7 +109,9 @@ impl std::fmt::Display for TaskStatus {
             TaskStatus::Exited(code) => write!(f, "exit code {code}"),
             TaskStatus::Failed(msg) => write!(f, "failed: {msg}"),
             TaskStatus::Panicked(msg) => write!(f, "panicked: {msg}"),
-            TaskStatus::Signaled(sig) => write!(f, "killed by {}", crate::signal::signal_name(*sig)),
+            TaskStatus::Signaled(sig) => {
+                write!(f, "killed by {}", crate::signal::signal_name(*sig))
+            }
         }
     }
 }
@@ -150,7 +152,8 @@ pub fn run_in_child<T: RegisteredTask>(mut start: ChildStart) -> i32 {
             (Some(TaskReport::Failed(e.to_string())), EXIT_FAILED)
         }
         Err(payload) => {
-            let message = crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
+            let message =
+                crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
             ctx.logger.error(format_args!("task panicked: {message}"));
             (Some(TaskReport::Panicked(message)), EXIT_PANICKED)
         }
@@ -231,7 +234,8 @@ fn read_report(channel: &mut UnixStream) -> Option<TaskReport> {
 /// Inside a daemon prefer [`LoopContext::task`](crate::LoopContext::task),
 /// which applies limits, reports exits as events and stops tasks at shutdown.
 pub fn spawn<T: RegisteredTask>(task: &T) -> Result<TaskChild> {
-    let payload = wire::encode(task).map_err(|e| Error::Spawn(format!("cannot serialize task {}: {e}", T::NAME)))?;
+    let payload = wire::encode(task)
+        .map_err(|e| Error::Spawn(format!("cannot serialize task {}: {e}", T::NAME)))?;
     let spawned = fork_server().spawn(&SpawnOptions {
         entry: T::NAME.to_string(),
         role: format!("task:{}", short_name(T::NAME)),
@@ -239,7 +243,8 @@ pub fn spawn<T: RegisteredTask>(task: &T) -> Result<TaskChild> {
     let mut channel = spawned.channel;
     // The child reads its payload first thing, so this cannot block for
     // long even when the payload exceeds the socket buffer.
-    wire::write_frame(&mut channel, &payload).map_err(|e| Error::Spawn(format!("cannot send task payload: {e}")))?;
+    wire::write_frame(&mut channel, &payload)
+        .map_err(|e| Error::Spawn(format!("cannot send task payload: {e}")))?;
     Ok(TaskChild {
         process: spawned.process,
         channel,

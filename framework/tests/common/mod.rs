@@ -47,13 +47,23 @@ impl Task for Probe {
 pub fn zombie_children() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut zombies = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return zombies };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return zombies;
+    };
     for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(me) {
+        if fields.first() == Some(&"Z")
+            && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(me)
+        {
             zombies.push(pid);
         }
     }
@@ -62,7 +72,9 @@ pub fn zombie_children() -> Vec<i32> {
 
 /// Number of open descriptors of this process.
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
