@@ -12,7 +12,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, Events, ShutdownReason, Subscription};
 use crate::log::{LogConfig, LogFile, LogSystem, Logger};
 use crate::plugin::Plugin;
-use crate::task::{RegisteredTask, TaskHandle, TaskRegistry};
+use crate::task::{RegisteredTask, TaskHandle, TaskManager, TaskRegistry};
 use actix::prelude::*;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -399,6 +399,11 @@ impl<D: Daemon> DaemonBuilder<D> {
             plugins: self.plugins,
             on_ready,
             previous_pid,
+            task_manager: Some(TaskManager::start(
+                tasks.clone(),
+                self.events.clone(),
+                logger.clone(),
+            )),
         };
         let supervisor = Supervisor::create(move |ctx| {
             let shared = Arc::new(Shared {

@@ -68,6 +68,8 @@ pub(crate) struct SupervisorConfig {
     pub plugins: Vec<Box<dyn Plugin>>,
     pub on_ready: Option<ReadyCallback>,
     pub previous_pid: Option<i32>,
+    /// Started before the supervisor so `DaemonHandle::task` works at once.
+    pub task_manager: Option<Addr<TaskManager>>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -111,13 +113,14 @@ impl Supervisor {
         done: oneshot::Sender<ExitCode>,
     ) -> Self {
         let log_guard = Arc::new(Mutex::new(config.log_guard.take()));
+        let task_manager = config.task_manager.take();
         Self {
             shared,
             config,
             main_loop: Some(main_loop),
             log_watcher: None,
             signals: None,
-            task_manager: None,
+            task_manager,
             shutdown_started: None,
             started_plugins: 0,
             state: State::Starting,
@@ -317,11 +320,6 @@ impl Actor for Supervisor {
                 }
             }
         }
-        self.task_manager = Some(TaskManager::start(
-            self.shared.tasks.clone(),
-            self.shared.events.clone(),
-            self.shared.logger.clone(),
-        ));
         let plugin_ctx = self.plugin_context();
         for i in 0..self.config.plugins.len() {
             let plugin = &mut self.config.plugins[i];
