@@ -68,10 +68,11 @@ pub struct Cli<A: Args = NoArgs> {
 /// and return `Err(ExitCode::Ok)`; a bad command line prints one line naming
 /// the problem and returns `Err(ExitCode::Usage)`.
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
-    report(P::try_parse())
+    let name = P::command().get_name().to_string();
+    report(&name, P::try_parse())
 }
 
-fn report<P>(parsed: Result<P, clap::Error>) -> Result<P, ExitCode> {
+fn report<P>(name: &str, parsed: Result<P, clap::Error>) -> Result<P, ExitCode> {
     parsed.map_err(|err| {
         use clap::error::ErrorKind;
         match err.kind() {
@@ -85,7 +86,7 @@ fn report<P>(parsed: Result<P, clap::Error>) -> Result<P, ExitCode> {
                     .lines()
                     .next()
                     .unwrap_or("error: invalid command line");
-                eprintln!("{first} (see --help)");
+                eprintln!("{name}: {first} (see --help)");
                 ExitCode::Usage
             }
         }
@@ -107,7 +108,7 @@ pub(crate) fn parse_daemon_args(
     let parsed = command
         .try_get_matches()
         .and_then(|m| Cli::<NoArgs>::from_arg_matches(&m));
-    report(parsed).map(|cli| cli.daemon)
+    report(name, parsed).map(|cli| cli.daemon)
 }
 
 #[cfg(test)]
@@ -145,6 +146,6 @@ mod tests {
     #[test]
     fn unknown_flag_is_a_usage_error() {
         let parsed = Cli::<NoArgs>::try_parse_from(["d", "--nope"]);
-        assert_eq!(report(parsed).err(), Some(ExitCode::Usage));
+        assert_eq!(report("d", parsed).err(), Some(ExitCode::Usage));
     }
 }

@@ -309,10 +309,18 @@ impl<D: Daemon> DaemonBuilder<D> {
     }
 
     fn run_inner(mut self) -> Result<ExitCode> {
+        if self.handle_signals {
+            // Before any thread exists, so every thread inherits the mask.
+            crate::signal::unblock_handled();
+        }
         let prepared = self.prepare()?;
         let (ready, previous_pid) = if self.daemonize {
             let launcher = std::process::id() as i32;
-            (Some(daemonize::daemonize(&self.name)?), Some(launcher))
+            let pipe = daemonize::daemonize(&self.name)?;
+            let mut keep = vec![pipe.raw_fd()];
+            keep.extend(prepared.log_file.as_ref().map(|f| f.raw_fd()));
+            daemonize::close_inherited(&keep);
+            (Some(pipe), Some(launcher))
         } else {
             (None, None)
         };

@@ -16,6 +16,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 pub(crate) struct ReadyPipe(std::fs::File);
 
 impl ReadyPipe {
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+
     /// Tells the launching process how start-up went; it exits with `code`.
     pub(crate) fn report(mut self, outcome: Result<(), (ExitCode, String)>) {
         let (code, message) = match outcome {
@@ -75,6 +79,25 @@ pub(crate) fn daemonize(name: &str) -> Result<ReadyPipe> {
                     Ok(ReadyPipe(std::fs::File::from(write_end)))
                 }
             }
+        }
+    }
+}
+
+/// Closes every descriptor the launching process passed down (a shell's
+/// pipes, say) except stdio and `keep`.
+pub(crate) fn close_inherited(keep: &[std::os::fd::RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<std::os::fd::RawFd> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor nothing in this fresh daemon uses
+            // (the directory handle itself is gone by now).
+            unsafe { libc::close(fd) };
         }
     }
 }

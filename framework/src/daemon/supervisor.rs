@@ -8,7 +8,7 @@ use crate::error::ExitCode;
 use crate::event::{
     ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent,
 };
-use crate::log::watcher::{LogWatcher, Reopen};
+use crate::log::watcher::LogWatcher;
 use crate::log::{LogFile, LogGuard, Logger};
 use crate::plugin::{Plugin, PluginContext};
 use crate::signal::{SignalActor, SignalReceived};
@@ -404,14 +404,14 @@ impl Handler<SignalReceived> for Supervisor {
                 }
                 self.begin_shutdown(ctx, ShutdownReason::Signal(name));
             }
-            libc::SIGHUP => {
-                if let Some(watcher) = &self.log_watcher {
-                    watcher.do_send(Reopen);
+            libc::SIGHUP => match &self.config.log_file {
+                Some(file) => {
+                    // Before logging, so the line below lands in the new file.
+                    file.request_reopen();
                     self.logger().log("SIGHUP: log file reopened");
-                } else {
-                    self.logger().log("SIGHUP received");
                 }
-            }
+                None => self.logger().log("SIGHUP received"),
+            },
             libc::SIGUSR1 => {
                 let stats = self.dump_stats();
                 for line in stats.lines() {

@@ -59,6 +59,11 @@ impl LogFile {
         })
     }
 
+    /// The descriptor currently open.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&*self.file.lock())
+    }
+
     /// The configured path.
     pub fn path(&self) -> &Path {
         &self.path

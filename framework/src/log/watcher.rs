@@ -28,16 +28,3 @@ impl Actor for LogWatcher {
         });
     }
 }
-
-/// Reopen the log file before the next line (SIGHUP).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Reopen;
-
-impl Handler<Reopen> for LogWatcher {
-    type Result = ();
-
-    fn handle(&mut self, _: Reopen, _: &mut Context<Self>) {
-        self.file.request_reopen();
-    }
-}

@@ -52,6 +52,21 @@ pub fn handled_signals() -> Vec<i32> {
     list
 }
 
+/// Unblocks every signal the daemon handles. The mask survives `exec`: a
+/// daemon started by a parent that blocked SIGTERM would never see it.
+/// Called before any thread exists, so every thread inherits the mask.
+pub(crate) fn unblock_handled() {
+    // SAFETY: plain libc calls on a local, initialized set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in handled_signals() {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The conventional name of a signal (`SIGRTMIN+3` for real-time signals).
 pub fn signal_name(signal: i32) -> &'static str {
     static RT_NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
@@ -80,6 +95,7 @@ impl SignalActor {
     /// Installs the handlers now (inside a tokio runtime) so start-up fails
     /// loudly if the OS refuses one.
     pub fn new(target: Recipient<SignalReceived>) -> std::io::Result<Self> {
+        unblock_handled();
         let streams = handled_signals()
             .into_iter()
             .map(|sig| signal(SignalKind::from_raw(sig)).map(|s| (sig, s)))
