@@ -30,12 +30,14 @@ pub mod cli;
 pub mod daemon;
 mod error;
 pub mod event;
+pub mod ipc;
 pub mod log;
 mod panic_capture;
 pub mod plugin;
 pub mod process;
 pub mod signal;
 pub mod task;
+pub mod worker;
 
 // Lets generated code say `::daemonic::..` inside this crate too.
 extern crate self as daemonic;
@@ -44,10 +46,12 @@ extern crate self as daemonic;
 #[doc(hidden)]
 pub mod __private {
     pub use linkme;
+    pub use serde;
 }
 
-pub use daemonic_macros::task;
+pub use daemonic_macros::{task, worker};
 pub use task::{Task, TaskContext, TaskHandle, TaskStatus};
+pub use worker::{WorkerContext, WorkerError, WorkerPool};
 
 pub use daemon::stats::{LoopStats, MemoryStats, Stats};
 pub use daemon::{Daemon, DaemonBuilder, DaemonHandle, LoopContext, MainLoop, Supervisor};

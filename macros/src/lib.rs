@@ -44,7 +44,10 @@ fn expand_task(item: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     }
     let self_ty = &item.self_ty;
     let Type::Path(path) = &**self_ty else {
-        return Err(syn::Error::new(self_ty.span(), "#[task] needs a named type"));
+        return Err(syn::Error::new(
+            self_ty.span(),
+            "#[task] needs a named type",
+        ));
     };
     let ident = path
         .path
@@ -68,4 +71,20 @@ fn expand_task(item: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
             };
         };
     })
+}
+
+mod worker;
+
+/// Turns a struct and its `impl` block into a worker whose methods run in
+/// child processes.
+///
+/// On the struct: registers it (by a stable name) so the fork server can
+/// start it. On the `impl` block: every `pub fn name(&mut self, args..) -> R`
+/// becomes a message type `snake_type::Name { args }` with
+/// `Result = Result<R, WorkerError>`, handled by `WorkerPool<Type>`; the
+/// optional `fn started(&mut self, ctx: &mut WorkerContext)` and
+/// `fn stopping(&mut self, ctx: &mut WorkerContext)` hooks run in the child.
+#[proc_macro_attribute]
+pub fn worker(args: TokenStream, input: TokenStream) -> TokenStream {
+    worker::expand(args.into(), input.into()).into()
 }

@@ -3,7 +3,9 @@
 
 use crate::daemon::stats::Stats;
 use crate::log::Level;
+use crate::process::ExitStatus;
 use crate::task::TaskStatus;
+use crate::worker::WorkerError;
 use std::time::Duration;
 
 macro_rules! event {
@@ -27,6 +29,12 @@ event!(
     StatsEvent,
     PidChange,
     TaskExited,
+    WorkerSpawned,
+    WorkerReturned,
+    WorkerDied,
+    WorkerTimedOut,
+    WorkerRecycled,
+    WorkerPoolFailed,
 );
 
 /// The daemon finished initializing and is about to run its first tick.
@@ -189,6 +197,76 @@ pub struct TaskExited {
     pub status: TaskStatus,
     /// How long it ran.
     pub runtime: Duration,
+}
+
+/// A worker process was started.
+#[derive(Debug, Clone)]
+pub struct WorkerSpawned {
+    /// The pool's name.
+    pub pool: String,
+    /// The worker's pid.
+    pub pid: i32,
+}
+
+/// A worker call finished (only raised when something listens: it is per call).
+#[derive(Debug, Clone)]
+pub struct WorkerReturned {
+    /// The pool's name.
+    pub pool: String,
+    /// The worker's pid (0 inline or when the call never reached a worker).
+    pub pid: i32,
+    /// The method.
+    pub method: &'static str,
+    /// Time from `send` to the reply.
+    pub latency: Duration,
+    /// `None` if the method returned, else why not.
+    pub error: Option<WorkerError>,
+}
+
+/// A worker process exited unexpectedly (crash, kill, OOM, timeout).
+#[derive(Debug, Clone)]
+pub struct WorkerDied {
+    /// The pool's name.
+    pub pool: String,
+    /// The worker's pid.
+    pub pid: i32,
+    /// How it ended.
+    pub exit: ExitStatus,
+    /// Calls it held, which resolved with `Died`.
+    pub calls_failed: usize,
+}
+
+/// A call exceeded the pool's call timeout; its worker is being killed.
+#[derive(Debug, Clone)]
+pub struct WorkerTimedOut {
+    /// The pool's name.
+    pub pool: String,
+    /// The worker's pid.
+    pub pid: i32,
+    /// The method.
+    pub method: &'static str,
+    /// The timeout.
+    pub after: Duration,
+}
+
+/// A worker is being replaced on purpose (max calls, max runtime, shutdown).
+#[derive(Debug, Clone)]
+pub struct WorkerRecycled {
+    /// The pool's name.
+    pub pool: String,
+    /// The worker's pid.
+    pub pid: i32,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// A pool exceeded its restart limit and stopped respawning.
+#[derive(Debug, Clone)]
+pub struct WorkerPoolFailed {
+    /// The pool's name.
+    pub pool: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// The daemon's pid changed (daemonized, restarted).

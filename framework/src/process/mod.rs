@@ -27,6 +27,7 @@ pub(crate) mod wire;
 
 pub use child::ChildStart;
 pub use launcher::{fork_server, ForkServer, SpawnOptions, Spawned};
+pub(crate) use reap::Signaller;
 pub use reap::{ChildProcess, ExitStatus};
 
 /// A function a child can run, under a stable name.

@@ -79,6 +79,27 @@ impl AsRawFd for PidFd {
     }
 }
 
+/// A duplicate of a child's pidfd, to signal it while a waiter owns the
+/// [`ChildProcess`]. Signals never reach a recycled pid.
+#[derive(Debug)]
+pub(crate) struct Signaller(OwnedFd);
+
+impl Signaller {
+    /// Sends `signal`; an already-exited child is not an error.
+    pub(crate) fn signal(&self, signal: i32) {
+        // SAFETY: plain syscall on a descriptor we own.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
 /// A child process of the daemon. Dropping an unreaped child kills and reaps
 /// it, so no handle can leave a zombie behind.
 #[derive(Debug)]
@@ -144,6 +165,10 @@ impl ChildProcess {
     /// waiter owns this handle). `None` once reaped.
     pub fn pidfd_dup(&self) -> Option<OwnedFd> {
         self.pidfd.as_ref().and_then(|fd| fd.0.try_clone().ok())
+    }
+
+    pub(crate) fn signaller(&self) -> Option<Signaller> {
+        self.pidfd_dup().map(Signaller)
     }
 
     /// Reaps the child if it has exited.

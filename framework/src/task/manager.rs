@@ -5,10 +5,10 @@ use super::{RegisteredTask, TaskChild, TaskStatus};
 use crate::error::{Error, Result};
 use crate::event::{Events, TaskExited};
 use crate::log::Logger;
+use crate::process::Signaller;
 use actix::prelude::*;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -94,25 +94,6 @@ impl TaskRegistry {
     }
 }
 
-/// A duplicate of a task's pidfd, to signal it while its waiter owns it.
-struct Signaller(OwnedFd);
-
-impl Signaller {
-    fn signal(&self, signal: i32) {
-        // SAFETY: plain syscall on a descriptor we own; ESRCH (already
-        // exited) is fine to ignore.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
-    }
-}
-
 /// Watches every task of a daemon.
 pub(crate) struct TaskManager {
     registry: Arc<TaskRegistry>,
@@ -174,8 +155,7 @@ impl Handler<Watch> for TaskManager {
     fn handle(&mut self, Watch(mut child): Watch, ctx: &mut Context<Self>) {
         let pid = child.pid();
         let name = child.name();
-        if let Some(dup) = child.process.pidfd_dup() {
-            let signaller = Signaller(dup);
+        if let Some(signaller) = child.process.signaller() {
             if !self.stop_waiters.is_empty() {
                 signaller.signal(libc::SIGTERM);
             }

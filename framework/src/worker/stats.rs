@@ -1,0 +1,115 @@
+//! Worker pool stats.
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// A snapshot of one pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// Pool name (the worker type's short name).
+    pub name: String,
+    /// Configured size.
+    pub size: usize,
+    /// Calls accepted.
+    pub calls: u64,
+    /// Calls that returned the method's value.
+    pub returned: u64,
+    /// Calls held by workers now.
+    pub in_flight: usize,
+    /// Calls waiting for a worker.
+    pub queued: usize,
+    /// Errors by kind (`timeout`, `died`, `panicked`, `busy`, ...).
+    pub errors: Vec<(String, u64)>,
+    /// Workers replaced after an unexpected exit.
+    pub restarts: u64,
+    /// Workers replaced by recycling.
+    pub recycled: u64,
+    /// Call latency percentiles over the last 4096 calls (p50, p90, p99).
+    pub latency: Option<(Duration, Duration, Duration)>,
+    /// Each worker process.
+    pub children: Vec<ChildStats>,
+    /// Whether the pool gave up respawning.
+    pub failed: bool,
+}
+
+/// One worker process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChildStats {
+    /// Its pid.
+    pub pid: i32,
+    /// Time since it was spawned.
+    pub uptime: Duration,
+    /// Calls it served.
+    pub calls: u64,
+    /// `ready`, `starting`, `spare`, `retiring` or `killed`.
+    pub state: String,
+}
+
+impl PoolStats {
+    /// The report as lines, as dumped on SIGUSR1.
+    pub fn lines(&self) -> Vec<String> {
+        let mut head = format!(
+            "pool {}: size {} calls {} returned {} in-flight {} queued {} restarts {} recycled {}",
+            self.name,
+            self.size,
+            self.calls,
+            self.returned,
+            self.in_flight,
+            self.queued,
+            self.restarts,
+            self.recycled
+        );
+        if let Some((p50, p90, p99)) = self.latency {
+            head.push_str(&format!(" latency p50 {p50:?} p90 {p90:?} p99 {p99:?}"));
+        }
+        if !self.errors.is_empty() {
+            let errors: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
+            head.push_str(&format!(" errors {}", errors.join(",")));
+        }
+        if self.failed {
+            head.push_str(" FAILED");
+        }
+        let mut lines = vec![head];
+        for c in &self.children {
+            lines.push(format!(
+                "pool {} worker pid {}: {} uptime {:?} calls {}",
+                self.name,
+                c.pid,
+                c.state,
+                Duration::from_millis(c.uptime.as_millis() as u64),
+                c.calls
+            ));
+        }
+        lines
+    }
+}
+
+/// Recent call latencies.
+#[derive(Debug, Default)]
+pub(crate) struct Latencies(VecDeque<Duration>);
+
+impl Latencies {
+    const KEEP: usize = 4096;
+
+    pub(crate) fn record(&mut self, d: Duration) {
+        if self.0.len() == Self::KEEP {
+            self.0.pop_front();
+        }
+        self.0.push_back(d);
+    }
+
+    pub(crate) fn percentiles(&self) -> Option<(Duration, Duration, Duration)> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut v: Vec<Duration> = self.0.iter().copied().collect();
+        v.sort_unstable();
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        Some((at(0.5), at(0.9), at(0.99)))
+    }
+}
