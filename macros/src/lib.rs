@@ -4,7 +4,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::Span;
 use quote::quote;
-use syn::{parse_macro_input, spanned::Spanned, ItemImpl, Type};
+use syn::{spanned::Spanned, Item, ItemImpl, Type};
 
 /// Registers a [`Task`] implementation so a daemon's fork server can run it
 /// in a child process. Put it on the `impl Task for MyTask` block.
@@ -13,14 +13,38 @@ use syn::{parse_macro_input, spanned::Spanned, ItemImpl, Type};
 /// that is stable across the exec of the fork server (never a pointer).
 #[proc_macro_attribute]
 pub fn task(args: TokenStream, input: TokenStream) -> TokenStream {
-    if !args.is_empty() {
-        let err = syn::Error::new(Span::call_site(), "#[task] takes no arguments");
-        return err.to_compile_error().into();
-    }
-    let item = parse_macro_input!(input as ItemImpl);
-    match expand_task(&item) {
-        Ok(tokens) => tokens.into(),
-        Err(err) => err.to_compile_error().into(),
+    // On an error, the item is still emitted unchanged (and the registration
+    // too where possible), so the user sees our message and not a cascade
+    // of "cannot find type" errors from code that uses the item.
+    let args_error = (!args.is_empty())
+        .then(|| syn::Error::new(Span::call_site(), "#[task] takes no arguments"));
+    let item = match syn::parse::<Item>(input) {
+        Ok(item) => item,
+        Err(err) => return err.to_compile_error().into(),
+    };
+    let expanded = match &item {
+        Item::Impl(item) => expand_task(item),
+        other => Err(syn::Error::new(
+            other.span(),
+            "#[task] goes on an `impl Task for YourType` block",
+        )),
+    };
+    let (tokens, error) = match expanded {
+        Ok(tokens) => (tokens, args_error),
+        Err(err) => (quote! { #item }, Some(combine(args_error, err))),
+    };
+    let error = error.map(|e| e.to_compile_error());
+    quote! { #tokens #error }.into()
+}
+
+/// `first` (if any) followed by `then`.
+fn combine(first: Option<syn::Error>, then: syn::Error) -> syn::Error {
+    match first {
+        Some(mut first) => {
+            first.combine(then);
+            first
+        }
+        None => then,
     }
 }
 

@@ -6,21 +6,30 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, Item, ItemImpl, ItemStruct, Pat, ReturnType, Type, Visibility};
 
+/// On an error the item is still emitted unchanged next to the
+/// `compile_error!`, so the user sees our message and not a cascade of
+/// "cannot find type" errors from the code that uses the item.
 pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
-    if !args.is_empty() {
-        return syn::Error::new(Span::call_site(), "#[worker] takes no arguments")
-            .to_compile_error();
-    }
-    let result = match syn::parse2::<Item>(input) {
-        Ok(Item::Struct(item)) => expand_struct(&item),
-        Ok(Item::Impl(item)) => expand_impl(&item),
-        Ok(other) => Err(syn::Error::new(
+    let args_error = (!args.is_empty())
+        .then(|| syn::Error::new(Span::call_site(), "#[worker] takes no arguments"))
+        .map(|e| e.to_compile_error());
+    let item = match syn::parse2::<Item>(input) {
+        Ok(item) => item,
+        Err(e) => return e.to_compile_error(),
+    };
+    let result = match &item {
+        Item::Struct(item) => expand_struct(item),
+        Item::Impl(item) => expand_impl(item),
+        other => Err(syn::Error::new(
             other.span(),
             "#[worker] goes on a struct and on its inherent `impl` block",
         )),
-        Err(e) => Err(e),
     };
-    result.unwrap_or_else(|e| e.to_compile_error())
+    let tokens = result.unwrap_or_else(|e| {
+        let e = e.to_compile_error();
+        quote! { #item #e }
+    });
+    quote! { #args_error #tokens }
 }
 
 fn expand_struct(item: &ItemStruct) -> syn::Result<TokenStream> {
@@ -51,6 +60,8 @@ fn expand_struct(item: &ItemStruct) -> syn::Result<TokenStream> {
 }
 
 struct Method {
+    /// Visibility of the message type, from the method's.
+    vis: TokenStream,
     ident: syn::Ident,
     message: syn::Ident,
     args: Vec<(syn::Ident, Type)>,
@@ -119,6 +130,10 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
     let module = format_ident!("{}", snake_case(&type_ident.to_string()));
 
     let mut methods = Vec::new();
+    // Invalid methods are reported together and left out; the rest still
+    // expands, so the struct keeps its `WorkerMethods` impl and the only
+    // errors are ours.
+    let mut method_errors: Option<syn::Error> = None;
     let mut hooks = Vec::new();
     for impl_item in &item.items {
         let ImplItem::Fn(f) = impl_item else { continue };
@@ -127,10 +142,21 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             hooks.push(f.sig.ident.clone());
             continue;
         }
-        if !matches!(f.vis, Visibility::Public(_)) {
-            continue;
+        // Methods with a visibility become messages with the same reach
+        // (one module deeper, so restricted forms widen to the impl's module).
+        let vis = match &f.vis {
+            Visibility::Inherited => continue,
+            Visibility::Public(_) => quote! { pub },
+            Visibility::Restricted(r) if r.path.is_ident("crate") => quote! { pub(crate) },
+            Visibility::Restricted(_) => quote! { pub(super) },
+        };
+        match parse_method(f, vis) {
+            Ok(method) => methods.push(method),
+            Err(e) => match &mut method_errors {
+                Some(errors) => errors.combine(e),
+                None => method_errors = Some(e),
+            },
         }
-        methods.push(parse_method(f)?);
     }
 
     let messages = methods.iter().enumerate().map(|(index, m)| {
@@ -138,22 +164,23 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         let output = &m.output;
         let index = index as u16;
         let method_name = m.ident.to_string();
+        let vis = &m.vis;
         let fields = m.args.iter().map(|(name, ty)| {
-            quote_spanned! {ty.span()=> pub #name: #ty }
+            quote_spanned! {ty.span()=> #vis #name: #ty }
         });
         let doc = format!("Calls `{}::{}` in a worker process.", type_ident, m.ident);
+        let serde = serde_impls(&type_ident, m);
         quote! {
             #[doc = #doc]
-            #[derive(::daemonic::__private::serde::Serialize, ::daemonic::__private::serde::Deserialize)]
-            #[serde(crate = "::daemonic::__private::serde")]
-            pub struct #message { #(#fields,)* }
+            #vis struct #message { #(#fields,)* }
+
+            #serde
 
             impl ::daemonic::actix::Message for #message {
                 type Result = ::core::result::Result<#output, ::daemonic::worker::WorkerError>;
             }
 
-            impl ::daemonic::worker::Call for #message {
-                type Worker = super::#type_ident;
+            impl ::daemonic::worker::Call<super::#type_ident> for #message {
                 type Output = #output;
                 const METHOD: u16 = #index;
                 const NAME: &'static str = #method_name;
@@ -245,10 +272,94 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             #started
             #stopping
         }
+
+        #method_errors
     })
 }
 
-fn parse_method(f: &syn::ImplItemFn) -> syn::Result<Method> {
+/// `Serialize` and `Deserialize` for a message type, written out rather than
+/// derived so that each argument is (de)serialized by a call spanned at its
+/// type: an argument type without serde support then gets exactly one error
+/// per trait, on the argument in the user's signature (the derive reports
+/// several, some on the `#[worker]` line, with notes inside serde's private
+/// modules). The encoding is a sequence of the arguments in order, which is
+/// what the derive produced under `rmp_serde`'s default configuration.
+fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
+    let message = &m.message;
+    let serde = quote! { ::daemonic::__private::serde };
+    let len = m.args.len();
+    let bindings: Vec<_> = (0..len).map(|i| format_ident!("__arg{}", i)).collect();
+    let serialize_args = m.args.iter().map(|(name, ty)| {
+        let call = quote_spanned! {ty.span()=> __serialize_arg::<_, #ty> };
+        quote! { #call(&mut __tuple, &self.#name)?; }
+    });
+    let deserialize_args = m.args.iter().zip(&bindings).enumerate().map(|(index, ((_, ty), binding))| {
+        let call = quote_spanned! {ty.span()=> __next_arg::<_, #ty> };
+        quote! { let #binding = #call(&mut __seq, #index, &self)?; }
+    });
+    let names = m.args.iter().map(|(name, _)| name);
+    let expecting = format!("the arguments of `{}::{}`", type_ident, m.ident);
+    quote! {
+        impl #serde::Serialize for #message {
+            fn serialize<__S: #serde::Serializer>(
+                &self,
+                __serializer: __S,
+            ) -> ::core::result::Result<__S::Ok, __S::Error> {
+                #[allow(dead_code)]
+                fn __serialize_arg<__T: #serde::ser::SerializeTuple, __V: #serde::Serialize>(
+                    tuple: &mut __T,
+                    value: &__V,
+                ) -> ::core::result::Result<(), __T::Error> {
+                    __T::serialize_element(tuple, value)
+                }
+                #[allow(unused_mut)]
+                let mut __tuple = #serde::Serializer::serialize_tuple(__serializer, #len)?;
+                #(#serialize_args)*
+                #serde::ser::SerializeTuple::end(__tuple)
+            }
+        }
+
+        impl<'de> #serde::Deserialize<'de> for #message {
+            fn deserialize<__D: #serde::Deserializer<'de>>(
+                __deserializer: __D,
+            ) -> ::core::result::Result<Self, __D::Error> {
+                #[allow(dead_code)]
+                fn __next_arg<'de, __A: #serde::de::SeqAccess<'de>, __V: #serde::Deserialize<'de>>(
+                    seq: &mut __A,
+                    index: usize,
+                    expected: &dyn #serde::de::Expected,
+                ) -> ::core::result::Result<__V, __A::Error> {
+                    match __A::next_element::<__V>(seq)? {
+                        ::core::option::Option::Some(value) => ::core::result::Result::Ok(value),
+                        ::core::option::Option::None => ::core::result::Result::Err(
+                            <__A::Error as #serde::de::Error>::invalid_length(index, expected),
+                        ),
+                    }
+                }
+                struct __Visitor;
+                impl<'de> #serde::de::Visitor<'de> for __Visitor {
+                    type Value = #message;
+
+                    fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                        f.write_str(#expecting)
+                    }
+
+                    #[allow(unused_mut, unused_variables)]
+                    fn visit_seq<__A: #serde::de::SeqAccess<'de>>(
+                        self,
+                        mut __seq: __A,
+                    ) -> ::core::result::Result<#message, __A::Error> {
+                        #(#deserialize_args)*
+                        ::core::result::Result::Ok(#message { #(#names: #bindings),* })
+                    }
+                }
+                #serde::Deserializer::deserialize_tuple(__deserializer, #len, __Visitor)
+            }
+        }
+    }
+}
+
+fn parse_method(f: &syn::ImplItemFn, vis: TokenStream) -> syn::Result<Method> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new(
@@ -296,6 +407,7 @@ fn parse_method(f: &syn::ImplItemFn) -> syn::Result<Method> {
         ReturnType::Type(_, ty) => quote! { #ty },
     };
     Ok(Method {
+        vis,
         ident: sig.ident.clone(),
         message: format_ident!("{}", pascal_case(&sig.ident.to_string())),
         args,

@@ -13,6 +13,7 @@ use crate::event::{Event, Events, ShutdownReason, Subscription};
 use crate::log::{LogConfig, LogFile, LogSystem, Logger};
 use crate::plugin::Plugin;
 use crate::task::{RegisteredTask, TaskHandle, TaskManager, TaskRegistry};
+use crate::worker::{PoolRegistry, WorkerMethods, WorkerPool, WorkerPoolBuilder};
 use actix::prelude::*;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub struct DaemonHandle {
     events: Events,
     logger: Logger,
     tasks: Arc<TaskRegistry>,
+    pools: Arc<PoolRegistry>,
+    arbiter: ArbiterHandle,
 }
 
 impl std::fmt::Debug for DaemonHandle {
@@ -80,6 +83,17 @@ impl DaemonHandle {
     /// Starts a task in a child process (see [`LoopContext::task`](crate::LoopContext::task)).
     pub fn task<T: RegisteredTask>(&self, task: T) -> Result<TaskHandle> {
         self.tasks.spawn(&task)
+    }
+
+    /// A builder for a worker pool wired to this daemon: its events and log,
+    /// its stats dump, and its graceful shutdown.
+    pub fn workers<W: WorkerMethods>(&self, worker: W) -> WorkerPoolBuilder<W> {
+        WorkerPool::builder(worker).for_daemon(
+            self.events.clone(),
+            self.logger.clone(),
+            self.arbiter.clone(),
+            self.pools.clone(),
+        )
     }
 
     /// The supervisor actor.
@@ -395,6 +409,8 @@ impl<D: Daemon> DaemonBuilder<D> {
         let (done_tx, done_rx) = oneshot::channel();
         let tasks = Arc::new(TaskRegistry::default());
         let handle_tasks = tasks.clone();
+        let pools = Arc::new(PoolRegistry::default());
+        let handle_pools = pools.clone();
         let loop_arbiter = Arbiter::new();
         let daemon = self.daemon;
         let name = self.name;
@@ -423,6 +439,8 @@ impl<D: Daemon> DaemonBuilder<D> {
                 supervisor: ctx.address(),
                 started_at: Instant::now(),
                 tasks: tasks.clone(),
+                pools: pools.clone(),
+                arbiter: Arbiter::current(),
             });
             let loop_shared = shared.clone();
             let main_loop = MainLoop::start_in_arbiter(&loop_arbiter.handle(), move |_| {
@@ -442,6 +460,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             events: self.events,
             logger,
             tasks: handle_tasks,
+            pools: handle_pools,
+            arbiter: Arbiter::current(),
         })
     }
 }

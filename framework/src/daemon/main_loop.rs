@@ -93,6 +93,24 @@ impl<D: Daemon> LoopContext<'_, D> {
         self.shared.tasks.spawn(&task)
     }
 
+    /// A builder for a worker pool wired to this daemon: worker events on the
+    /// daemon's bus, lines in its log, the pool actor on the supervisor's
+    /// thread (replies are handled while `execute` runs), included in the
+    /// SIGUSR1 stats dump, and stopped gracefully at shutdown.
+    ///
+    /// Call it in `initialize` and keep the returned address.
+    pub fn workers<W: crate::worker::WorkerMethods>(
+        &self,
+        worker: W,
+    ) -> crate::worker::WorkerPoolBuilder<W> {
+        crate::worker::WorkerPool::builder(worker).for_daemon(
+            self.shared.events.clone(),
+            self.shared.logger.clone(),
+            self.shared.arbiter.clone(),
+            self.shared.pools.clone(),
+        )
+    }
+
     /// Asks for a graceful shutdown; the current tick finishes first.
     pub fn shutdown(&self) {
         self.shared

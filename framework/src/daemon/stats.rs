@@ -19,6 +19,8 @@ pub struct Stats {
     pub main_loop: LoopStats,
     /// Memory of the main process.
     pub memory: MemoryStats,
+    /// Worker pools started through the daemon.
+    pub pools: Vec<crate::worker::PoolStats>,
     /// Fields added by [`StatsEvent`](crate::event::StatsEvent) listeners.
     pub extra: Vec<(String, String)>,
 }
@@ -98,6 +100,9 @@ impl Stats {
             ),
             format!("memory: rss {} private {}", mib(self.memory.rss_bytes), mib(self.memory.private_bytes)),
         ];
+        for pool in &self.pools {
+            lines.extend(pool.lines());
+        }
         lines.extend(self.extra.iter().map(|(k, v)| format!("{k}: {v}")));
         lines
     }

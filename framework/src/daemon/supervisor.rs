@@ -5,6 +5,7 @@
 use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
 use crate::error::ExitCode;
+use crate::event::WorkerPoolFailed;
 use crate::event::{
     ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent,
 };
@@ -13,6 +14,7 @@ use crate::log::{LogFile, LogGuard, Logger};
 use crate::plugin::{Plugin, PluginContext};
 use crate::signal::{SignalActor, SignalReceived};
 use crate::task::{StopTasks, TaskManager, TaskRegistry};
+use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
 use actix::prelude::*;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -30,6 +32,9 @@ pub(crate) struct Shared {
     pub supervisor: Addr<Supervisor>,
     pub started_at: Instant,
     pub tasks: Arc<TaskRegistry>,
+    pub pools: Arc<PoolRegistry>,
+    /// The supervisor's arbiter: pools run here, never on the loop's thread.
+    pub arbiter: ArbiterHandle,
 }
 
 impl Shared {
@@ -40,6 +45,7 @@ impl Shared {
             uptime: self.started_at.elapsed(),
             main_loop: self.counters.snapshot(self.interval),
             memory: MemoryStats::current(),
+            pools: Vec::new(),
             extra: self
                 .tasks
                 .running()
@@ -204,13 +210,48 @@ impl Supervisor {
                 ctx.spawn(
                     actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                         if act.state == State::Stopping {
-                            act.stop_tasks(ctx);
+                            act.stop_pools(ctx);
                         }
                     }),
                 );
             }
-            None => self.stop_tasks(ctx),
+            None => self.stop_pools(ctx),
         }
+    }
+
+    fn remaining_grace(&self) -> Duration {
+        let elapsed = self
+            .shutdown_started
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        let margin = (self.config.shutdown_timeout / 10).min(Duration::from_millis(500));
+        self.config
+            .shutdown_timeout
+            .saturating_sub(elapsed)
+            .saturating_sub(margin)
+            .max(Duration::from_millis(10))
+    }
+
+    /// Worker pools finish the calls their workers hold (new calls get
+    /// `ShuttingDown`), within the remaining shutdown time.
+    fn stop_pools(&mut self, ctx: &mut Context<Self>) {
+        let pools = self.shared.pools.all();
+        if pools.is_empty() {
+            return self.stop_tasks(ctx);
+        }
+        let grace = self.remaining_grace();
+        let stopped = futures_util::future::join_all(
+            pools
+                .into_iter()
+                .map(move |p| p.stop.send(StopPool { grace })),
+        );
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+                if act.state == State::Stopping {
+                    act.stop_tasks(ctx);
+                }
+            }),
+        );
     }
 
     /// Running tasks get SIGTERM, and SIGKILL shortly before the shutdown
@@ -219,17 +260,7 @@ impl Supervisor {
         let Some(manager) = self.task_manager.clone() else {
             return self.finish(ctx);
         };
-        let elapsed = self
-            .shutdown_started
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
-        let margin = (self.config.shutdown_timeout / 10).min(Duration::from_millis(500));
-        let grace = self
-            .config
-            .shutdown_timeout
-            .saturating_sub(elapsed)
-            .saturating_sub(margin)
-            .max(Duration::from_millis(10));
+        let grace = self.remaining_grace();
         let stopped = manager.send(StopTasks { grace });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
@@ -285,12 +316,25 @@ impl Supervisor {
         }
     }
 
-    fn dump_stats(&self) -> Stats {
-        let mut event = StatsEvent {
-            stats: self.shared.stats(),
-        };
-        self.shared.events.dispatch(&mut event);
-        event.stats
+    /// Collects stats (asking every pool), raises the stats event, and hands
+    /// the result to `then`.
+    fn collect_stats(
+        &self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, Stats) + 'static,
+    ) {
+        let pools = self.shared.pools.all();
+        let asks =
+            futures_util::future::join_all(pools.into_iter().map(|p| p.stats.send(GetPoolStats)));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(asks).map(move |replies, act, _| {
+                let mut stats = act.shared.stats();
+                stats.pools = replies.into_iter().filter_map(|r| r.ok()).collect();
+                let mut event = StatsEvent { stats };
+                act.shared.events.dispatch(&mut event);
+                then(act, event.stats);
+            }),
+        );
     }
 
     fn immediate_exit(&mut self) -> ! {
@@ -308,6 +352,10 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A pool that gives up tells its supervisor.
+        self.shared
+            .events
+            .subscribe(ctx.address().recipient::<WorkerPoolFailed>());
         if let Some(file) = &self.config.log_file {
             self.log_watcher = Some(LogWatcher::new(file.clone()).start());
         }
@@ -380,10 +428,27 @@ impl Handler<RequestShutdown> for Supervisor {
 pub struct GetStats;
 
 impl Handler<GetStats> for Supervisor {
-    type Result = MessageResult<GetStats>;
+    type Result = ResponseFuture<Stats>;
 
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.dump_stats())
+    fn handle(&mut self, _: GetStats, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.collect_stats(ctx, move |_, stats| {
+            let _ = tx.send(stats);
+        });
+        Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+}
+
+impl Handler<WorkerPoolFailed> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerPoolFailed, _: &mut Context<Self>) {
+        let message = format!("worker pool {} failed: {}", msg.pool, msg.reason);
+        self.logger().error(&message);
+        self.shared.events.dispatch(&mut ErrorEvent {
+            context: format!("worker pool {}", msg.pool),
+            message,
+        });
     }
 }
 
@@ -412,12 +477,11 @@ impl Handler<SignalReceived> for Supervisor {
                 }
                 None => self.logger().log("SIGHUP received"),
             },
-            libc::SIGUSR1 => {
-                let stats = self.dump_stats();
+            libc::SIGUSR1 => self.collect_stats(ctx, |act, stats| {
                 for line in stats.lines() {
-                    self.logger().log(format_args!("stats: {line}"));
+                    act.logger().log(format_args!("stats: {line}"));
                 }
-            }
+            }),
             _ => self
                 .logger()
                 .debug(1, format_args!("signal {name} received")),

@@ -130,13 +130,29 @@ impl SocketChildLink {
     }
 }
 
+/// `read_exact` that gives up on `Interrupted` once termination was
+/// requested (std's retries forever). `Ok(false)`: clean end of stream.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    && !crate::process::termination_requested() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 impl ChildLink for SocketChildLink {
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut len = [0u8; 4];
-        match self.reader.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+        if !read_full(&mut self.reader, &mut len)? {
+            return Ok(None);
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_FRAME {
@@ -146,7 +162,9 @@ impl ChildLink for SocketChildLink {
             ));
         }
         let mut frame = vec![0u8; len];
-        self.reader.read_exact(&mut frame)?;
+        if !read_full(&mut self.reader, &mut frame)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         Ok(Some(frame))
     }
 

@@ -71,6 +71,35 @@ impl ChildStart {
     }
 }
 
+static TERMINATION_REQUESTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_termination(_: libc::c_int) {
+    TERMINATION_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes SIGTERM and SIGINT request a graceful exit instead of killing the
+/// process: blocking reads return `Interrupted`, and the child checks
+/// [`termination_requested`] between units of work. (Children must stop
+/// promptly on SIGTERM — the PHP original's ignored it for a minute.)
+pub fn handle_termination_gracefully() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe); no
+    // SA_RESTART, so a blocked read returns EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_termination as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = 0;
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+    }
+}
+
+/// Whether SIGTERM or SIGINT arrived (see [`handle_termination_gracefully`]).
+pub fn termination_requested() -> bool {
+    TERMINATION_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Sets the kernel's short process name (`ps -e`, `top`): 15 bytes at most.
 pub(crate) fn set_comm(name: &str) {
     let mut buf = [0u8; 16];
@@ -150,11 +179,14 @@ pub(crate) fn run(
         // SAFETY: exit without running any of the fork server's state.
         unsafe { libc::_exit(71) };
     }
-    // Dispositions were reset to default when the fork server started, and it
-    // never changes them (only SIGPIPE is ignored, as in any Rust program);
-    // the mask is cleared here in case.
-    // SAFETY: an empty, initialized set.
+    // Dispositions were reset to default when the fork server started; it
+    // only ignores SIGPIPE (as any Rust program does) and the group signals,
+    // which a child gets back at their defaults. The mask is cleared in case.
+    // SAFETY: restoring defaults and an empty, initialized set.
     unsafe {
+        for sig in super::server::GROUP_SIGNALS {
+            libc::signal(sig, libc::SIG_DFL);
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());

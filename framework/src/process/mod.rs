@@ -25,7 +25,7 @@ mod reap;
 pub(crate) mod server;
 pub(crate) mod wire;
 
-pub use child::ChildStart;
+pub use child::{handle_termination_gracefully, termination_requested, ChildStart};
 pub use launcher::{fork_server, ForkServer, SpawnOptions, Spawned};
 pub(crate) use reap::Signaller;
 pub use reap::{ChildProcess, ExitStatus};

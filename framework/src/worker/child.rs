@@ -100,6 +100,7 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
         }
     };
     crate::panic_capture::install();
+    crate::process::handle_termination_gracefully();
     let mut ctx = WorkerContext {
         logger,
         role,
@@ -127,16 +128,34 @@ fn send(link: &mut impl ChildLink, message: &FromChild) -> std::io::Result<()> {
     link.send(&bytes)
 }
 
+/// SIGTERM/SIGINT: the current call is done; say goodbye and exit cleanly.
+fn leave<W: WorkerMethods>(
+    worker: &mut W,
+    ctx: &mut WorkerContext,
+    link: &mut impl ChildLink,
+) -> i32 {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.stopping(ctx)));
+    let _ = send(link, &FromChild::Leaving);
+    let _ = link.flush();
+    0
+}
+
 fn serve<W: WorkerMethods>(
     worker: &mut W,
     ctx: &mut WorkerContext,
     link: &mut impl ChildLink,
 ) -> i32 {
     loop {
+        if crate::process::termination_requested() {
+            return leave(worker, ctx, link);
+        }
         let frame = match link.recv() {
             Ok(Some(frame)) => frame,
             Ok(None) => return 0, // the daemon hung up
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return leave(worker, ctx, link)
+            }
             Err(e) => {
                 ctx.error(format_args!("worker channel failed: {e}"));
                 return EXIT_PROTOCOL;

@@ -41,6 +41,28 @@ pub struct CallReturn<'a> {
 
 type OnReturn = Arc<dyn Fn(&CallReturn<'_>) + Send + Sync>;
 
+/// Pools started through a daemon: stopped at its shutdown, included in its stats.
+#[derive(Default)]
+pub(crate) struct PoolRegistry {
+    pools: parking_lot::Mutex<Vec<RegisteredPool>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct RegisteredPool {
+    pub stop: Recipient<StopPool>,
+    pub stats: Recipient<GetPoolStats>,
+}
+
+impl PoolRegistry {
+    pub(crate) fn add(&self, pool: RegisteredPool) {
+        self.pools.lock().push(pool);
+    }
+
+    pub(crate) fn all(&self) -> Vec<RegisteredPool> {
+        self.pools.lock().clone()
+    }
+}
+
 /// Configures a [`WorkerPool`].
 pub struct WorkerPoolBuilder<W: WorkerMethods> {
     worker: W,
@@ -60,9 +82,25 @@ pub struct WorkerPoolBuilder<W: WorkerMethods> {
     logger: Logger,
     on_return: Option<OnReturn>,
     arbiter: Option<ArbiterHandle>,
+    registry: Option<Arc<PoolRegistry>>,
 }
 
 impl<W: WorkerMethods> WorkerPoolBuilder<W> {
+    /// Wires the builder to a daemon (its events, logger, thread and shutdown).
+    pub(crate) fn for_daemon(
+        mut self,
+        events: Events,
+        logger: Logger,
+        arbiter: ArbiterHandle,
+        registry: Arc<PoolRegistry>,
+    ) -> Self {
+        self.events = events;
+        self.logger = logger;
+        self.arbiter = Some(arbiter);
+        self.registry = Some(registry);
+        self
+    }
+
     pub(crate) fn new(worker: W) -> Self {
         Self {
             worker,
@@ -82,6 +120,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             logger: Logger::discard(),
             on_return: None,
             arbiter: None,
+            registry: None,
         }
     }
 
@@ -222,10 +261,17 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             on_return: self.on_return,
         };
         let pool = move || WorkerPool::<W>::new(config, template, inline);
-        Ok(match self.arbiter {
+        let addr = match self.arbiter {
             Some(arbiter) => WorkerPool::start_in_arbiter(&arbiter, move |_| pool()),
             None => pool().start(),
-        })
+        };
+        if let Some(registry) = self.registry {
+            registry.add(RegisteredPool {
+                stop: addr.clone().recipient(),
+                stats: addr.clone().recipient(),
+            });
+        }
+        Ok(addr)
     }
 }
 
@@ -424,7 +470,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
 
     /// Accepts a call: the generated `Handler` impls call this.
     #[doc(hidden)]
-    pub fn handle_call<M: Call<Worker = W>>(
+    pub fn handle_call<M: Call<W>>(
         &mut self,
         message: M,
         ctx: &mut Context<Self>,
@@ -744,6 +790,23 @@ impl<W: WorkerMethods> WorkerPool<W> {
                     }
                 }
                 Ok(FromChild::Reply { id, outcome }) => self.on_reply(key, id, outcome, ctx),
+                Ok(FromChild::Leaving) => {
+                    // Asked to terminate (a signal to the process group, an
+                    // operator): an orderly exit, replaced but not a failure.
+                    if let Some(slot) = self.slot_mut(key) {
+                        slot.stop_sent = true;
+                        if slot.retiring.is_none() {
+                            slot.retiring = Some("terminated");
+                            let pid = slot.pid;
+                            self.counters.recycled += 1;
+                            self.config.events.dispatch(&mut WorkerRecycled {
+                                pool: self.config.name.clone(),
+                                pid,
+                                reason: "terminated",
+                            });
+                        }
+                    }
+                }
                 Err(e) => return self.malformed(key, &e.to_string()),
             }
         }

@@ -25,6 +25,9 @@ pub(crate) enum FromChild {
         id: u64,
         outcome: Outcome,
     },
+    /// Leaving on its own (SIGTERM/SIGINT): finished its call, ran
+    /// `stopping`, exits 0. Replace it; it is not a failure.
+    Leaving,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
