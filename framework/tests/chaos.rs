@@ -4,6 +4,7 @@
 mod common;
 
 use common::{fd_count, wait_until, zombie_children};
+use daemonic::ipc::Transport;
 use daemonic::worker::{GetPoolStats, KillWorker, StopPool, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -43,6 +44,12 @@ const CALLERS: u64 = 8;
 #[test]
 fn every_call_resolves_exactly_once_while_workers_are_killed() {
     daemonic::process::fork_server().prestart().unwrap();
+    // Sequentially, so descriptor counts stay meaningful.
+    chaos(Transport::Socket);
+    chaos(Transport::IpcChannel);
+}
+
+fn chaos(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal");
     std::fs::write(&journal, "").unwrap();
@@ -53,6 +60,7 @@ fn every_call_resolves_exactly_once_while_workers_are_killed() {
     let (ok_ids, died, kills) = system.block_on(async move {
         let pool = WorkerPool::builder(Journal { path, file: None })
             .size(3)
+            .transport(transport)
             .max_in_flight(4)
             .queue_capacity(100_000)
             .restart_limit(100_000, Duration::from_secs(1))
@@ -168,7 +176,7 @@ fn every_call_resolves_exactly_once_while_workers_are_killed() {
         fd_count()
     );
     eprintln!(
-        "chaos: {} returned, {died} died with their worker, {kills} kills",
+        "chaos ({transport:?}): {} returned, {died} died with their worker, {kills} kills",
         ok_ids.len()
     );
 }

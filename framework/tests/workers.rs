@@ -3,7 +3,10 @@
 //! fork server under the multithreaded test harness.
 
 use daemonic::event::{Events, WorkerPoolFailed};
-use daemonic::worker::{KillWorker, StopPool, WorkerContext, WorkerError, WorkerPool};
+use daemonic::ipc::Transport;
+use daemonic::worker::{
+    KillWorker, StopPool, WorkerContext, WorkerError, WorkerPool, WorkerPoolBuilder,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,6 +77,10 @@ impl Calc {
     }
 }
 
+fn builder(t: Transport, worker: Calc) -> WorkerPoolBuilder<Calc> {
+    WorkerPool::builder(worker).transport(t)
+}
+
 fn calc() -> Calc {
     Calc {
         offset: 0,
@@ -81,12 +88,14 @@ fn calc() -> Calc {
     }
 }
 
-#[actix::test]
-async fn methods_return_values_and_errs_exactly() {
-    let pool = WorkerPool::builder(Calc {
-        offset: 1,
-        panic_in_started: false,
-    })
+async fn methods_return_values_and_errs_exactly(t: Transport) {
+    let pool = builder(
+        t,
+        Calc {
+            offset: 1,
+            panic_in_started: false,
+        },
+    )
     .size(2)
     .start()
     .unwrap();
@@ -107,9 +116,8 @@ async fn methods_return_values_and_errs_exactly() {
     assert_ne!(pid, std::process::id() as i32, "the method ran in a child");
 }
 
-#[actix::test]
-async fn a_panic_resolves_with_panicked_and_the_worker_is_replaced() {
-    let pool = WorkerPool::builder(calc()).size(1).start().unwrap();
+async fn a_panic_resolves_with_panicked_and_the_worker_is_replaced(t: Transport) {
+    let pool = builder(t, calc()).size(1).start().unwrap();
     let before = pool.send(calc::Pid {}).await.unwrap().unwrap();
     match pool
         .send(calc::Boom {
@@ -125,9 +133,8 @@ async fn a_panic_resolves_with_panicked_and_the_worker_is_replaced() {
     assert_ne!(before, after, "a fresh worker replaced the poisoned one");
 }
 
-#[actix::test]
-async fn a_call_over_the_timeout_resolves_with_timeout_and_the_worker_is_replaced() {
-    let pool = WorkerPool::builder(calc())
+async fn a_call_over_the_timeout_resolves_with_timeout_and_the_worker_is_replaced(t: Transport) {
+    let pool = builder(t, calc())
         .size(1)
         .call_timeout(Duration::from_millis(200))
         .start()
@@ -146,9 +153,10 @@ async fn a_call_over_the_timeout_resolves_with_timeout_and_the_worker_is_replace
     assert_ne!(before, after);
 }
 
-#[actix::test]
-async fn a_killed_worker_fails_its_call_with_died_and_queued_calls_go_to_the_replacement() {
-    let pool = WorkerPool::builder(calc()).size(1).start().unwrap();
+async fn a_killed_worker_fails_its_call_with_died_and_queued_calls_go_to_the_replacement(
+    t: Transport,
+) {
+    let pool = builder(t, calc()).size(1).start().unwrap();
     let victim = pool.send(calc::Pid {}).await.unwrap().unwrap();
     let held = pool.send(calc::Sleep { ms: 10_000 });
     let queued = pool.send(calc::Add { a: 1, b: 1 });
@@ -177,9 +185,8 @@ async fn a_killed_worker_fails_its_call_with_died_and_queued_calls_go_to_the_rep
     );
 }
 
-#[actix::test]
-async fn a_full_queue_answers_busy_at_once() {
-    let pool = WorkerPool::builder(calc())
+async fn a_full_queue_answers_busy_at_once(t: Transport) {
+    let pool = builder(t, calc())
         .size(1)
         .queue_capacity(2)
         .start()
@@ -201,9 +208,8 @@ async fn a_full_queue_answers_busy_at_once() {
     assert_eq!(q2.await.unwrap(), Ok(2));
 }
 
-#[actix::test]
-async fn an_oversized_payload_is_refused_before_sending() {
-    let pool = WorkerPool::builder(calc())
+async fn an_oversized_payload_is_refused_before_sending(t: Transport) {
+    let pool = builder(t, calc())
         .size(1)
         .max_payload(1024)
         .start()
@@ -231,9 +237,8 @@ async fn an_oversized_payload_is_refused_before_sending() {
     );
 }
 
-#[actix::test]
-async fn malformed_bytes_drop_the_link_and_the_parent_is_unharmed() {
-    let pool = WorkerPool::builder(calc()).size(1).start().unwrap();
+async fn malformed_bytes_drop_the_link_and_the_parent_is_unharmed(t: Transport) {
+    let pool = builder(t, calc()).size(1).start().unwrap();
     let before = pool.send(calc::Pid {}).await.unwrap().unwrap();
     match pool.send(calc::Corrupt {}).await.unwrap() {
         Err(WorkerError::Died { pid, .. }) => assert_eq!(pid, before),
@@ -243,18 +248,20 @@ async fn malformed_bytes_drop_the_link_and_the_parent_is_unharmed() {
     assert_ne!(pool.send(calc::Pid {}).await.unwrap().unwrap(), before);
 }
 
-#[actix::test]
-async fn a_restart_storm_fails_the_pool_instead_of_fork_bombing() {
+async fn a_restart_storm_fails_the_pool_instead_of_fork_bombing(t: Transport) {
     let events = Events::new();
     let failed = Arc::new(AtomicUsize::new(0));
     let seen = failed.clone();
     events.on(move |_: &mut WorkerPoolFailed| {
         seen.fetch_add(1, Ordering::SeqCst);
     });
-    let pool = WorkerPool::builder(Calc {
-        offset: 0,
-        panic_in_started: true,
-    })
+    let pool = builder(
+        t,
+        Calc {
+            offset: 0,
+            panic_in_started: true,
+        },
+    )
     .size(1)
     .restart_limit(3, Duration::from_secs(10))
     .events(events)
@@ -281,9 +288,8 @@ async fn a_restart_storm_fails_the_pool_instead_of_fork_bombing() {
     );
 }
 
-#[actix::test]
-async fn shutdown_refuses_new_calls_and_lets_held_calls_finish() {
-    let pool = WorkerPool::builder(calc()).size(1).start().unwrap();
+async fn shutdown_refuses_new_calls_and_lets_held_calls_finish(t: Transport) {
+    let pool = builder(t, calc()).size(1).start().unwrap();
     pool.send(calc::Pid {}).await.unwrap().unwrap();
     let held = pool.send(calc::Sleep { ms: 200 });
     actix_rt::time::sleep(Duration::from_millis(50)).await;
@@ -299,9 +305,8 @@ async fn shutdown_refuses_new_calls_and_lets_held_calls_finish() {
     stopping.await.unwrap();
 }
 
-#[actix::test]
-async fn recycling_after_max_calls_spreads_calls_over_fresh_workers() {
-    let pool = WorkerPool::builder(calc())
+async fn recycling_after_max_calls_spreads_calls_over_fresh_workers(t: Transport) {
+    let pool = builder(t, calc())
         .size(2)
         .max_calls_per_child(10)
         .start()
@@ -317,9 +322,8 @@ async fn recycling_after_max_calls_spreads_calls_over_fresh_workers() {
     );
 }
 
-#[actix::test]
-async fn inline_mode_runs_the_same_methods_in_process() {
-    let pool = WorkerPool::builder(calc()).inline().start().unwrap();
+async fn inline_mode_runs_the_same_methods_in_process(t: Transport) {
+    let pool = builder(t, calc()).inline().start().unwrap();
     assert_eq!(pool.send(calc::Add { a: 2, b: 2 }).await.unwrap(), Ok(4));
     assert_eq!(
         pool.send(calc::Pid {}).await.unwrap(),
@@ -337,4 +341,42 @@ async fn inline_mode_runs_the_same_methods_in_process() {
         .unwrap(),
         Err(WorkerError::Panicked { .. })
     ));
+}
+
+/// Every semantic, over each transport.
+macro_rules! over_transports {
+    ($($name:ident),* $(,)?) => {
+        mod socket {
+            $(#[actix::test]
+            async fn $name() {
+                super::$name(super::Transport::Socket).await
+            })*
+        }
+        mod ipc_channel {
+            $(#[actix::test]
+            async fn $name() {
+                super::$name(super::Transport::IpcChannel).await
+            })*
+        }
+    };
+}
+
+over_transports!(
+    methods_return_values_and_errs_exactly,
+    a_panic_resolves_with_panicked_and_the_worker_is_replaced,
+    a_call_over_the_timeout_resolves_with_timeout_and_the_worker_is_replaced,
+    a_killed_worker_fails_its_call_with_died_and_queued_calls_go_to_the_replacement,
+    a_full_queue_answers_busy_at_once,
+    an_oversized_payload_is_refused_before_sending,
+    a_restart_storm_fails_the_pool_instead_of_fork_bombing,
+    shutdown_refuses_new_calls_and_lets_held_calls_finish,
+    recycling_after_max_calls_spreads_calls_over_fresh_workers,
+    inline_mode_runs_the_same_methods_in_process,
+);
+
+/// Garbage on the socket transport's channel (the ipc-channel transport does
+/// not read that channel after the bootstrap).
+#[actix::test]
+async fn malformed_bytes_on_the_socket_transport() {
+    malformed_bytes_drop_the_link_and_the_parent_is_unharmed(Transport::Socket).await
 }

@@ -9,6 +9,7 @@
 //! returned at once, so pipelined calls cost a fraction of a system call
 //! each.
 
+pub mod ipc_channel;
 pub mod socket;
 
 use futures_util::stream::LocalBoxStream;
@@ -38,6 +39,18 @@ pub trait ChildLink {
 
     /// Writes queued frames out.
     fn flush(&mut self) -> io::Result<()>;
+}
+
+/// Which transport a worker pool uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Transport {
+    /// Frames over the stream socketpair every child gets at spawn: no extra
+    /// thread, writes coalesced, reads batched (the default: fastest).
+    #[default]
+    Socket,
+    /// ipc-channel (`IpcSender`/`IpcReceiver`), bootstrapped through a
+    /// one-shot server; one reader thread per worker in the daemon.
+    IpcChannel,
 }
 
 /// Largest frame either side accepts; larger ones are a protocol error.

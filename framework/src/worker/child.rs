@@ -2,8 +2,9 @@
 //! send replies. One call at a time, in order; no actix System, so a fresh
 //! worker is ready within microseconds of its fork.
 
-use super::protocol::{self, FromChild, Outcome, ToChild};
+use super::protocol::{self, Bootstrap, FromChild, Outcome, ToChild};
 use super::WorkerMethods;
+use crate::ipc::ipc_channel::IpcChildLink;
 use crate::ipc::socket::SocketChildLink;
 use crate::ipc::ChildLink;
 use crate::log::Logger;
@@ -85,18 +86,18 @@ impl WorkerContext {
 pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
     let logger = start.logger();
     let role = start.role.clone();
+    let bootstrap: Bootstrap = match start.read_payload() {
+        Ok(b) => b,
+        Err(e) => {
+            logger.error(format_args!("cannot read the worker's bootstrap: {e}"));
+            return crate::task::EXIT_BAD_PAYLOAD;
+        }
+    };
     let mut worker: W = match start.read_payload() {
         Ok(w) => w,
         Err(e) => {
             logger.error(format_args!("cannot decode worker state: {e}"));
             return crate::task::EXIT_BAD_PAYLOAD;
-        }
-    };
-    let mut link = match SocketChildLink::new(start.into_channel()) {
-        Ok(l) => l,
-        Err(e) => {
-            logger.error(format_args!("cannot set up the worker's channel: {e}"));
-            return EXIT_PROTOCOL;
         }
     };
     crate::panic_capture::install();
@@ -106,21 +107,43 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
         role,
         runtime: None,
     };
-    let started =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.started(&mut ctx)));
+    match bootstrap.ipc_server {
+        None => match SocketChildLink::new(start.into_channel()) {
+            Ok(mut link) => run_with_link(&mut worker, &mut ctx, &mut link),
+            Err(e) => {
+                ctx.error(format_args!("cannot set up the worker's channel: {e}"));
+                EXIT_PROTOCOL
+            }
+        },
+        Some(server) => match IpcChildLink::connect(server) {
+            Ok(mut link) => run_with_link(&mut worker, &mut ctx, &mut link),
+            Err(e) => {
+                ctx.error(format_args!("cannot connect the worker's ipc channel: {e}"));
+                EXIT_PROTOCOL
+            }
+        },
+    }
+}
+
+fn run_with_link<W: WorkerMethods>(
+    worker: &mut W,
+    ctx: &mut WorkerContext,
+    link: &mut impl ChildLink,
+) -> i32 {
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.started(ctx)));
     if let Err(payload) = started {
         let message =
             crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
         ctx.error(format_args!("worker `started` panicked: {message}"));
         return EXIT_PANICKED;
     }
-    if send(&mut link, &FromChild::Ready)
+    if send(link, &FromChild::Ready)
         .and_then(|()| link.flush())
         .is_err()
     {
         return 0; // the daemon is gone
     }
-    serve(&mut worker, &mut ctx, &mut link)
+    serve(worker, ctx, link)
 }
 
 fn send(link: &mut impl ChildLink, message: &FromChild) -> std::io::Result<()> {

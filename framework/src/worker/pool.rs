@@ -1,7 +1,7 @@
 //! The worker pool: the proxy actor in the daemon that owns a set of worker
 //! processes, queues calls, and survives every way a worker can fail.
 
-use super::protocol::{self, FromChild, Outcome, ToChild};
+use super::protocol::{self, Bootstrap, FromChild, Outcome, ToChild};
 use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{short_name, Call, WorkerContext, WorkerError, WorkerMethods};
 use crate::error::{Error, Result};
@@ -9,8 +9,9 @@ use crate::event::{
     Events, WorkerDied, WorkerPoolFailed, WorkerRecycled, WorkerReturned, WorkerSpawned,
     WorkerTimedOut,
 };
+use crate::ipc::ipc_channel::IpcHostLink;
 use crate::ipc::socket::SocketHostLink;
-use crate::ipc::HostLink;
+use crate::ipc::{HostLink, Transport};
 use crate::log::Logger;
 use crate::process::{fork_server, ExitStatus, Signaller, SpawnOptions};
 use actix::prelude::*;
@@ -77,6 +78,7 @@ pub struct WorkerPoolBuilder<W: WorkerMethods> {
     max_payload: usize,
     max_in_flight: usize,
     warm_spares: usize,
+    transport: Transport,
     inline: bool,
     events: Events,
     logger: Logger,
@@ -115,6 +117,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             max_payload: 16 * 1024 * 1024,
             max_in_flight: 1,
             warm_spares: 1,
+            transport: Transport::default(),
             inline: false,
             events: Events::new(),
             logger: Logger::discard(),
@@ -193,6 +196,13 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self
     }
 
+    /// How calls travel between the pool and its workers (default
+    /// [`Transport::Socket`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Run the methods in this process instead of in children (tests,
     /// debugging). Calls still go through serialization; timeouts and
     /// recycling do not apply.
@@ -256,6 +266,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             max_payload: self.max_payload,
             max_in_flight: self.max_in_flight,
             warm_spares: self.warm_spares,
+            transport: self.transport,
             events: self.events,
             logger: self.logger,
             on_return: self.on_return,
@@ -287,6 +298,7 @@ struct PoolConfig {
     max_payload: usize,
     max_in_flight: usize,
     warm_spares: usize,
+    transport: Transport,
     events: Events,
     logger: Logger,
     on_return: Option<OnReturn>,
@@ -319,7 +331,7 @@ struct Queued {
 struct Slot {
     key: u64,
     pid: i32,
-    link: SocketHostLink,
+    link: Box<dyn HostLink>,
     signaller: Option<Signaller>,
     started: Instant,
     ready: bool,
@@ -660,10 +672,23 @@ impl<W: WorkerMethods> WorkerPool<W> {
             })
             .map_err(std::io::Error::other)?;
         let mut channel = spawned.channel;
-        // The child reads its state first thing.
-        channel.write_all(&(self.template.len() as u32).to_le_bytes())?;
-        channel.write_all(&self.template)?;
-        let mut link = SocketHostLink::new(channel)?;
+        let ipc = match self.config.transport {
+            Transport::Socket => None,
+            Transport::IpcChannel => Some(IpcHostLink::new(&self.config.name)?),
+        };
+        let bootstrap = Bootstrap {
+            ipc_server: ipc.as_ref().map(|l| l.server_name().to_string()),
+        };
+        // The child reads how to reach us, then its state, first thing.
+        let bootstrap = protocol::encode(&bootstrap).map_err(std::io::Error::other)?;
+        for frame in [&bootstrap[..], &self.template[..]] {
+            channel.write_all(&(frame.len() as u32).to_le_bytes())?;
+            channel.write_all(frame)?;
+        }
+        let mut link: Box<dyn HostLink> = match ipc {
+            None => Box::new(SocketHostLink::new(channel)?),
+            Some(ipc) => Box::new(ipc),
+        };
         let process = spawned.process;
         let pid = process.pid();
         let key = self.next_key;

@@ -3,6 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// First frame on a worker's spawn channel: how to reach the daemon.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Bootstrap {
+    /// `None`: keep using the spawn channel (socket transport); `Some`: the
+    /// ipc-channel one-shot server to connect to.
+    pub ipc_server: Option<String>,
+}
+
 /// Daemon → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToChild {
