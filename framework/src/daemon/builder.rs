@@ -301,6 +301,15 @@ impl<D: Daemon> DaemonBuilder<D> {
     }
 
     fn prepare(&mut self) -> Result<Prepared> {
+        let mut names = std::collections::HashSet::new();
+        for plugin in &self.plugins {
+            if !names.insert(plugin.name().to_string()) {
+                return Err(Error::Config(format!(
+                    "two plugins are named `{}`",
+                    plugin.name()
+                )));
+            }
+        }
         let interval = seconds("--interval", self.interval_secs, true)?;
         let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout_secs, false)?;
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;

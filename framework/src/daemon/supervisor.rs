@@ -372,8 +372,15 @@ impl Actor for Supervisor {
         for i in 0..self.config.plugins.len() {
             let plugin = &mut self.config.plugins[i];
             if let Err(e) = plugin.setup(&plugin_ctx) {
-                let msg = format!("plugin {} failed to start: {e}", plugin.name());
-                return self.start_failed(ctx, ExitCode::Config, msg);
+                // A framework error keeps its own exit code (a held lock: 75).
+                let (code, msg) = match e.downcast::<crate::Error>() {
+                    Ok(e) => (e.exit_code(), e.to_string()),
+                    Err(e) => (
+                        ExitCode::Config,
+                        format!("plugin {} failed to start: {e}", plugin.name()),
+                    ),
+                };
+                return self.start_failed(ctx, code, msg);
             }
             self.started_plugins = i + 1;
         }

@@ -2,6 +2,10 @@
 //! supervisor sets up before the main loop starts and tears down after it
 //! stops, in reverse order.
 
+mod file_lock;
+
+pub use file_lock::FileLock;
+
 use crate::error::BoxError;
 use crate::event::Events;
 use crate::log::Logger;

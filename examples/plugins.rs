@@ -1,0 +1,87 @@
+//! The seed's Plugins example: a FileLock so only one instance runs, and a
+//! MemoryPlugin that logs memory use every 5 s from the idle event.
+//!
+//! ```text
+//! cargo run --example plugins -- --lock /tmp/plugins.lock -v
+//! # in a second terminal, while the first runs:
+//! cargo run --example plugins -- --lock /tmp/plugins.lock   # refused, exit code 75
+//! ```
+
+use clap::Args;
+use daemonic::cli::Cli;
+use daemonic::event::Idle;
+use daemonic::plugin::{FileLock, Plugin, PluginContext};
+use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext, MemoryStats};
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Logs this process's memory every `every`, on the idle event (housekeeping
+/// runs between ticks, never inside `execute`).
+struct MemoryPlugin {
+    every: Duration,
+}
+
+impl Plugin for MemoryPlugin {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        let logger = ctx.logger.clone();
+        let every = self.every;
+        let last = Arc::new(Mutex::new(Instant::now()));
+        ctx.events.on(move |_: &mut Idle| {
+            let mut last = last.lock();
+            if last.elapsed() >= every {
+                *last = Instant::now();
+                let m = MemoryStats::current();
+                logger.log(format_args!(
+                    "memory: rss {:.1} MiB, private {:.1} MiB",
+                    m.rss_bytes as f64 / 1048576.0,
+                    m.private_bytes as f64 / 1048576.0
+                ));
+            }
+        });
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct PluginArgs {
+    /// The single-instance lock file.
+    #[arg(
+        long,
+        default_value = "/tmp/daemonic-plugins.lock",
+        value_name = "PATH"
+    )]
+    lock: PathBuf,
+    /// Seconds between memory lines.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    memory_every: f64,
+}
+
+struct Plugins;
+
+impl Daemon for Plugins {
+    fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+        ctx.debug(1, format_args!("loop {}", ctx.iteration()));
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match daemonic::cli::parse::<Cli<PluginArgs>>() {
+        Ok(cli) => cli,
+        Err(code) => return code.into(),
+    };
+    DaemonBuilder::new(Plugins)
+        .name("plugins")
+        .interval_secs(0.5)
+        .plugin(FileLock::new(&cli.app.lock))
+        .plugin(MemoryPlugin {
+            every: Duration::from_secs_f64(cli.app.memory_every.max(0.01)),
+        })
+        .args(&cli.daemon)
+        .run()
+}

@@ -1,0 +1,199 @@
+//! FileLock: one running instance per lock file (a pid file held with
+//! `flock`).
+//!
+//! The lock, not the file's existence, decides: `flock` is released by the
+//! kernel when its holder dies (kill -9, crash, reboot), so a file left behind
+//! by a dead daemon is taken over with a log line instead of blocking every
+//! later start (the PHP original's stale lock files did). Acquiring is one
+//! `flock(LOCK_EX | LOCK_NB)`: no check-then-write race.
+
+use super::{Plugin, PluginContext};
+use crate::error::{BoxError, Error};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Holds an exclusive lock on a pid file for the daemon's lifetime.
+///
+/// ```no_run
+/// use daemonic::plugin::FileLock;
+/// # struct D; impl daemonic::Daemon for D { fn execute(&mut self, _: &mut daemonic::LoopContext<'_, Self>) {} }
+/// daemonic::DaemonBuilder::new(D).plugin(FileLock::new("/run/mydaemon/lock.pid"));
+/// ```
+#[derive(Debug)]
+pub struct FileLock {
+    path: PathBuf,
+    held: Option<File>,
+}
+
+impl FileLock {
+    /// A lock on `path` (created `0644`, never through a symlink).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            held: None,
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open(&self) -> Result<File, Error> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|source| Error::CantCreate {
+                what: "lock file",
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Takes the lock or says who holds it.
+    fn acquire(&self) -> Result<(File, Option<i32>), Error> {
+        // The file we locked must still be the one at the path: a holder that
+        // unlinks it on exit could otherwise leave us locking a ghost.
+        for _ in 0..10 {
+            let mut file = self.open()?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    return Err(Error::AlreadyRunning {
+                        pid: read_pid(&mut file).unwrap_or(0),
+                        path: self.path.clone(),
+                    });
+                }
+                return Err(Error::os(format!("flock {}", self.path.display()), err));
+            }
+            let same = match (file.metadata(), std::fs::symlink_metadata(&self.path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if same {
+                let previous = read_pid(&mut file);
+                return Ok((file, previous));
+            }
+        }
+        Err(Error::os(
+            format!("lock file {} keeps being replaced", self.path.display()),
+            std::io::Error::from_raw_os_error(libc::EAGAIN),
+        ))
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<i32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    writeln!(file, "{}", std::process::id())?;
+    file.sync_data()
+}
+
+impl Plugin for FileLock {
+    fn name(&self) -> &str {
+        "file-lock"
+    }
+
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        let (mut file, previous) = self.acquire()?;
+        let me = std::process::id() as i32;
+        if let Some(pid) = previous.filter(|p| *p != me && *p > 0) {
+            ctx.logger.warn(format_args!(
+                "lock {}: taking over from pid {pid}, which is no longer running",
+                self.path.display()
+            ));
+        }
+        write_pid(&mut file).map_err(|source| Error::CantCreate {
+            what: "lock file",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.held = Some(file);
+        Ok(())
+    }
+
+    fn teardown(&mut self, _: &PluginContext) {
+        if let Some(file) = self.held.take() {
+            // Unlink while still holding the lock; a starting instance that
+            // opened the old file notices the path changed and retries.
+            let _ = std::fs::remove_file(&self.path);
+            drop(file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> PluginContext {
+        PluginContext {
+            logger: crate::log::Logger::discard(),
+            events: crate::event::Events::new(),
+            name: "t".into(),
+        }
+    }
+
+    #[test]
+    fn second_holder_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.lock");
+        let mut first = FileLock::new(&path);
+        first.setup(&ctx()).unwrap();
+        let err = FileLock::new(&path).setup(&ctx()).unwrap_err();
+        let err = err.downcast::<Error>().unwrap();
+        assert_eq!(err.exit_code(), crate::ExitCode::AlreadyRunning);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "already running with pid {} (lock {})",
+                std::process::id(),
+                path.display()
+            )
+        );
+        first.teardown(&ctx());
+        assert!(!path.exists());
+        FileLock::new(&path).setup(&ctx()).unwrap();
+    }
+
+    #[test]
+    fn a_stale_file_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.lock");
+        std::fs::write(&path, "999999\n").unwrap();
+        let mut lock = FileLock::new(&path);
+        lock.setup(&ctx()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+    }
+
+    #[test]
+    fn a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let link = dir.path().join("d.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = FileLock::new(&link).setup(&ctx()).unwrap_err();
+        let err = err.downcast::<Error>().unwrap();
+        assert_eq!(err.exit_code(), crate::ExitCode::CantCreate);
+        assert!(!target.exists());
+    }
+}
