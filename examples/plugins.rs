@@ -10,7 +10,7 @@
 use clap::Args;
 use daemonic::cli::Cli;
 use daemonic::event::Idle;
-use daemonic::plugin::{FileLock, Plugin, PluginContext};
+use daemonic::plugin::{FileLock, Plugin, PluginContext, ShmLock};
 use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext, MemoryStats};
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -57,6 +57,9 @@ struct PluginArgs {
         value_name = "PATH"
     )]
     lock: PathBuf,
+    /// Lock with POSIX shared memory (`daemonic.<NAME>`) instead of a file.
+    #[arg(long, value_name = "NAME")]
+    shm: Option<String>,
     /// Seconds between memory lines.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     memory_every: f64,
@@ -75,10 +78,20 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(code) => return code.into(),
     };
-    DaemonBuilder::new(Plugins)
+    let builder = DaemonBuilder::new(Plugins)
         .name("plugins")
-        .interval_secs(0.5)
-        .plugin(FileLock::new(&cli.app.lock))
+        .interval_secs(0.5);
+    let builder = match &cli.app.shm {
+        None => builder.plugin(FileLock::new(&cli.app.lock)),
+        Some(name) => match ShmLock::new(name) {
+            Ok(lock) => builder.plugin(lock),
+            Err(e) => {
+                eprintln!("plugins: error: {e}");
+                return e.exit_code().into();
+            }
+        },
+    };
+    builder
         .plugin(MemoryPlugin {
             every: Duration::from_secs_f64(cli.app.memory_every.max(0.01)),
         })

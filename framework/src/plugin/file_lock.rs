@@ -25,7 +25,65 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct FileLock {
     path: PathBuf,
+    /// `Some`: a POSIX shared-memory object (see [`ShmLock`]).
+    shm_name: Option<String>,
     held: Option<File>,
+}
+
+/// The [`FileLock`] contract on POSIX shared memory: `shm_open("/<name>")`
+/// with mode 0600 (private to the daemon's user), locked with `flock`,
+/// recording the holder's pid; `shm_unlink`ed on clean exit. A lock whose
+/// holder died is taken over.
+///
+/// ```no_run
+/// use daemonic::plugin::ShmLock;
+/// # struct D; impl daemonic::Daemon for D { fn execute(&mut self, _: &mut daemonic::LoopContext<'_, Self>) {} }
+/// daemonic::DaemonBuilder::new(D).plugin(ShmLock::new("mydaemon").unwrap());
+/// ```
+#[derive(Debug)]
+pub struct ShmLock(FileLock);
+
+impl ShmLock {
+    /// A lock named `daemonic.<name>` (letters, digits, `-`, `_`, `.`).
+    pub fn new(name: &str) -> Result<Self, Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(Error::Config(format!(
+                "shared-memory lock name `{name}` must be 1-200 letters, digits, `-`, `_` or `.`"
+            )));
+        }
+        let object = format!("daemonic.{name}");
+        Ok(Self(FileLock {
+            // Where Linux exposes POSIX shared memory, for messages and the
+            // same-object check.
+            path: PathBuf::from("/dev/shm").join(&object),
+            shm_name: Some(format!("/{object}")),
+            held: None,
+        }))
+    }
+
+    /// The shared-memory object's path (`/dev/shm/daemonic.<name>`).
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+}
+
+impl Plugin for ShmLock {
+    fn name(&self) -> &str {
+        "shm-lock"
+    }
+
+    fn setup(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        self.0.setup(ctx)
+    }
+
+    fn teardown(&mut self, ctx: &PluginContext) {
+        self.0.teardown(ctx)
+    }
 }
 
 impl FileLock {
@@ -33,6 +91,7 @@ impl FileLock {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            shm_name: None,
             held: None,
         }
     }
@@ -43,6 +102,21 @@ impl FileLock {
     }
 
     fn open(&self) -> Result<File, Error> {
+        if let Some(name) = &self.shm_name {
+            use nix::fcntl::OFlag;
+            use nix::sys::stat::Mode;
+            return nix::sys::mman::shm_open(
+                name.as_str(),
+                OFlag::O_RDWR | OFlag::O_CREAT,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map(File::from)
+            .map_err(|e| Error::CantCreate {
+                what: "shared-memory lock",
+                path: self.path.clone(),
+                source: e.into(),
+            });
+        }
         OpenOptions::new()
             .read(true)
             .write(true)
@@ -132,7 +206,14 @@ impl Plugin for FileLock {
         if let Some(file) = self.held.take() {
             // Unlink while still holding the lock; a starting instance that
             // opened the old file notices the path changed and retries.
-            let _ = std::fs::remove_file(&self.path);
+            match &self.shm_name {
+                Some(name) => {
+                    let _ = nix::sys::mman::shm_unlink(name.as_str());
+                }
+                None => {
+                    let _ = std::fs::remove_file(&self.path);
+                }
+            }
             drop(file);
         }
     }
@@ -183,6 +264,24 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             format!("{}\n", std::process::id())
         );
+    }
+
+    #[test]
+    fn shm_lock_has_the_same_contract() {
+        let name = format!("test-{}", std::process::id());
+        let mut first = ShmLock::new(&name).unwrap();
+        first.setup(&ctx()).unwrap();
+        let meta = std::fs::metadata(first.path()).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600, "private to the daemon's user");
+        let err = ShmLock::new(&name).unwrap().setup(&ctx()).unwrap_err();
+        let err = err.downcast::<Error>().unwrap();
+        assert_eq!(err.exit_code(), crate::ExitCode::AlreadyRunning);
+        assert!(err
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+        first.teardown(&ctx());
+        assert!(!first.path().exists(), "removed on clean exit");
+        assert!(ShmLock::new("../etc/passwd").is_err());
     }
 
     #[test]

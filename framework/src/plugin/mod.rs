@@ -4,7 +4,7 @@
 
 mod file_lock;
 
-pub use file_lock::FileLock;
+pub use file_lock::{FileLock, ShmLock};
 
 use crate::error::BoxError;
 use crate::event::Events;
