@@ -541,6 +541,68 @@ pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// Field `n` (1-based, as in `proc(5)`) of `/proc/<pid>/stat`, as text;
+/// `None` if the process does not exist or has no such field. Fields 1 and 2
+/// are the pid and the command name (without parentheses).
+pub fn proc_stat_field(pid: i32, n: usize) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&text, n)
+}
+
+fn stat_field(text: &str, n: usize) -> Option<String> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    match n {
+        0 => None,
+        1 => Some(text[..open].trim().to_string()),
+        2 => Some(text[open + 1..close].to_string()),
+        _ => text[close + 1..]
+            .split_whitespace()
+            .nth(n - 3)
+            .map(str::to_string),
+    }
+}
+
+/// The arguments of `/proc/<pid>/cmdline` joined with spaces (empty
+/// arguments, such as a rewritten process title's padding, dropped); `None`
+/// if the process does not exist.
+pub fn proc_cmdline(pid: i32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        bytes
+            .split(|&b| b == 0)
+            .map(String::from_utf8_lossy)
+            .filter(|arg| !arg.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Every process in process group `pgid`, zombies included.
+pub fn group_members(pgid: i32) -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_stat)
+        .filter(|s| s.pgrp == pgid)
+        .collect()
+}
+
+/// The live (non-zombie) processes in process group `pgid`.
+pub fn live_in_group(pgid: i32) -> Vec<ProcStat> {
+    group_members(pgid)
+        .into_iter()
+        .filter(|s| s.state != 'Z')
+        .collect()
+}
+
+/// Whether the process described by `stat` (as seen earlier) still runs: the
+/// same pid with the same start time, not a zombie. A recycled pid is not it.
+pub fn still_running(stat: &ProcStat) -> bool {
+    proc_stat(stat.pid).is_some_and(|now| now.start_time == stat.start_time && now.state != 'Z')
+}
+
 /// Target of `/proc/<pid>/cwd`.
 pub fn proc_cwd(pid: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
@@ -765,6 +827,21 @@ mod tests {
         let me = proc_stat(own_pid()).unwrap();
         assert_eq!(me.pid, own_pid());
         assert_eq!(me.pgrp, own_pgrp());
+    }
+
+    #[test]
+    fn stat_fields_by_number() {
+        let text = "42 (a (b) c) S 1 40 39 0 -1 4194368 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(stat_field(text, 1).as_deref(), Some("42"));
+        assert_eq!(stat_field(text, 2).as_deref(), Some("a (b) c"));
+        assert_eq!(stat_field(text, 3).as_deref(), Some("S"));
+        assert_eq!(stat_field(text, 22).as_deref(), Some("12345"));
+        assert_eq!(stat_field(text, 99), None);
+        assert_eq!(stat_field(text, 0), None);
+        assert_eq!(proc_stat_field(own_pid(), 1), Some(own_pid().to_string()));
+        let me = proc_stat(own_pid()).unwrap();
+        assert!(still_running(&me));
+        assert!(proc_cmdline(own_pid()).is_some_and(|c| !c.is_empty()));
     }
 
     #[test]

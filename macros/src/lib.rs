@@ -55,21 +55,22 @@ fn expand_task(item: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
         .and_then(|(_, path, _)| path.segments.last())
         .is_some_and(|seg| seg.ident == "Task");
     if !is_task_impl {
-        return Err(syn::Error::new(
-            item.span(),
+        let (impl_token, self_ty) = (&item.impl_token, &item.self_ty);
+        return Err(syn::Error::new_spanned(
+            quote! { #impl_token #self_ty },
             "#[task] goes on an `impl Task for YourType` block",
         ));
     }
     if !item.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            item.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &item.generics,
             "#[task] does not support generic tasks: a child process finds its task by a fixed name",
         ));
     }
     let self_ty = &item.self_ty;
     let Type::Path(path) = &**self_ty else {
-        return Err(syn::Error::new(
-            self_ty.span(),
+        return Err(syn::Error::new_spanned(
+            self_ty,
             "#[task] needs a named type",
         ));
     };

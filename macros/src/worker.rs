@@ -34,8 +34,8 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
 
 fn expand_struct(item: &ItemStruct) -> syn::Result<TokenStream> {
     if !item.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            item.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &item.generics,
             "#[worker] does not support generic structs: a child process finds its worker by a fixed name",
         ));
     }
@@ -103,21 +103,21 @@ fn is_hook(name: &str) -> bool {
 
 fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
     if let Some((_, path, _)) = &item.trait_ {
-        return Err(syn::Error::new(
-            path.span(),
+        return Err(syn::Error::new_spanned(
+            path,
             "#[worker] goes on the inherent `impl YourWorker` block, not on a trait impl",
         ));
     }
     if !item.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            item.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &item.generics,
             "#[worker] does not support generic impl blocks",
         ));
     }
     let self_ty = &item.self_ty;
     let Type::Path(type_path) = &**self_ty else {
-        return Err(syn::Error::new(
-            self_ty.span(),
+        return Err(syn::Error::new_spanned(
+            self_ty,
             "#[worker] needs a named type",
         ));
     };
@@ -126,7 +126,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         .segments
         .last()
         .map(|s| s.ident.clone())
-        .ok_or_else(|| syn::Error::new(self_ty.span(), "#[worker] needs a named type"))?;
+        .ok_or_else(|| syn::Error::new_spanned(self_ty, "#[worker] needs a named type"))?;
     let module = format_ident!("{}", snake_case(&type_ident.to_string()));
 
     let mut methods = Vec::new();
@@ -238,6 +238,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         quote! {}
     };
     let method_names = methods.iter().map(|m| m.ident.to_string());
+    let method_errors = method_errors.map(|e| e.to_compile_error());
 
     Ok(quote! {
         #item
@@ -290,13 +291,16 @@ fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
     let len = m.args.len();
     let bindings: Vec<_> = (0..len).map(|i| format_ident!("__arg{}", i)).collect();
     let serialize_args = m.args.iter().map(|(name, ty)| {
-        let call = quote_spanned! {ty.span()=> __serialize_arg::<_, #ty> };
+        let call = quote_spanned! {ty.span()=> worker_argument_must_implement_serialize::<_, #ty> };
         quote! { #call(&mut __tuple, &self.#name)?; }
     });
-    let deserialize_args = m.args.iter().zip(&bindings).enumerate().map(|(index, ((_, ty), binding))| {
-        let call = quote_spanned! {ty.span()=> __next_arg::<_, #ty> };
-        quote! { let #binding = #call(&mut __seq, #index, &self)?; }
-    });
+    let deserialize_args = m.args.iter().zip(&bindings).enumerate().map(
+        |(index, ((_, ty), binding))| {
+            let call =
+                quote_spanned! {ty.span()=> worker_argument_must_implement_deserialize::<_, #ty> };
+            quote! { let #binding = #call(&mut __seq, #index, &self)?; }
+        },
+    );
     let names = m.args.iter().map(|(name, _)| name);
     let expecting = format!("the arguments of `{}::{}`", type_ident, m.ident);
     quote! {
@@ -306,7 +310,7 @@ fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
                 __serializer: __S,
             ) -> ::core::result::Result<__S::Ok, __S::Error> {
                 #[allow(dead_code)]
-                fn __serialize_arg<__T: #serde::ser::SerializeTuple, __V: #serde::Serialize>(
+                fn worker_argument_must_implement_serialize<__T: #serde::ser::SerializeTuple, __V: #serde::Serialize>(
                     tuple: &mut __T,
                     value: &__V,
                 ) -> ::core::result::Result<(), __T::Error> {
@@ -324,7 +328,7 @@ fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
                 __deserializer: __D,
             ) -> ::core::result::Result<Self, __D::Error> {
                 #[allow(dead_code)]
-                fn __next_arg<'de, __A: #serde::de::SeqAccess<'de>, __V: #serde::Deserialize<'de>>(
+                fn worker_argument_must_implement_deserialize<'de, __A: #serde::de::SeqAccess<'de>, __V: #serde::Deserialize<'de>>(
                     seq: &mut __A,
                     index: usize,
                     expected: &dyn #serde::de::Expected,
@@ -362,8 +366,8 @@ fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
 fn parse_method(f: &syn::ImplItemFn, vis: TokenStream) -> syn::Result<Method> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             "#[worker] methods cannot be generic: each method becomes a message type with concrete fields",
         ));
     }
@@ -371,14 +375,14 @@ fn parse_method(f: &syn::ImplItemFn, vis: TokenStream) -> syn::Result<Method> {
     match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() => {}
         Some(FnArg::Receiver(r)) => {
-            return Err(syn::Error::new(
-                r.span(),
+            return Err(syn::Error::new_spanned(
+                r,
                 "#[worker] methods take `&mut self` or `&self`, not `self` by value: the worker's state lives on in the child between calls",
             ))
         }
         _ => {
-            return Err(syn::Error::new(
-                sig.span(),
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
                 "#[worker] methods need a `&mut self` or `&self` receiver (a public associated function cannot run in a worker)",
             ))
         }
@@ -389,14 +393,14 @@ fn parse_method(f: &syn::ImplItemFn, vis: TokenStream) -> syn::Result<Method> {
             continue;
         };
         let Pat::Ident(pat) = &*pat_type.pat else {
-            return Err(syn::Error::new(
-                pat_type.pat.span(),
+            return Err(syn::Error::new_spanned(
+                &pat_type.pat,
                 "#[worker] method arguments must be plain names (`name: Type`): they become message fields",
             ));
         };
         if let Type::Reference(r) = &*pat_type.ty {
-            return Err(syn::Error::new(
-                r.span(),
+            return Err(syn::Error::new_spanned(
+                r,
                 "#[worker] method arguments must be owned values: they are serialized and sent to a child process",
             ));
         }

@@ -294,6 +294,10 @@ impl Supervisor {
         if let Some(path) = &self.config.pidfile {
             super::pidfile::remove_if_ours(path);
         }
+        // Every child is gone: their last lines go before our last line.
+        if let Some(guard) = self.log_guard.lock().as_mut() {
+            guard.drain_children();
+        }
         self.logger().log(format_args!(
             "{} stopped (exit code {})",
             self.shared.name,

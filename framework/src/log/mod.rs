@@ -196,7 +196,16 @@ impl Logger {
 /// Keeps the writer threads alive; dropping it flushes every queued line.
 pub struct LogGuard {
     _async_guard: slog_async::AsyncGuard,
-    _children: children::ChildLogReceiver,
+    children: Option<children::ChildLogReceiver>,
+}
+
+impl LogGuard {
+    /// Writes every line child processes have sent and stops receiving more.
+    /// Call once no child is left, before the daemon's last line: otherwise
+    /// a child's queued line can land after it.
+    pub(crate) fn drain_children(&mut self) {
+        self.children.take();
+    }
 }
 
 impl std::fmt::Debug for LogGuard {
@@ -255,7 +264,7 @@ impl LogSystem {
             },
             guard: LogGuard {
                 _async_guard: async_guard,
-                _children: children,
+                children: Some(children),
             },
             file,
         }

@@ -184,6 +184,32 @@ fn wait_readable(sock: &OwnedFd, timeout: Duration) -> io::Result<()> {
     }
 }
 
+/// Children forked by the fork server are this process's children
+/// (CLONE_PARENT) with SIGCHLD as their exit signal: with CLONE_PARENT the
+/// kernel gives them the fork server's exit signal, and `exec` reset that to
+/// SIGCHLD. If SIGCHLD is ignored here (a disposition inherited through
+/// `exec` from whoever started us) or has SA_NOCLDWAIT, the kernel reaps them
+/// itself and their exit statuses are lost (`waitid` fails with ECHILD).
+fn keep_children_waitable() {
+    // SAFETY: sigaction with a zeroed, then filled, struct we own; changing
+    // SIGCHLD's disposition is process-wide and thread-safe.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut current) != 0 {
+            return;
+        }
+        if current.sa_sigaction == libc::SIG_IGN {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut default.sa_mask);
+            libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut());
+        } else if current.sa_flags & libc::SA_NOCLDWAIT != 0 {
+            current.sa_flags &= !libc::SA_NOCLDWAIT;
+            libc::sigaction(libc::SIGCHLD, &current, std::ptr::null_mut());
+        }
+    }
+}
+
 fn random_cookie() -> io::Result<u128> {
     let mut bytes = [0u8; 16];
     // SAFETY: getrandom writes at most 16 bytes into our buffer.
@@ -199,6 +225,7 @@ fn random_cookie() -> io::Result<u128> {
 /// whose parent is this host thread through CLONE_PARENT) fires when the
 /// *thread* that created it exits.
 fn launch() -> Result<Connection> {
+    keep_children_waitable();
     if std::env::var_os(MARKER).is_some() {
         return Err(Error::Spawn(format!(
             "{MARKER} is set in this process's environment: the fork-server constructor did not run \

@@ -9,7 +9,8 @@
 //!
 //! Children are created with `CLONE_PARENT | CLONE_PIDFD`: they are the
 //! daemon's own children, reaped through their pidfds — no SIGCHLD handler,
-//! no `waitpid(-1)`, no stolen exit statuses.
+//! never `waitpid(-1)`, so a `std::process::Child` spawned by user code keeps
+//! its exit status.
 //!
 //! What a child runs is named by a stable string registered at link time
 //! ([`ENTRY_POINTS`], a `linkme` slice — constructor-based registries are

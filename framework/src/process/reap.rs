@@ -1,11 +1,16 @@
 //! A child process the daemon owns, reaped through its pidfd.
 //!
-//! Children are created with `CLONE_PARENT` and an exit signal of 0: they are
-//! the daemon's own children, raise no SIGCHLD, and are invisible to a plain
-//! `waitpid(-1)` (which only reaps children whose exit signal is SIGCHLD). So
-//! our reaping never steals the exit status of a `std::process::Child` the
-//! user spawned, and a user's reaper cannot steal ours. We wait with
-//! `waitid(P_PIDFD, .., __WALL)` on each child's own pidfd.
+//! Children are created with `CLONE_PARENT`: they are the daemon's own
+//! children. We wait with `waitid(P_PIDFD, .., __WALL)` on each child's own
+//! pidfd and never call `waitpid(-1)`, so our reaping never steals the exit
+//! status of a `std::process::Child` the user spawned.
+//!
+//! The reverse cannot be fully guaranteed: with `CLONE_PARENT` the kernel
+//! gives a child the fork server's exit signal, and `exec` made that SIGCHLD,
+//! so a `waitpid(-1)` or `wait()` elsewhere in the daemon could take a
+//! worker's or task's status (its call or task would then report a reaping
+//! error instead of the exit code). Don't reap with `waitpid(-1)` in a daemonic
+//! daemon; reap your own children by pid (as `std::process::Child` does).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

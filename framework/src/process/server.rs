@@ -285,8 +285,8 @@ struct CloneArgs {
 }
 
 /// Forks a child whose parent is the host (CLONE_PARENT), with a pidfd for
-/// the host and no exit signal (so no SIGCHLD, and invisible to a plain
-/// `waitpid(-1)`).
+/// the host. (`exit_signal` must be 0 with CLONE_PARENT; the kernel then gives
+/// the child the fork server's own exit signal, SIGCHLD.)
 fn clone_into_host() -> io::Result<Cloned> {
     let flags = (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64;
     let mut pidfd: libc::c_int = -1;
