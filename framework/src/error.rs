@@ -19,6 +19,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum ExitCode {
     /// Clean exit (graceful shutdown completed).
     Ok = 0,
+    /// `status`/`stop`: no daemon is running (the LSB `status` convention).
+    NotRunning = 3,
     /// The command line could not be parsed (`EX_USAGE`).
     Usage = 64,
     /// The daemon failed at run time (`EX_SOFTWARE`): an `initialize` hook

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod control;
 pub mod daemon;
 mod error;
 pub mod event;

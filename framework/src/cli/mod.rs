@@ -23,9 +23,29 @@ use crate::error::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use std::path::PathBuf;
 
+/// Commands that talk to a running daemon instead of starting one.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum ControlCommand {
+    /// Print the running daemon's status (loop, memory, plugins, worker pools, tasks).
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to shut down gracefully and wait until it has.
+    Stop {
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+        timeout: f64,
+    },
+}
+
 /// The standard flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct DaemonArgs {
+    /// Talk to a running daemon (give the same --pidfile it was started with).
+    #[command(subcommand)]
+    pub command: Option<ControlCommand>,
     /// Run in the background: double fork, new session, cwd /, umask 027, stdio to /dev/null.
     #[arg(long)]
     pub daemon: bool,

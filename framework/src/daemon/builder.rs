@@ -7,7 +7,7 @@ use super::supervisor::{
     GetStats, LoopLink, ReadyCallback, RequestShutdown, Shared, Supervisor, SupervisorConfig,
 };
 use super::{pidfile, Daemon};
-use crate::cli::DaemonArgs;
+use crate::cli::{ControlCommand, DaemonArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, Events, ShutdownReason, Subscription};
 use crate::log::{LogConfig, LogFile, LogSystem, Logger};
@@ -39,6 +39,7 @@ pub struct DaemonBuilder<D: Daemon> {
     handle_signals: bool,
     events: Events,
     plugins: Vec<Box<dyn Plugin>>,
+    command: Option<ControlCommand>,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -161,6 +162,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             handle_signals: true,
             events: Events::new(),
             plugins: Vec::new(),
+            command: None,
         }
     }
 
@@ -257,6 +259,7 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// Applies the standard command-line flags.
     pub fn args(mut self, args: &DaemonArgs) -> Self {
         self.daemonize |= args.daemon;
+        self.command = args.command.clone();
         if let Some(p) = &args.pidfile {
             self.pidfile = Some(p.clone());
         }
@@ -331,7 +334,25 @@ impl<D: Daemon> DaemonBuilder<D> {
         })
     }
 
+    /// `status` / `stop`: talk to the running daemon, start nothing.
+    fn run_command(&self, command: &ControlCommand) -> Result<ExitCode> {
+        let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
+        let socket = crate::control::socket_path(&self.name, pidfile.as_deref());
+        Ok(match command {
+            ControlCommand::Status { json } => {
+                crate::control::client::status(&self.name, &socket, *json)
+            }
+            ControlCommand::Stop { timeout } => {
+                let timeout = seconds("--timeout", *timeout, false)?;
+                crate::control::client::stop(&self.name, &socket, timeout)
+            }
+        })
+    }
+
     fn run_inner(mut self) -> Result<ExitCode> {
+        if let Some(command) = self.command.take() {
+            return self.run_command(&command);
+        }
         if self.handle_signals {
             // Before any thread exists, so every thread inherits the mask.
             crate::signal::unblock_handled();
@@ -423,7 +444,9 @@ impl<D: Daemon> DaemonBuilder<D> {
         let loop_arbiter = Arbiter::new();
         let daemon = self.daemon;
         let name = self.name;
+        let control_socket = crate::control::socket_path(&name, prepared.pidfile.as_deref());
         let config = SupervisorConfig {
+            control_socket: Some(control_socket),
             shutdown_timeout: prepared.shutdown_timeout,
             handle_signals: self.handle_signals,
             pidfile: prepared.pidfile,

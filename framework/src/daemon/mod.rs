@@ -12,7 +12,7 @@ pub(crate) mod timer;
 
 pub use builder::{DaemonBuilder, DaemonHandle};
 pub use main_loop::{LoopContext, MainLoop};
-pub use supervisor::Supervisor;
+pub use supervisor::{GetStats, RequestShutdown, Supervisor};
 
 use crate::error::BoxError;
 use crate::event::ShutdownReason;

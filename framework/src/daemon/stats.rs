@@ -21,6 +21,10 @@ pub struct Stats {
     pub memory: MemoryStats,
     /// Worker pools started through the daemon.
     pub pools: Vec<crate::worker::PoolStats>,
+    /// Plugins, in set-up order.
+    pub plugins: Vec<String>,
+    /// Running tasks by name.
+    pub tasks: Vec<(String, usize)>,
     /// Fields added by [`StatsEvent`](crate::event::StatsEvent) listeners.
     pub extra: Vec<(String, String)>,
 }
@@ -100,8 +104,14 @@ impl Stats {
             ),
             format!("memory: rss {} private {}", mib(self.memory.rss_bytes), mib(self.memory.private_bytes)),
         ];
+        if !self.plugins.is_empty() {
+            lines.push(format!("plugins: {}", self.plugins.join(", ")));
+        }
         for pool in &self.pools {
             lines.extend(pool.lines());
+        }
+        for (name, n) in &self.tasks {
+            lines.push(format!("tasks running {name}: {n}"));
         }
         lines.extend(self.extra.iter().map(|(k, v)| format!("{k}: {v}")));
         lines

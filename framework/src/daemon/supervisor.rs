@@ -4,6 +4,7 @@
 
 use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
+use crate::control::server::ControlActor;
 use crate::error::ExitCode;
 use crate::event::WorkerPoolFailed;
 use crate::event::{
@@ -46,17 +47,14 @@ impl Shared {
             main_loop: self.counters.snapshot(self.interval),
             memory: MemoryStats::current(),
             pools: Vec::new(),
-            extra: self
+            plugins: Vec::new(),
+            tasks: self
                 .tasks
                 .running()
                 .into_iter()
-                .map(|(name, n)| {
-                    (
-                        format!("tasks running {}", crate::task::short_name(name)),
-                        n.to_string(),
-                    )
-                })
+                .map(|(name, n)| (crate::task::short_name(name), n))
                 .collect(),
+            extra: Vec::new(),
         }
     }
 }
@@ -76,6 +74,8 @@ pub(crate) struct SupervisorConfig {
     pub previous_pid: Option<i32>,
     /// Started before the supervisor so `DaemonHandle::task` works at once.
     pub task_manager: Option<Addr<TaskManager>>,
+    /// Where the control channel listens (`status`, `stop`).
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -101,6 +101,7 @@ pub struct Supervisor {
     main_loop: Option<LoopLink>,
     log_watcher: Option<Addr<LogWatcher>>,
     signals: Option<Addr<SignalActor>>,
+    control: Option<Addr<ControlActor>>,
     task_manager: Option<Addr<TaskManager>>,
     shutdown_started: Option<Instant>,
     started_plugins: usize,
@@ -126,6 +127,7 @@ impl Supervisor {
             main_loop: Some(main_loop),
             log_watcher: None,
             signals: None,
+            control: None,
             task_manager,
             shutdown_started: None,
             started_plugins: 0,
@@ -291,6 +293,9 @@ impl Supervisor {
         if let Some(manager) = self.task_manager.take() {
             manager.do_send(StopActor);
         }
+        if let Some(control) = self.control.take() {
+            control.do_send(StopActor);
+        }
         if let Some(path) = &self.config.pidfile {
             super::pidfile::remove_if_ours(path);
         }
@@ -334,6 +339,12 @@ impl Supervisor {
             actix::fut::wrap_future::<_, Self>(asks).map(move |replies, act, _| {
                 let mut stats = act.shared.stats();
                 stats.pools = replies.into_iter().filter_map(|r| r.ok()).collect();
+                stats.plugins = act
+                    .config
+                    .plugins
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect();
                 let mut event = StatsEvent { stats };
                 act.shared.events.dispatch(&mut event);
                 then(act, event.stats);
@@ -387,6 +398,16 @@ impl Actor for Supervisor {
                 return self.start_failed(ctx, code, msg);
             }
             self.started_plugins = i + 1;
+        }
+        // After the plugins: an instance refused by a lock never touches the
+        // running one's socket.
+        if let Some(path) = self.config.control_socket.clone() {
+            match ControlActor::bind(path, ctx.address(), self.shared.logger.clone()) {
+                Ok(control) => self.control = Some(control.start()),
+                Err(e) => self.logger().warn(format_args!(
+                    "control channel unavailable (status/stop will not reach this daemon): {e}"
+                )),
+            }
         }
         let Some(link) = self.main_loop.as_ref() else {
             return;
@@ -514,6 +535,14 @@ impl Handler<StopActor> for LogWatcher {
 }
 
 impl Handler<StopActor> for TaskManager {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<StopActor> for ControlActor {
     type Result = ();
 
     fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
