@@ -404,35 +404,41 @@ fn deleted_log_file_is_recreated() {
 }
 
 #[test]
-fn sighup_reopens_the_log_file() {
+fn sighup_restarts_gracefully_into_a_fresh_log() {
+    // SIGHUP is a graceful restart (SPEC F3): in the foreground the program
+    // re-execs itself in place, so the pid stays and the log file at the
+    // configured path is opened afresh.
     let hello = Hello::start(&[]);
     wait_for_loop(&hello.log, 2);
     let old = rotated(&hello.log);
     std::fs::rename(&hello.log, &old).unwrap();
-    let last_before = max_loop(&old);
+    let pid = hello.process.pid();
     hello.process.signal(Sig::SIGHUP);
     wait_for(
-        Duration::from_secs(3),
+        Duration::from_secs(5),
         "loop lines in the new log file after SIGHUP",
-        || !loop_numbers_in(&hello.log).is_empty(),
+        || loop_numbers_in(&hello.log).len() >= 2,
     );
+    assert!(is_alive(pid), "the restarted daemon keeps its pid");
     let hello = hello.stop();
 
     let (old_lines, new_lines) = (read_lines(&old), hello.lines());
     assert!(
         old_lines
             .iter()
-            .chain(&new_lines)
-            .any(|l| l.ends_with("SIGHUP: log file reopened")),
-        "SIGHUP was not acknowledged in the log"
+            .any(|l| l.ends_with("shutting down: restart (SIGHUP)")),
+        "the old run logged its graceful stop: {old_lines:?}"
     );
-    let new_numbers = loop_numbers(&new_lines);
-    assert!(new_numbers[0] > last_before, "{new_numbers:?}");
-    let all: Vec<u64> = loop_numbers(&old_lines)
-        .into_iter()
-        .chain(new_numbers)
-        .collect();
-    assert_contiguous_from_one(&all);
+    assert!(
+        old_lines.last().unwrap().ends_with("stopped (exit code 0)"),
+        "{old_lines:?}"
+    );
+    assert_contiguous_from_one(&loop_numbers(&old_lines));
+    assert!(
+        new_lines[0].contains(&format!("started: pid {pid},")),
+        "the new run starts the new file: {new_lines:?}"
+    );
+    assert_contiguous_from_one(&loop_numbers(&new_lines));
 }
 
 // ---------------------------------------------------------------------------
@@ -616,13 +622,23 @@ fn daemon_mode_makes_relative_paths_absolute() {
     let log = dir.path().join(&log_arg);
     wait_for_loop(&log, 2);
     assert_eq!(proc_cwd(daemon.pid()).as_deref(), Some(Path::new("/")));
-    // SIGHUP reopens by the absolute path too (not /rel.log).
+    // SIGHUP restarts the daemon: a new process (new pid) with the same
+    // arguments, resolved from the same directory (not `/rel.log`).
     send_signal(daemon.pid(), Sig::SIGHUP);
-    wait_for_line(&log, "SIGHUP: log file reopened");
-    let after = max_loop(&log);
-    wait_for_loop(&log, after + 2);
-    send_signal(daemon.pid(), Sig::SIGTERM);
-    wait_for(DEADLINE, "the daemon to exit", || !daemon.is_alive());
+    wait_for_line(&log, "shutting down: restart (SIGHUP)");
+    let restarted = wait_for_value(
+        DEADLINE,
+        "the restarted daemon's pid in the pid file",
+        || pidfile_pid(&pidfile).filter(|p| *p != daemon.pid()),
+    );
+    let restarted = KillOnDrop::new(restarted);
+    wait_for(DEADLINE, "the old daemon to exit", || !daemon.is_alive());
+    wait_for_line(&log, &format!("started: pid {},", restarted.pid()));
+    assert_eq!(proc_cwd(restarted.pid()).as_deref(), Some(Path::new("/")));
+    send_signal(restarted.pid(), Sig::SIGTERM);
+    wait_for(DEADLINE, "the restarted daemon to exit", || {
+        !restarted.is_alive()
+    });
     assert!(!pidfile.exists(), "pid file not removed");
     for stray in &strays.0 {
         assert!(!stray.exists(), "{} was created", stray.display());

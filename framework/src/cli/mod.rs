@@ -67,6 +67,12 @@ pub struct DaemonArgs {
     /// Seconds a graceful shutdown may take before the daemon stops anyway.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub shutdown_timeout: Option<f64>,
+    /// Restart gracefully (re-exec, same arguments) after running this many seconds.
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub restart_after: Option<f64>,
+    /// A fatal error within this many seconds of start exits instead of restarting (default 10).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub min_runtime: Option<f64>,
 }
 
 /// No extra flags.

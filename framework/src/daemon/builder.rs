@@ -6,7 +6,7 @@ use super::stats::{LoopCounters, Stats};
 use super::supervisor::{
     GetStats, LoopLink, ReadyCallback, RequestShutdown, Shared, Supervisor, SupervisorConfig,
 };
-use super::{pidfile, Daemon};
+use super::{pidfile, Daemon, RestartPolicy};
 use crate::cli::{ControlCommand, DaemonArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, Events, ShutdownReason, Subscription};
@@ -40,6 +40,9 @@ pub struct DaemonBuilder<D: Daemon> {
     events: Events,
     plugins: Vec<Box<dyn Plugin>>,
     command: Option<ControlCommand>,
+    restart: RestartPolicy,
+    min_runtime_secs: Option<f64>,
+    restart_after_secs: Option<f64>,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -163,6 +166,9 @@ impl<D: Daemon> DaemonBuilder<D> {
             events: Events::new(),
             plugins: Vec::new(),
             command: None,
+            restart: RestartPolicy::default(),
+            min_runtime_secs: None,
+            restart_after_secs: None,
         }
     }
 
@@ -239,6 +245,32 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Restart the daemon (gracefully) after it ran this long.
+    pub fn restart_after(mut self, runtime: Duration) -> Self {
+        self.restart.after = Some(runtime);
+        self
+    }
+
+    /// Restart on SIGHUP (default); `false`: SIGHUP only reopens the log.
+    pub fn restart_on_sighup(mut self, restart: bool) -> Self {
+        self.restart.on_sighup = restart;
+        self
+    }
+
+    /// Restart after a fatal error (default), unless it happened within the
+    /// minimum runtime.
+    pub fn restart_on_fatal(mut self, restart: bool) -> Self {
+        self.restart.on_fatal = restart;
+        self
+    }
+
+    /// The restart-loop guard: a fatal error within this runtime exits with
+    /// an error instead of restarting (default 10 s).
+    pub fn min_runtime(mut self, runtime: Duration) -> Self {
+        self.restart.min_runtime = runtime;
+        self
+    }
+
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
@@ -275,6 +307,12 @@ impl<D: Daemon> DaemonBuilder<D> {
         }
         if let Some(secs) = args.shutdown_timeout {
             self.shutdown_timeout_secs = secs;
+        }
+        if args.restart_after.is_some() {
+            self.restart_after_secs = args.restart_after;
+        }
+        if args.min_runtime.is_some() {
+            self.min_runtime_secs = args.min_runtime;
         }
         self
     }
@@ -315,6 +353,12 @@ impl<D: Daemon> DaemonBuilder<D> {
         }
         let interval = seconds("--interval", self.interval_secs, true)?;
         let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout_secs, false)?;
+        if let Some(secs) = self.restart_after_secs {
+            self.restart.after = Some(seconds("--restart-after", secs, false)?);
+        }
+        if let Some(secs) = self.min_runtime_secs {
+            self.restart.min_runtime = seconds("--min-runtime", secs, true)?;
+        }
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
         let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
             Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
@@ -357,6 +401,9 @@ impl<D: Daemon> DaemonBuilder<D> {
             // Before any thread exists, so every thread inherits the mask.
             crate::signal::unblock_handled();
         }
+        let restarted_from = super::restart::take_restarted_from();
+        // Before daemonizing: arguments and working directory as given.
+        let invocation = super::restart::Invocation::capture(self.daemonize);
         let prepared = self.prepare()?;
         let (ready, previous_pid) = if self.daemonize {
             let launcher = std::process::id() as i32;
@@ -368,8 +415,21 @@ impl<D: Daemon> DaemonBuilder<D> {
         } else {
             (None, None)
         };
+        // A restarted daemon reports the pid it replaced.
+        let previous_pid = restarted_from
+            .or(previous_pid)
+            .filter(|p| *p != std::process::id() as i32);
         let ready = Arc::new(Mutex::new(ready));
-        let outcome = self.run_system(prepared, ready.clone(), previous_pid);
+        let restart_requested = Arc::new(Mutex::new(None));
+        let outcome = self.run_system(
+            prepared,
+            ready.clone(),
+            previous_pid,
+            restart_requested.clone(),
+        );
+        if outcome.is_ok() && restart_requested.lock().is_some() {
+            return super::restart::restart(&invocation);
+        }
         if let (Err(e), Some(pipe)) = (&outcome, ready.lock().take()) {
             pipe.report(Err((e.exit_code(), e.to_string())));
         }
@@ -381,6 +441,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         prepared: Prepared,
         ready: Arc<Mutex<Option<ReadyPipe>>>,
         previous_pid: Option<i32>,
+        restart_requested: Arc<Mutex<Option<String>>>,
     ) -> Result<ExitCode> {
         if let Some(path) = &prepared.pidfile {
             pidfile::write(path)?;
@@ -393,7 +454,8 @@ impl<D: Daemon> DaemonBuilder<D> {
         });
         let system = System::new();
         let result = system.block_on(async move {
-            let handle = self.start_prepared(prepared, Some(on_ready), previous_pid)?;
+            let restart = Some((self.restart.clone(), restart_requested));
+            let handle = self.start_prepared(prepared, Some(on_ready), previous_pid, restart)?;
             Ok(handle.wait().await)
         });
         if result.is_err() {
@@ -412,7 +474,9 @@ impl<D: Daemon> DaemonBuilder<D> {
         if let Some(path) = &prepared.pidfile {
             pidfile::write(path)?;
         }
-        self.start_prepared(prepared, None, None)
+        // Restarting means re-executing the program: only when the framework
+        // owns the process (`main`/`run`).
+        self.start_prepared(prepared, None, None, None)
     }
 
     fn start_prepared(
@@ -420,6 +484,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         prepared: Prepared,
         on_ready: Option<ReadyCallback>,
         previous_pid: Option<i32>,
+        restart: Option<(RestartPolicy, Arc<Mutex<Option<String>>>)>,
     ) -> Result<DaemonHandle> {
         if System::try_current().is_none() {
             return Err(Error::NoSystem);
@@ -447,6 +512,8 @@ impl<D: Daemon> DaemonBuilder<D> {
         let control_socket = crate::control::socket_path(&name, prepared.pidfile.as_deref());
         let config = SupervisorConfig {
             control_socket: Some(control_socket),
+            restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+            restart: restart.map(|(policy, _)| policy),
             shutdown_timeout: prepared.shutdown_timeout,
             handle_signals: self.handle_signals,
             pidfile: prepared.pidfile,

@@ -11,7 +11,9 @@ pub(crate) mod systemd;
 pub(crate) mod timer;
 
 pub use builder::{DaemonBuilder, DaemonHandle};
+pub(crate) mod restart;
 pub use main_loop::{LoopContext, MainLoop};
+pub use restart::RestartPolicy;
 pub use supervisor::{GetStats, RequestShutdown, Supervisor};
 
 use crate::error::BoxError;

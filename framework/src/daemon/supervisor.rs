@@ -6,7 +6,7 @@ use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
 use crate::control::server::ControlActor;
 use crate::error::ExitCode;
-use crate::event::WorkerPoolFailed;
+use crate::event::{AutoRestart, WorkerPoolFailed};
 use crate::event::{
     ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent,
 };
@@ -76,6 +76,10 @@ pub(crate) struct SupervisorConfig {
     pub task_manager: Option<Addr<TaskManager>>,
     /// Where the control channel listens (`status`, `stop`).
     pub control_socket: Option<std::path::PathBuf>,
+    /// When to restart (only when the framework owns the process).
+    pub restart: Option<super::RestartPolicy>,
+    /// Set when the daemon stops in order to restart.
+    pub restart_requested: Arc<Mutex<Option<String>>>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -156,7 +160,7 @@ impl Supervisor {
         self.begin_shutdown(ctx, ShutdownReason::Error(message));
     }
 
-    fn became_ready(&mut self) {
+    fn became_ready(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Running;
         let pid = std::process::id() as i32;
         self.shared.events.dispatch(&mut Init { pid });
@@ -176,11 +180,59 @@ impl Supervisor {
         if let Some(link) = &self.main_loop {
             link.begin.do_send(BeginTicking);
         }
+        if let Some(after) = self.config.restart.as_ref().and_then(|p| p.after) {
+            ctx.run_later(after, move |act, ctx| {
+                act.restart(ctx, format!("ran for {after:?}"));
+            });
+        }
+    }
+
+    /// A graceful restart, unless an `AutoRestart` listener cancels it.
+    /// Returns whether the restart goes ahead.
+    fn restart(&mut self, ctx: &mut Context<Self>, reason: String) -> bool {
+        if self.state != State::Running || self.config.restart.is_none() {
+            return false;
+        }
+        let mut event = AutoRestart::new(reason.clone());
+        self.shared.events.dispatch(&mut event);
+        if event.is_cancelled() {
+            self.logger()
+                .log(format_args!("restart ({reason}) cancelled by a listener"));
+            return false;
+        }
+        *self.config.restart_requested.lock() = Some(reason.clone());
+        self.begin_shutdown(ctx, ShutdownReason::Restart(reason));
+        true
+    }
+
+    /// A fatal error restarts the daemon, unless it happened within the
+    /// minimum runtime (a restart loop in the making).
+    fn restart_after_fatal(&mut self, ctx: &mut Context<Self>, error: &str) -> bool {
+        let Some(policy) = self.config.restart.clone() else {
+            return false;
+        };
+        if !policy.on_fatal || self.state != State::Running {
+            return false;
+        }
+        let runtime = self.shared.started_at.elapsed();
+        if runtime < policy.min_runtime {
+            self.logger().error(format_args!(
+                "fatal error after {runtime:.1?}, within the minimum runtime of {:?}: not restarting",
+                policy.min_runtime
+            ));
+            return false;
+        }
+        self.restart(ctx, format!("fatal error: {error}"))
     }
 
     fn begin_shutdown(&mut self, ctx: &mut Context<Self>, reason: ShutdownReason) {
         if matches!(self.state, State::Stopping | State::Stopped) {
             return;
+        }
+        if let ShutdownReason::Error(e) = &reason {
+            if self.restart_after_fatal(ctx, &e.clone()) {
+                return;
+            }
         }
         self.state = State::Stopping;
         self.shutdown_started = Some(Instant::now());
@@ -419,7 +471,7 @@ impl Actor for Supervisor {
                     return;
                 }
                 match res {
-                    Ok(Ok(())) => act.became_ready(),
+                    Ok(Ok(())) => act.became_ready(ctx),
                     Ok(Err(e)) => {
                         act.start_failed(ctx, ExitCode::Software, format!("initialize failed: {e}"))
                     }
@@ -501,14 +553,19 @@ impl Handler<SignalReceived> for Supervisor {
                 }
                 self.begin_shutdown(ctx, ShutdownReason::Signal(name));
             }
-            libc::SIGHUP => match &self.config.log_file {
-                Some(file) => {
-                    // Before logging, so the line below lands in the new file.
-                    file.request_reopen();
-                    self.logger().log("SIGHUP: log file reopened");
+            libc::SIGHUP => {
+                let restart_on_hup = self.config.restart.as_ref().is_some_and(|p| p.on_sighup);
+                if !(restart_on_hup && self.restart(ctx, "SIGHUP".into())) {
+                    match &self.config.log_file {
+                        Some(file) => {
+                            // Before logging, so the line below lands in the new file.
+                            file.request_reopen();
+                            self.logger().log("SIGHUP: log file reopened");
+                        }
+                        None => self.logger().log("SIGHUP received"),
+                    }
                 }
-                None => self.logger().log("SIGHUP received"),
-            },
+            }
             libc::SIGUSR1 => self.collect_stats(ctx, |act, stats| {
                 for line in stats.lines() {
                     act.logger().log(format_args!("stats: {line}"));

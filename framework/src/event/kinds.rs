@@ -35,6 +35,7 @@ event!(
     WorkerTimedOut,
     WorkerRecycled,
     WorkerPoolFailed,
+    AutoRestart,
 );
 
 /// The daemon finished initializing and is about to run its first tick.
@@ -112,6 +113,8 @@ pub enum ShutdownReason {
     Requested,
     /// A fatal error.
     Error(String),
+    /// A graceful restart (max runtime, SIGHUP, fatal error).
+    Restart(String),
 }
 
 impl std::fmt::Display for ShutdownReason {
@@ -120,6 +123,7 @@ impl std::fmt::Display for ShutdownReason {
             ShutdownReason::Signal(name) => write!(f, "signal {name}"),
             ShutdownReason::Requested => f.write_str("requested"),
             ShutdownReason::Error(e) => write!(f, "error: {e}"),
+            ShutdownReason::Restart(why) => write!(f, "restart ({why})"),
         }
     }
 }
@@ -267,6 +271,35 @@ pub struct WorkerPoolFailed {
     pub pool: String,
     /// Why.
     pub reason: String,
+}
+
+/// The daemon is about to restart itself (max runtime, SIGHUP, fatal error).
+/// A listener may [`cancel`](Self::cancel) this one restart.
+#[derive(Debug, Clone)]
+pub struct AutoRestart {
+    /// Why.
+    pub reason: String,
+    cancelled: bool,
+}
+
+impl AutoRestart {
+    /// A fresh event.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            cancelled: false,
+        }
+    }
+
+    /// Do not restart this time.
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+    }
+
+    /// Whether a listener cancelled it.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
 }
 
 /// The daemon's pid changed (daemonized, restarted).

@@ -39,6 +39,8 @@ pub struct Spawned {
 struct Connection {
     sock: OwnedFd,
     server_pid: i32,
+    /// Set by the launcher thread once it reaped the fork server.
+    reaped: std::sync::Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
 }
 
 /// The process-wide fork server.
@@ -70,6 +72,22 @@ impl ForkServer {
     /// Pid of the running fork server, if started.
     pub fn pid(&self) -> Option<i32> {
         self.conn.lock().as_ref().map(|c| c.server_pid)
+    }
+
+    /// Stops the fork server (it exits on the hang-up) and waits up to
+    /// `timeout` until it has been reaped. Needed before an in-place `exec`:
+    /// the new image would never reap it.
+    pub fn shutdown(&self, timeout: Duration) {
+        let Some(conn) = self.conn.lock().take() else {
+            return;
+        };
+        let reaped = conn.reaped.clone();
+        drop(conn);
+        let (done, cv) = &*reaped;
+        let mut done = done.lock();
+        if !*done {
+            let _ = cv.wait_for(&mut done, timeout);
+        }
     }
 
     /// Starts the fork server now instead of on first spawn (takes ~2 ms).
@@ -243,6 +261,8 @@ fn launch() -> Result<Connection> {
     let host_pid = std::process::id();
     let server_fd = server.as_raw_fd();
     let name = crate::log::child_log_settings().daemon.clone();
+    let reaped = std::sync::Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+    let reaped_by_thread = reaped.clone();
     let (tx, rx) = std::sync::mpsc::channel::<io::Result<u32>>();
     std::thread::Builder::new()
         .name("daemonic-forksrv".into())
@@ -271,6 +291,9 @@ fn launch() -> Result<Connection> {
                 Ok(mut child) => {
                     let _ = tx.send(Ok(child.id()));
                     let _ = child.wait();
+                    let (done, cv) = &*reaped_by_thread;
+                    *done.lock() = true;
+                    cv.notify_all();
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -299,5 +322,6 @@ fn launch() -> Result<Connection> {
     Ok(Connection {
         sock: host,
         server_pid: hello.pid,
+        reaped,
     })
 }
