@@ -782,6 +782,81 @@ pub fn wait_for_loop(path: &Path, n: u64) {
     });
 }
 
+// ---------------------------------------------------------------------------
+// POSIX shared memory
+// ---------------------------------------------------------------------------
+
+/// Where Linux exposes POSIX shared-memory objects.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// Prefix of the shared-memory lock names the tests use: `it-<pid>-<n>`.
+pub const SHM_TEST_PREFIX: &str = "it-";
+
+/// A shared-memory lock name unique to this test process and call:
+/// `it-<pid>-<n>` (so tests running in parallel, in this process or in
+/// another, never share one).
+pub fn unique_shm_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{SHM_TEST_PREFIX}{}-{n}", own_pid())
+}
+
+/// The object behind daemonic's `ShmLock::new(name)`:
+/// `/dev/shm/daemonic.<name>`.
+pub fn shm_lock_path(name: &str) -> PathBuf {
+    Path::new(SHM_DIR).join(format!("daemonic.{name}"))
+}
+
+/// Removes the shared-memory lock object of `name` when dropped (a daemon
+/// killed with SIGKILL leaves it behind). Created, it also removes the
+/// `daemonic.it-<pid>-*` objects left by test processes that no longer run;
+/// those of live test processes (tests running in parallel) are left alone.
+#[derive(Debug)]
+pub struct ShmGuard {
+    path: PathBuf,
+}
+
+impl ShmGuard {
+    /// Guards `name`'s object (see [`shm_lock_path`]).
+    pub fn new(name: &str) -> Self {
+        remove_stale_test_shm();
+        Self {
+            path: shm_lock_path(name),
+        }
+    }
+
+    /// The guarded object's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ShmGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes `daemonic.it-<pid>-*` shared-memory objects whose `<pid>` is not a
+/// live process (left by an earlier test run that was killed).
+pub fn remove_stale_test_shm() {
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        return;
+    };
+    let prefix = format!("daemonic.{SHM_TEST_PREFIX}");
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let owner = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if owner.is_some_and(|pid| pid != own_pid() && !is_alive(pid)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,6 +926,23 @@ mod tests {
         assert!(read_lines(&path).is_empty());
         std::fs::write(&path, "a\nb\nhalf").unwrap();
         assert_eq!(read_lines(&path), ["a", "b"]);
+    }
+
+    #[test]
+    fn shm_names_are_unique_and_guarded() {
+        let (a, b) = (unique_shm_name(), unique_shm_name());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("it-{}-", own_pid())), "{a}");
+        assert_eq!(
+            shm_lock_path(&a),
+            Path::new(&format!("/dev/shm/daemonic.{a}"))
+        );
+        if Path::new(SHM_DIR).is_dir() {
+            let guard = ShmGuard::new(&a);
+            std::fs::write(guard.path(), "1\n").unwrap();
+            drop(guard);
+            assert!(!shm_lock_path(&a).exists());
+        }
     }
 
     #[test]

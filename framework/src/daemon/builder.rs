@@ -39,6 +39,7 @@ pub struct DaemonBuilder<D: Daemon> {
     handle_signals: bool,
     events: Events,
     plugins: Vec<Box<dyn Plugin>>,
+    lazy_plugins: Vec<Box<dyn Plugin>>,
     command: Option<ControlCommand>,
     restart: RestartPolicy,
     min_runtime_secs: Option<f64>,
@@ -165,6 +166,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             handle_signals: true,
             events: Events::new(),
             plugins: Vec::new(),
+            lazy_plugins: Vec::new(),
             command: None,
             restart: RestartPolicy::default(),
             min_runtime_secs: None,
@@ -277,6 +279,14 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Registers a plugin that is set up on first use
+    /// ([`LoopContext::ensure_plugin`](crate::LoopContext::ensure_plugin))
+    /// instead of at start. Its options are still validated at start.
+    pub fn lazy_plugin(mut self, plugin: impl Plugin) -> Self {
+        self.lazy_plugins.push(Box::new(plugin));
+        self
+    }
+
     /// The event bus, to subscribe before the daemon starts.
     pub fn events(&self) -> &Events {
         &self.events
@@ -343,13 +353,16 @@ impl<D: Daemon> DaemonBuilder<D> {
 
     fn prepare(&mut self) -> Result<Prepared> {
         let mut names = std::collections::HashSet::new();
-        for plugin in &self.plugins {
+        for plugin in self.plugins.iter().chain(&self.lazy_plugins) {
             if !names.insert(plugin.name().to_string()) {
                 return Err(Error::Config(format!(
                     "two plugins are named `{}`",
                     plugin.name()
                 )));
             }
+            plugin
+                .validate()
+                .map_err(|e| Error::Config(format!("plugin {}: {e}", plugin.name())))?;
         }
         let interval = seconds("--interval", self.interval_secs, true)?;
         let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout_secs, false)?;
@@ -443,19 +456,30 @@ impl<D: Daemon> DaemonBuilder<D> {
         previous_pid: Option<i32>,
         restart_requested: Arc<Mutex<Option<String>>>,
     ) -> Result<ExitCode> {
-        if let Some(path) = &prepared.pidfile {
-            pidfile::write(path)?;
-        }
+        let pending_pidfile = prepared.pidfile.as_deref().map(pidfile::open).transpose()?;
         let pid_path = prepared.pidfile.clone();
-        let on_ready: ReadyCallback = Box::new(move |outcome| {
-            if let Some(pipe) = ready.lock().take() {
-                pipe.report(outcome);
+        // A start-up failure reaches the terminal even when lines go only to
+        // the log file (through the launcher's pipe with --daemon).
+        let quiet_console = self.log_file.is_some() && !self.verbose;
+        let name = self.name.clone();
+        let on_ready: ReadyCallback = Box::new(move |outcome| match ready.lock().take() {
+            Some(pipe) => pipe.report(outcome),
+            None => {
+                if let (Err((_, message)), true) = (&outcome, quiet_console) {
+                    eprintln!("{name}: error: {message}");
+                }
             }
         });
         let system = System::new();
         let result = system.block_on(async move {
             let restart = Some((self.restart.clone(), restart_requested));
-            let handle = self.start_prepared(prepared, Some(on_ready), previous_pid, restart)?;
+            let handle = self.start_prepared(
+                prepared,
+                pending_pidfile,
+                Some(on_ready),
+                previous_pid,
+                restart,
+            )?;
             Ok(handle.wait().await)
         });
         if result.is_err() {
@@ -471,17 +495,16 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// line or daemonize.
     pub fn start(mut self) -> Result<DaemonHandle> {
         let prepared = self.prepare()?;
-        if let Some(path) = &prepared.pidfile {
-            pidfile::write(path)?;
-        }
+        let pending_pidfile = prepared.pidfile.as_deref().map(pidfile::open).transpose()?;
         // Restarting means re-executing the program: only when the framework
         // owns the process (`main`/`run`).
-        self.start_prepared(prepared, None, None, None)
+        self.start_prepared(prepared, pending_pidfile, None, None, None)
     }
 
     fn start_prepared(
         self,
         prepared: Prepared,
+        pending_pidfile: Option<pidfile::PendingPidFile>,
         on_ready: Option<ReadyCallback>,
         previous_pid: Option<i32>,
         restart: Option<(RestartPolicy, Arc<Mutex<Option<String>>>)>,
@@ -513,13 +536,16 @@ impl<D: Daemon> DaemonBuilder<D> {
         let config = SupervisorConfig {
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
+            in_place_restart: !self.daemonize,
             restart: restart.map(|(policy, _)| policy),
             shutdown_timeout: prepared.shutdown_timeout,
             handle_signals: self.handle_signals,
             pidfile: prepared.pidfile,
+            pending_pidfile,
             log_file: logs.file.clone(),
             log_guard: Some(logs.guard),
             plugins: self.plugins,
+            lazy_plugins: self.lazy_plugins,
             on_ready,
             previous_pid,
             task_manager: Some(TaskManager::start(

@@ -111,6 +111,23 @@ impl<D: Daemon> LoopContext<'_, D> {
         )
     }
 
+    /// Sets up a plugin registered with
+    /// [`DaemonBuilder::lazy_plugin`](crate::DaemonBuilder::lazy_plugin), once.
+    pub fn ensure_plugin(
+        &self,
+        name: &str,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
+        let request = self
+            .shared
+            .supervisor
+            .send(super::EnsurePlugin(name.to_string()));
+        async move {
+            request
+                .await
+                .unwrap_or_else(|e| Err(format!("daemon unavailable: {e}")))
+        }
+    }
+
     /// Asks for a graceful shutdown; the current tick finishes first.
     pub fn shutdown(&self) {
         self.shared

@@ -14,7 +14,7 @@ pub use builder::{DaemonBuilder, DaemonHandle};
 pub(crate) mod restart;
 pub use main_loop::{LoopContext, MainLoop};
 pub use restart::RestartPolicy;
-pub use supervisor::{GetStats, RequestShutdown, Supervisor};
+pub use supervisor::{EnsurePlugin, GetStats, RequestShutdown, Supervisor};
 
 use crate::error::BoxError;
 use crate::event::ShutdownReason;

@@ -12,7 +12,7 @@ use crate::event::{
 };
 use crate::log::watcher::LogWatcher;
 use crate::log::{LogFile, LogGuard, Logger};
-use crate::plugin::{Plugin, PluginContext};
+use crate::plugin::{Plugin, PluginActor, PluginContext, PluginSetUp, TearDown};
 use crate::signal::{SignalActor, SignalReceived};
 use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
@@ -67,9 +67,13 @@ pub(crate) struct SupervisorConfig {
     pub shutdown_timeout: Duration,
     pub handle_signals: bool,
     pub pidfile: Option<PathBuf>,
+    /// Written once the plugins are set up (see `pidfile`).
+    pub pending_pidfile: Option<super::pidfile::PendingPidFile>,
     pub log_file: Option<Arc<LogFile>>,
     pub log_guard: Option<LogGuard>,
     pub plugins: Vec<Box<dyn Plugin>>,
+    /// Set up on first use ([`EnsurePlugin`]).
+    pub lazy_plugins: Vec<Box<dyn Plugin>>,
     pub on_ready: Option<ReadyCallback>,
     pub previous_pid: Option<i32>,
     /// Started before the supervisor so `DaemonHandle::task` works at once.
@@ -80,6 +84,8 @@ pub(crate) struct SupervisorConfig {
     pub restart: Option<super::RestartPolicy>,
     /// Set when the daemon stops in order to restart.
     pub restart_requested: Arc<Mutex<Option<String>>>,
+    /// A restart re-execs this process in place (foreground), keeping its pid.
+    pub in_place_restart: bool,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -108,7 +114,8 @@ pub struct Supervisor {
     control: Option<Addr<ControlActor>>,
     task_manager: Option<Addr<TaskManager>>,
     shutdown_started: Option<Instant>,
-    started_plugins: usize,
+    /// Set-up plugins, in set-up order.
+    plugin_actors: Vec<Addr<PluginActor>>,
     state: State,
     exit_code: ExitCode,
     interrupts: u32,
@@ -134,7 +141,7 @@ impl Supervisor {
             control: None,
             task_manager,
             shutdown_started: None,
-            started_plugins: 0,
+            plugin_actors: Vec::new(),
             state: State::Starting,
             exit_code: ExitCode::Ok,
             interrupts: 0,
@@ -245,7 +252,10 @@ impl Supervisor {
         self.shared.events.dispatch(&mut Shutdown {
             reason: reason.clone(),
         });
-        super::systemd::stopping();
+        match (&reason, self.config.in_place_restart) {
+            (ShutdownReason::Restart(_), true) => super::systemd::reloading(),
+            _ => super::systemd::stopping(),
+        }
 
         let timeout = self.config.shutdown_timeout;
         ctx.run_later(timeout, move |act, ctx| {
@@ -319,10 +329,46 @@ impl Supervisor {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                 if act.state == State::Stopping {
+                    act.teardown_plugins(ctx);
+                }
+            }),
+        );
+    }
+
+    /// Plugins last, one at a time in reverse set-up order (a lock is
+    /// released after everything that worked under it stopped).
+    fn teardown_plugins(&mut self, ctx: &mut Context<Self>) {
+        let actors: Vec<_> = self.plugin_actors.drain(..).rev().collect();
+        let teardown = async move {
+            for plugin in actors {
+                let _ = plugin.send(TearDown).await;
+            }
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(teardown).map(|_, act, ctx| {
+                if act.state == State::Stopping {
                     act.finish(ctx);
                 }
             }),
         );
+    }
+
+    /// Sets up one plugin and hands it to its own actor.
+    fn set_up_plugin(&mut self, mut plugin: Box<dyn Plugin>) -> Result<(), (ExitCode, String)> {
+        let plugin_ctx = self.plugin_context();
+        if let Err(e) = plugin.setup(&plugin_ctx) {
+            // A framework error keeps its own exit code (a held lock: 75).
+            return Err(match e.downcast::<crate::Error>() {
+                Ok(e) => (e.exit_code(), e.to_string()),
+                Err(e) => (
+                    ExitCode::Config,
+                    format!("plugin {} failed to start: {e}", plugin.name()),
+                ),
+            });
+        }
+        self.plugin_actors
+            .push(PluginActor::start(plugin, plugin_ctx));
+        Ok(())
     }
 
     /// Everything after the main loop: plugins in reverse, then the signal
@@ -332,9 +378,10 @@ impl Supervisor {
         if let Some(link) = self.main_loop.take() {
             link.arbiter.stop();
         }
-        let plugin_ctx = self.plugin_context();
-        for plugin in self.config.plugins[..self.started_plugins].iter_mut().rev() {
-            plugin.teardown(&plugin_ctx);
+        // Normally torn down already, in order; after a forced stop the
+        // actors still release what they hold.
+        for plugin in self.plugin_actors.drain(..).rev() {
+            plugin.do_send(TearDown);
         }
         if let Some(signals) = self.signals.take() {
             signals.do_send(StopActor);
@@ -348,6 +395,8 @@ impl Supervisor {
         if let Some(control) = self.control.take() {
             control.do_send(StopActor);
         }
+        // Start-up failed before the pid file was written.
+        self.config.pending_pidfile.take();
         if let Some(path) = &self.config.pidfile {
             super::pidfile::remove_if_ours(path);
         }
@@ -385,18 +434,28 @@ impl Supervisor {
         then: impl FnOnce(&mut Self, Stats) + 'static,
     ) {
         let pools = self.shared.pools.all();
-        let asks =
-            futures_util::future::join_all(pools.into_iter().map(|p| p.stats.send(GetPoolStats)));
+        let plugins = self.plugin_actors.clone();
+        let asks = async move {
+            let pools = futures_util::future::join_all(
+                pools.into_iter().map(|p| p.stats.send(GetPoolStats)),
+            )
+            .await;
+            let plugins =
+                futures_util::future::join_all(plugins.iter().map(|p| p.send(PluginSetUp))).await;
+            (pools, plugins)
+        };
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(asks).map(move |replies, act, _| {
+            actix::fut::wrap_future::<_, Self>(asks).map(move |(pools, plugins), act, _| {
                 let mut stats = act.shared.stats();
-                stats.pools = replies.into_iter().filter_map(|r| r.ok()).collect();
-                stats.plugins = act
-                    .config
-                    .plugins
-                    .iter()
-                    .map(|p| p.name().to_string())
-                    .collect();
+                stats.pools = pools.into_iter().filter_map(|r| r.ok()).collect();
+                for (name, lines) in plugins.into_iter().filter_map(|r| r.ok()) {
+                    stats.extra.extend(
+                        lines
+                            .into_iter()
+                            .map(|(k, v)| (format!("plugin {name} {k}"), v)),
+                    );
+                    stats.plugins.push(name);
+                }
                 let mut event = StatsEvent { stats };
                 act.shared.events.dispatch(&mut event);
                 then(act, event.stats);
@@ -435,24 +494,18 @@ impl Actor for Supervisor {
                 }
             }
         }
-        let plugin_ctx = self.plugin_context();
-        for i in 0..self.config.plugins.len() {
-            let plugin = &mut self.config.plugins[i];
-            if let Err(e) = plugin.setup(&plugin_ctx) {
-                // A framework error keeps its own exit code (a held lock: 75).
-                let (code, msg) = match e.downcast::<crate::Error>() {
-                    Ok(e) => (e.exit_code(), e.to_string()),
-                    Err(e) => (
-                        ExitCode::Config,
-                        format!("plugin {} failed to start: {e}", plugin.name()),
-                    ),
-                };
+        for plugin in std::mem::take(&mut self.config.plugins) {
+            if let Err((code, msg)) = self.set_up_plugin(plugin) {
                 return self.start_failed(ctx, code, msg);
             }
-            self.started_plugins = i + 1;
         }
         // After the plugins: an instance refused by a lock never touches the
-        // running one's socket.
+        // running one's pid file or socket.
+        if let Some(pending) = self.config.pending_pidfile.take() {
+            if let Err(e) = pending.write() {
+                return self.start_failed(ctx, e.exit_code(), e.to_string());
+            }
+        }
         if let Some(path) = self.config.control_socket.clone() {
             match ControlActor::bind(path, ctx.address(), self.shared.logger.clone()) {
                 Ok(control) => self.control = Some(control.start()),
@@ -520,6 +573,36 @@ impl Handler<GetStats> for Supervisor {
             let _ = tx.send(stats);
         });
         Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+}
+
+/// Sets up a lazily registered plugin now (a no-op if it already runs).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct EnsurePlugin(pub String);
+
+impl Handler<EnsurePlugin> for Supervisor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: EnsurePlugin, _: &mut Context<Self>) -> Self::Result {
+        let Some(pos) = self
+            .config
+            .lazy_plugins
+            .iter()
+            .position(|p| p.name() == msg.0)
+        else {
+            return Err(format!(
+                "no lazy plugin named `{}` is waiting to start",
+                msg.0
+            ));
+        };
+        if self.state != State::Running {
+            return Err("the daemon is not running".into());
+        }
+        let plugin = self.config.lazy_plugins.swap_remove(pos);
+        self.logger()
+            .debug(1, format_args!("starting lazy plugin {}", msg.0));
+        self.set_up_plugin(plugin).map_err(|(_, e)| e)
     }
 }
 

@@ -24,6 +24,22 @@ pub(crate) fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
+/// An in-place restart: systemd keeps the unit active until the re-exec'd
+/// image sends READY=1 (STOPPING=1 would make it stop the unit).
+pub(crate) fn reloading() {
+    if !enabled() {
+        return;
+    }
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[
+            NotifyState::Reloading,
+            now,
+            NotifyState::Status("restarting"),
+        ]),
+        Err(_) => notify(&[NotifyState::Reloading, NotifyState::Status("restarting")]),
+    }
+}
+
 pub(crate) fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }

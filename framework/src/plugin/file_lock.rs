@@ -81,16 +81,31 @@ impl Plugin for ShmLock {
         self.0.setup(ctx)
     }
 
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        self.0.tick_interval()
+    }
+
+    fn tick(&mut self, ctx: &PluginContext) {
+        self.0.tick(ctx)
+    }
+
+    fn stats(&self) -> Vec<(String, String)> {
+        self.0.stats()
+    }
+
     fn teardown(&mut self, ctx: &PluginContext) {
         self.0.teardown(ctx)
     }
 }
 
 impl FileLock {
-    /// A lock on `path` (created `0644`, never through a symlink).
+    /// A lock on `path` (created `0644`, never through a symlink). A
+    /// relative path is resolved now, against the current directory:
+    /// `--daemon` changes to `/` before the plugins are set up.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
         Self {
-            path: path.into(),
+            path: std::path::absolute(&path).unwrap_or(path),
             shm_name: None,
             held: None,
         }
@@ -202,6 +217,45 @@ impl Plugin for FileLock {
         Ok(())
     }
 
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(5))
+    }
+
+    /// Refresh: the file at the path must still be ours. If someone deleted
+    /// or replaced it, take a lock on a fresh one (an instance started
+    /// meanwhile would otherwise run alongside us).
+    fn tick(&mut self, ctx: &PluginContext) {
+        let Some(held) = &self.held else { return };
+        let ours = match (held.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if ours {
+            return;
+        }
+        match self.acquire() {
+            Ok((mut file, _)) => {
+                if write_pid(&mut file).is_ok() {
+                    ctx.logger.warn(format_args!(
+                        "lock {} was removed or replaced; restored it",
+                        self.path.display()
+                    ));
+                    self.held = Some(file);
+                }
+            }
+            Err(e) => ctx
+                .logger
+                .error(format_args!("lock {} lost: {e}", self.path.display())),
+        }
+    }
+
+    fn stats(&self) -> Vec<(String, String)> {
+        vec![
+            ("path".into(), self.path.display().to_string()),
+            ("held".into(), self.held.is_some().to_string()),
+        ]
+    }
+
     fn teardown(&mut self, _: &PluginContext) {
         if let Some(file) = self.held.take() {
             // Unlink while still holding the lock; a starting instance that
@@ -251,6 +305,22 @@ mod tests {
         first.teardown(&ctx());
         assert!(!path.exists());
         FileLock::new(&path).setup(&ctx()).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_lock_file_is_restored_by_the_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.lock");
+        let mut lock = FileLock::new(&path);
+        lock.setup(&ctx()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        lock.tick(&ctx());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        // And a second instance is refused again.
+        assert!(FileLock::new(&path).setup(&ctx()).is_err());
     }
 
     #[test]
