@@ -193,9 +193,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         let output = &m.output;
         quote! {
             impl ::daemonic::actix::Handler<#module::#message> for ::daemonic::worker::WorkerPool<#self_ty> {
-                type Result = ::daemonic::actix::ResponseFuture<
-                    ::core::result::Result<#output, ::daemonic::worker::WorkerError>,
-                >;
+                type Result = ::daemonic::worker::CallResponse<#output>;
 
                 fn handle(
                     &mut self,

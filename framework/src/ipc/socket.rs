@@ -92,17 +92,15 @@ impl HostLink for SocketHostLink {
                     return None;
                 }
                 loop {
-                    let mut chunk = [0u8; 64 * 1024];
-                    match reader.read(&mut chunk).await {
+                    // Straight into the frame buffer: no zeroed scratch copy.
+                    buf.reserve(64 * 1024);
+                    match reader.read_buf(&mut buf).await {
                         Ok(0) => return None,
-                        Ok(n) => {
-                            buf.extend_from_slice(&chunk[..n]);
-                            match take_frames(&mut buf) {
-                                Ok(frames) if frames.is_empty() => continue,
-                                Ok(frames) => return Some((Ok(frames), (reader, buf, false))),
-                                Err(e) => return Some((Err(e), (reader, buf, true))),
-                            }
-                        }
+                        Ok(_) => match take_frames(&mut buf) {
+                            Ok(frames) if frames.is_empty() => continue,
+                            Ok(frames) => return Some((Ok(frames), (reader, buf, false))),
+                            Err(e) => return Some((Err(e), (reader, buf, true))),
+                        },
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Some((Err(e), (reader, buf, true))),
                     }

@@ -38,7 +38,9 @@ mod stats;
 
 pub use child::{run_in_child, WorkerContext};
 pub(crate) use pool::PoolRegistry;
-pub use pool::{CallReturn, GetPoolStats, KillWorker, StopPool, WorkerPool, WorkerPoolBuilder};
+pub use pool::{
+    CallResponse, CallReturn, GetPoolStats, KillWorker, StopPool, WorkerPool, WorkerPoolBuilder,
+};
 pub use stats::{ChildStats, PoolStats};
 
 use crate::process::ExitStatus;

@@ -16,14 +16,96 @@ use crate::log::Logger;
 use crate::process::{fork_server, ExitStatus, Signaller, SpawnOptions};
 use actix::prelude::*;
 use futures_util::StreamExt;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-type Reply = oneshot::Sender<std::result::Result<Vec<u8>, WorkerError>>;
+/// Where a call's outcome goes: decodes the bytes and answers the caller.
+type Reply = Box<dyn FnOnce(std::result::Result<Vec<u8>, WorkerError>)>;
+
+/// A call's answer as the pool hands it to actix: resolved straight from
+/// the worker's reply on the pool's thread (no task or extra channel per
+/// call, which mattered for pipelined throughput).
+pub struct CallResponse<T> {
+    inner: CallResponseInner<T>,
+}
+
+enum CallResponseInner<T> {
+    Ready(std::result::Result<T, WorkerError>),
+    Pending(Rc<RefCell<ReplySlot<T>>>),
+}
+
+enum ReplySlot<T> {
+    Waiting,
+    Caller(actix::dev::OneshotSender<std::result::Result<T, WorkerError>>),
+    Answered(std::result::Result<T, WorkerError>),
+    Done,
+}
+
+impl<T: 'static> CallResponse<T> {
+    fn ready(result: std::result::Result<T, WorkerError>) -> Self {
+        Self {
+            inner: CallResponseInner::Ready(result),
+        }
+    }
+
+    /// A pending answer and the reply closure that completes it.
+    fn pending(decode: fn(&[u8]) -> std::result::Result<T, WorkerError>) -> (Self, Reply) {
+        let slot = Rc::new(RefCell::new(ReplySlot::Waiting));
+        let answer = slot.clone();
+        let reply: Reply = Box::new(move |outcome| {
+            let result = outcome.and_then(|bytes| decode(&bytes));
+            let mut slot = answer.borrow_mut();
+            match std::mem::replace(&mut *slot, ReplySlot::Done) {
+                ReplySlot::Caller(tx) => {
+                    let _ = tx.send(result);
+                }
+                ReplySlot::Waiting => *slot = ReplySlot::Answered(result),
+                other => *slot = other,
+            }
+        });
+        (
+            Self {
+                inner: CallResponseInner::Pending(slot),
+            },
+            reply,
+        )
+    }
+}
+
+impl<W, M, T> actix::dev::MessageResponse<WorkerPool<W>, M> for CallResponse<T>
+where
+    W: WorkerMethods,
+    M: Message<Result = std::result::Result<T, WorkerError>>,
+    T: 'static,
+{
+    fn handle(
+        self,
+        _: &mut Context<WorkerPool<W>>,
+        tx: Option<actix::dev::OneshotSender<M::Result>>,
+    ) {
+        let Some(tx) = tx else { return }; // do_send: nobody waits
+        match self.inner {
+            CallResponseInner::Ready(result) => {
+                let _ = tx.send(result);
+            }
+            CallResponseInner::Pending(slot) => {
+                let mut slot = slot.borrow_mut();
+                match std::mem::replace(&mut *slot, ReplySlot::Done) {
+                    ReplySlot::Answered(result) => {
+                        let _ = tx.send(result);
+                    }
+                    _ => *slot = ReplySlot::Caller(tx),
+                }
+            }
+        }
+    }
+}
 
 /// What the `on_return` callback sees for every finished call.
 #[derive(Debug)]
@@ -397,6 +479,7 @@ pub struct WorkerPool<W: WorkerMethods> {
     stop_waiters: Vec<oneshot::Sender<()>>,
     rng: u64,
     spawn_retry_pending: bool,
+    spare_refill_pending: bool,
     returned_listeners: crate::event::CachedListeners<WorkerReturned>,
     _worker: PhantomData<fn() -> W>,
 }
@@ -426,6 +509,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             stop_waiters: Vec::new(),
             rng: seed | 1,
             spawn_retry_pending: false,
+            spare_refill_pending: false,
             returned_listeners,
             _worker: PhantomData,
         }
@@ -486,28 +570,24 @@ impl<W: WorkerMethods> WorkerPool<W> {
         &mut self,
         message: M,
         ctx: &mut Context<Self>,
-    ) -> ResponseFuture<std::result::Result<M::Output, WorkerError>> {
+    ) -> CallResponse<M::Output> {
         let accepted = Instant::now();
         self.counters.calls += 1;
-        let refused =
-            |e: WorkerError| -> ResponseFuture<std::result::Result<M::Output, WorkerError>> {
-                Box::pin(async move { Err(e) })
-            };
         let args = match rmp_serde::to_vec(&message) {
             Ok(a) => a,
             Err(e) => {
                 self.error("protocol");
-                return refused(WorkerError::Protocol(format!(
+                return CallResponse::ready(Err(WorkerError::Protocol(format!(
                     "cannot encode arguments: {e}"
-                )));
+                ))));
             }
         };
         if args.len() > self.config.max_payload {
             self.error("too_large");
-            return refused(WorkerError::TooLarge {
+            return CallResponse::ready(Err(WorkerError::TooLarge {
                 size: args.len(),
                 max: self.config.max_payload,
-            });
+            }));
         }
         if let Some(inline) = &mut self.inline {
             let (worker, wctx) = &mut **inline;
@@ -522,30 +602,31 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 }),
             };
             self.finish_call(M::NAME, 0, accepted, &result);
-            return Box::pin(
-                async move { result.and_then(|bytes| decode_output::<M::Output>(&bytes)) },
+            return CallResponse::ready(
+                result.and_then(|bytes| decode_output::<M::Output>(&bytes)),
             );
         }
-        match self.state {
-            PoolState::Failed => {
-                self.error("pool_failed");
-                return refused(WorkerError::PoolFailed {
+        let refused = match self.state {
+            PoolState::Failed => Some((
+                "pool_failed",
+                WorkerError::PoolFailed {
                     reason: "restart limit reached".into(),
-                });
-            }
-            PoolState::Stopping => {
-                self.error("shutting_down");
-                return refused(WorkerError::ShuttingDown);
-            }
-            PoolState::Running => {}
+                },
+            )),
+            PoolState::Stopping => Some(("shutting_down", WorkerError::ShuttingDown)),
+            PoolState::Running if self.queue.len() >= self.config.queue_capacity => Some((
+                "busy",
+                WorkerError::Busy {
+                    capacity: self.config.queue_capacity,
+                },
+            )),
+            PoolState::Running => None,
+        };
+        if let Some((kind, error)) = refused {
+            self.error(kind);
+            return CallResponse::ready(Err(error));
         }
-        if self.queue.len() >= self.config.queue_capacity {
-            self.error("busy");
-            return refused(WorkerError::Busy {
-                capacity: self.config.queue_capacity,
-            });
-        }
-        let (tx, rx) = oneshot::channel();
+        let (response, reply) = CallResponse::pending(decode_output::<M::Output>);
         let id = self.next_id;
         self.next_id += 1;
         self.queue.push_back(Queued {
@@ -554,16 +635,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
             name: M::NAME,
             args,
             accepted,
-            reply: tx,
+            reply,
         });
         self.dispatch(ctx);
-        Box::pin(async move {
-            match rx.await {
-                Ok(Ok(bytes)) => decode_output::<M::Output>(&bytes),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(WorkerError::ShuttingDown),
-            }
-        })
+        response
     }
 
     /// Hands queued calls to workers that can take them.
@@ -635,12 +710,30 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 return;
             }
         }
+        self.schedule_spare_refill(ctx);
+    }
+
+    /// Spares are refilled shortly after, not inline: a fork-server round
+    /// trip on this thread would delay the `Died` replies and the promoted
+    /// spare's first calls right when a worker was just lost.
+    fn schedule_spare_refill(&mut self, ctx: &mut Context<Self>) {
         let spares = self.slots.iter().filter(|s| s.spare).count();
-        for _ in spares..self.config.warm_spares {
-            if !self.spawn(ctx, true) {
+        if spares >= self.config.warm_spares || self.spare_refill_pending {
+            return;
+        }
+        self.spare_refill_pending = true;
+        ctx.run_later(Duration::from_millis(2), |act, ctx| {
+            act.spare_refill_pending = false;
+            if act.state != PoolState::Running {
                 return;
             }
-        }
+            let spares = act.slots.iter().filter(|s| s.spare).count();
+            for _ in spares..act.config.warm_spares {
+                if !act.spawn(ctx, true) {
+                    return;
+                }
+            }
+        });
     }
 
     fn spawn(&mut self, ctx: &mut Context<Self>, spare: bool) -> bool {
@@ -874,7 +967,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             Outcome::BadCall(message) => Err(WorkerError::Protocol(message)),
         };
         self.finish_call(call.method, pid, call.accepted, &result);
-        let _ = call.reply.send(result);
+        (call.reply)(result);
         if recycle && !panicked {
             let reason = if max_calls
                 .is_some_and(|max| self.slot_mut(key).is_some_and(|s| s.calls >= max))
@@ -902,7 +995,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 exit: status.clone(),
             });
             self.finish_call(call.method, pid, call.accepted, &result);
-            let _ = call.reply.send(result);
+            (call.reply)(result);
         }
         if !expected {
             self.config.events.dispatch(&mut WorkerDied {
@@ -970,7 +1063,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 reason: reason.clone(),
             });
             self.finish_call(call.name, 0, call.accepted, &result);
-            let _ = call.reply.send(result);
+            (call.reply)(result);
         }
         let keys: Vec<u64> = self.slots.iter().map(|s| s.key).collect();
         for key in keys {
@@ -1010,7 +1103,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             let after = timeout.unwrap_or_default();
             let result = Err(WorkerError::Timeout { pid, after });
             self.finish_call(call.method, pid, call.accepted, &result);
-            let _ = call.reply.send(result);
+            (call.reply)(result);
             self.config.events.dispatch(&mut WorkerTimedOut {
                 pool: self.config.name.clone(),
                 pid,
@@ -1149,7 +1242,7 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
         for call in std::mem::take(&mut self.queue) {
             let result = Err(WorkerError::ShuttingDown);
             self.finish_call(call.name, 0, call.accepted, &result);
-            let _ = call.reply.send(result);
+            (call.reply)(result);
         }
         let keys: Vec<u64> = self.slots.iter().map(|s| s.key).collect();
         for key in keys {
