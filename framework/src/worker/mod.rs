@@ -18,11 +18,14 @@
 //!     }
 //! }
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let pool = WorkerPool::builder(Hasher { rounds: 3 }).size(4).start()?;
-//! let digest: Result<String, daemonic::worker::WorkerError> =
-//!     pool.send(hasher::Digest { input: "abc".into() }).await?;
-//! # Ok(()) }
+//! // anywhere in an actix System:
+//! async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//!     let pool = WorkerPool::builder(Hasher { rounds: 3 }).size(4).start()?;
+//!     let digest: Result<String, daemonic::worker::WorkerError> =
+//!         pool.send(hasher::Digest { input: "abc".into() }).await?;
+//!     Ok(())
+//! }
+//! # fn main() {} // items at module level: the generated `hasher` module refers to `super`
 //! ```
 //!
 //! Every public method becomes a message type; `addr.send(..)` returns
