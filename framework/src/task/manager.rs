@@ -101,6 +101,8 @@ pub(crate) struct TaskManager {
     logger: Logger,
     running: HashMap<i32, (&'static str, Signaller)>,
     stop_waiters: Vec<oneshot::Sender<()>>,
+    /// Set by `StopTasks`: the grace period late arrivals get.
+    stopping: Option<Duration>,
 }
 
 impl TaskManager {
@@ -111,6 +113,7 @@ impl TaskManager {
             logger,
             running: HashMap::new(),
             stop_waiters: Vec::new(),
+            stopping: None,
         }
         .start();
         let _ = registry.manager.set(addr.clone());
@@ -156,8 +159,15 @@ impl Handler<Watch> for TaskManager {
         let pid = child.pid();
         let name = child.name();
         if let Some(signaller) = child.process.signaller() {
-            if !self.stop_waiters.is_empty() {
+            if let Some(grace) = self.stopping {
+                // Spawned by another thread as the shutdown began: it gets
+                // the same treatment as the tasks that were already running.
                 signaller.signal(libc::SIGTERM);
+                ctx.run_later(grace, move |act, _| {
+                    if let Some((_, signaller)) = act.running.get(&pid) {
+                        signaller.signal(libc::SIGKILL);
+                    }
+                });
             }
             self.running.insert(pid, (name, signaller));
         }
@@ -188,6 +198,7 @@ impl Handler<StopTasks> for TaskManager {
 
     fn handle(&mut self, msg: StopTasks, ctx: &mut Context<Self>) -> Self::Result {
         self.registry.state.lock().shutting_down = true;
+        self.stopping = Some(msg.grace);
         if self.running.is_empty() {
             return Box::pin(async {});
         }

@@ -107,9 +107,31 @@ impl Latencies {
         if self.0.is_empty() {
             return None;
         }
+        // Three selections instead of a full sort: stats requests block the
+        // pool's actor while they run.
         let mut v: Vec<Duration> = self.0.iter().copied().collect();
-        v.sort_unstable();
-        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        Some((at(0.5), at(0.9), at(0.99)))
+        let index = |p: f64| ((v.len() - 1) as f64 * p).round() as usize;
+        let (i50, i90, i99) = (index(0.5), index(0.9), index(0.99));
+        let p99 = *v.select_nth_unstable(i99).1;
+        let p90 = *v[..=i99].select_nth_unstable(i90).1;
+        let p50 = *v[..=i90].select_nth_unstable(i50).1;
+        Some((p50, p90, p99))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_match_a_sort() {
+        let mut l = Latencies::default();
+        for i in (1..=1000u64).rev() {
+            l.record(Duration::from_micros(i));
+        }
+        let (p50, p90, p99) = l.percentiles().unwrap();
+        assert_eq!(p50, Duration::from_micros(501));
+        assert_eq!(p90, Duration::from_micros(900));
+        assert_eq!(p99, Duration::from_micros(990));
     }
 }
