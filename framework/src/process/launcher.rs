@@ -162,7 +162,7 @@ fn request(
     }
     wire::send_message(conn.sock.as_fd(), &wire::encode(&request)?, &fds)?;
     drop(child_end);
-    wait_readable(&conn.sock, REPLY_TIMEOUT)?;
+    // The socket's receive timeout (set at launch) bounds this wait.
     let (bytes, mut received) = wire::recv_message(conn.sock.as_fd())?.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -319,6 +319,14 @@ fn launch() -> Result<Connection> {
     if hello.cookie != cookie || hello.pid != server_pid as i32 {
         return Err(Error::Spawn("fork-server handshake: wrong cookie".into()));
     }
+    // A hung fork server must not hang a spawn forever; a timeout on the
+    // socket costs nothing per spawn (a poll before each recv would).
+    nix::sys::socket::setsockopt(
+        &host,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0),
+    )
+    .map_err(|e| spawn_error("fork-server socket timeout", e))?;
     Ok(Connection {
         sock: host,
         server_pid: hello.pid,

@@ -774,10 +774,12 @@ impl<W: WorkerMethods> WorkerPool<W> {
         };
         // The child reads how to reach us, then its state, first thing.
         let bootstrap = protocol::encode(&bootstrap).map_err(std::io::Error::other)?;
+        let mut frames = Vec::with_capacity(8 + bootstrap.len() + self.template.len());
         for frame in [&bootstrap[..], &self.template[..]] {
-            channel.write_all(&(frame.len() as u32).to_le_bytes())?;
-            channel.write_all(frame)?;
+            frames.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            frames.extend_from_slice(frame);
         }
+        channel.write_all(&frames)?;
         let mut link: Box<dyn HostLink> = match ipc {
             None => Box::new(SocketHostLink::new(channel)?),
             Some(ipc) => Box::new(ipc),
