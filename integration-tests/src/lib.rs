@@ -214,6 +214,12 @@ impl Daemon {
             .expect("create output directory");
         let stdout = File::create(out_dir.path().join("stdout")).expect("create stdout file");
         let stderr = File::create(out_dir.path().join("stderr")).expect("create stderr file");
+        // Each daemon gets its own runtime directory, so daemons started
+        // without --pidfile never share a control socket (nor touch the
+        // user's real one), unless the test chose one.
+        if !cmd.get_envs().any(|(k, _)| k == "XDG_RUNTIME_DIR") {
+            cmd.env("XDG_RUNTIME_DIR", out_dir.path());
+        }
         cmd.process_group(0)
             .stdin(Stdio::null())
             .stdout(stdout)
