@@ -191,3 +191,41 @@ fn a_fatal_error_within_the_minimum_runtime_exits_instead_of_looping() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_listener_cancels_one_restart_without_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("c.log");
+    let daemon = Daemon::start(
+        &crashy(),
+        [
+            "--interval",
+            "0.05",
+            "--cancel-first-restart",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    wait_for(DEADLINE, "first ticks", || count(&log, "tick 3") >= 1);
+    daemon.signal(Sig::SIGHUP);
+    wait_for(DEADLINE, "the cancellation", || {
+        count(&log, "restart (SIGHUP) cancelled by a listener") == 1
+    });
+    // The loop goes on, no shutdown event was raised, nothing restarted.
+    let ticks = loop_count(&log);
+    wait_for(DEADLINE, "ticks after the cancelled restart", || {
+        loop_count(&log) >= ticks + 3
+    });
+    assert_eq!(count(&log, "crashy started"), 1);
+    assert_eq!(count(&log, "shutdown event"), 0);
+    // The next restart is not cancelled.
+    daemon.signal(Sig::SIGHUP);
+    wait_for(DEADLINE, "the second SIGHUP to restart", || {
+        count(&log, "crashy started") == 2
+    });
+    assert_eq!(count(&log, "shutdown event: restart (SIGHUP)"), 1);
+}
+
+fn loop_count(path: &Path) -> usize {
+    count(path, "] INFO  tick ")
+}

@@ -3,6 +3,7 @@
 
 use clap::Args;
 use daemonic::cli::Cli;
+use daemonic::event::{AutoRestart, Shutdown};
 use daemonic::{Daemon, DaemonBuilder, LoopContext};
 
 #[derive(Debug, Clone, Args)]
@@ -10,6 +11,9 @@ struct CrashArgs {
     /// Panic in this tick (0: never).
     #[arg(long, default_value_t = 0)]
     panic_at: u64,
+    /// Cancel the first restart (an `AutoRestart` listener).
+    #[arg(long)]
+    cancel_first_restart: bool,
 }
 
 struct Crashy(u64);
@@ -28,8 +32,15 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(code) => return code.into(),
     };
+    let cancelled = std::sync::atomic::AtomicBool::new(!cli.app.cancel_first_restart);
     DaemonBuilder::new(Crashy(cli.app.panic_at))
         .name("crashy")
+        .on(move |e: &mut AutoRestart| {
+            if !cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                e.cancel();
+            }
+        })
+        .on(|e: &mut Shutdown| log::info!("shutdown event: {}", e.reason))
         .args(&cli.daemon)
         .run()
 }
