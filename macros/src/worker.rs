@@ -150,6 +150,11 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             Visibility::Restricted(r) if r.path.is_ident("crate") => quote! { pub(crate) },
             Visibility::Restricted(_) => quote! { pub(super) },
         };
+        // Associated functions (`pub fn new(..) -> Self`) stay ordinary
+        // functions of the type: only methods run in a worker.
+        if !matches!(f.sig.inputs.first(), Some(FnArg::Receiver(_))) {
+            continue;
+        }
         match parse_method(f, vis) {
             Ok(method) => methods.push(method),
             Err(e) => match &mut method_errors {

@@ -10,6 +10,11 @@ pub struct Calc {
 
 #[daemonic::worker]
 impl Calc {
+    /// An associated function: stays an ordinary constructor, not a message.
+    pub fn new(offset: i64) -> Self {
+        Self { offset }
+    }
+
     fn started(&mut self, ctx: &mut WorkerContext) {
         ctx.log("ready");
     }
@@ -55,6 +60,7 @@ impl Task for SendEmail {
 
 #[allow(dead_code)]
 async fn usage(pool: daemonic::actix::Addr<WorkerPool<Calc>>) {
+    let _calc = Calc::new(1);
     let sum: Result<i64, WorkerError> = pool.send(calc::Add { a: 1, b: 2 }).await.unwrap();
     let _ = sum;
     let _ = pool.send(calc::Offset {}).await;
