@@ -110,20 +110,32 @@ fn task_throughput(n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+fn assert_single_threaded() {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(threads, 1, "the raw fork baseline must run single-threaded");
+}
+
 fn main() {
     // Cargo passes `--bench`; nothing to parse.
     let samples = 2000;
     let n = 3000;
+    // The raw baselines fork this process itself: measure them first, while
+    // it is still single-threaded (the fork server's launcher thread does
+    // not exist yet), as the fork-safety rule demands.
+    assert_single_threaded();
+    let _ = raw_fork_latency(100);
+    let mut raw = raw_fork_latency(samples);
+    let raw_tp = raw_fork_throughput(n);
+    assert_single_threaded();
+
     fork_server().prestart().unwrap();
     let _ = server_latency(100); // warm up
-    let _ = raw_fork_latency(100);
-
-    let mut raw = raw_fork_latency(samples);
     let mut srv = server_latency(samples);
+    let srv_tp = task_throughput(n);
     raw.sort();
     srv.sort();
-    let raw_tp = raw_fork_throughput(n);
-    let srv_tp = task_throughput(n);
 
     println!("process layer ({samples} samples, {n} tasks; release build)");
     println!("| measure | daemonic | raw fork() | ratio |");

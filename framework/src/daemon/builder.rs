@@ -1,6 +1,5 @@
 //! Configuring and starting a daemon.
 
-use super::daemonize::{self, ReadyPipe};
 use super::main_loop::MainLoop;
 use super::stats::{LoopCounters, Stats};
 use super::supervisor::{
@@ -12,6 +11,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, Events, ShutdownReason, Subscription};
 use crate::log::{LogConfig, LogFile, LogSystem, Logger};
 use crate::plugin::Plugin;
+use crate::process::daemonize::{self, ReadyPipe};
 use crate::task::{RegisteredTask, TaskHandle, TaskManager, TaskRegistry};
 use crate::worker::{PoolRegistry, WorkerMethods, WorkerPool, WorkerPoolBuilder};
 use actix::prelude::*;

@@ -2,7 +2,6 @@
 //! loop and the supervisor that runs everything.
 
 mod builder;
-pub(crate) mod daemonize;
 mod main_loop;
 pub(crate) mod pidfile;
 pub mod stats;

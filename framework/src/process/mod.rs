@@ -16,11 +16,16 @@
 //! ([`ENTRY_POINTS`], a `linkme` slice — constructor-based registries are
 //! empty in the fork server, whose constructor never returns).
 //!
+//! The only other fork in the framework is `--daemon`'s double fork
+//! ([`daemonize`]), in the main process before any thread exists (checked
+//! before each fork): detaching the process itself cannot be delegated.
+//!
 //! Limitation: `/proc/self/exe` must be the program that links daemonic; a
 //! daemonic linked into a shared library loaded by another program cannot
 //! start a fork server.
 
 pub(crate) mod child;
+pub(crate) mod daemonize;
 mod launcher;
 mod reap;
 pub(crate) mod server;
