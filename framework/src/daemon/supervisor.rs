@@ -12,7 +12,7 @@ use crate::event::{
 };
 use crate::log::watcher::LogWatcher;
 use crate::log::{LogFile, LogGuard, Logger};
-use crate::plugin::{Plugin, PluginActor, PluginContext, PluginSetUp, TearDown};
+use crate::plugin::{Plugin, PluginActor, PluginContext, PluginStats, TearDown};
 use crate::signal::{SignalActor, SignalReceived};
 use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
@@ -441,7 +441,7 @@ impl Supervisor {
             )
             .await;
             let plugins =
-                futures_util::future::join_all(plugins.iter().map(|p| p.send(PluginSetUp))).await;
+                futures_util::future::join_all(plugins.iter().map(|p| p.send(PluginStats))).await;
             (pools, plugins)
         };
         ctx.spawn(

@@ -56,15 +56,15 @@ impl Handler<TearDown> for PluginActor {
     }
 }
 
-/// The plugin's name and stats lines.
+/// The plugin's name and stats lines (for `status` and the SIGUSR1 dump).
 #[derive(Message)]
 #[rtype(result = "(String, Vec<(String, String)>)")]
-pub(crate) struct PluginSetUp;
+pub(crate) struct PluginStats;
 
-impl Handler<PluginSetUp> for PluginActor {
-    type Result = MessageResult<PluginSetUp>;
+impl Handler<PluginStats> for PluginActor {
+    type Result = MessageResult<PluginStats>;
 
-    fn handle(&mut self, _: PluginSetUp, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: PluginStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult((self.plugin.name().to_string(), self.plugin.stats()))
     }
 }

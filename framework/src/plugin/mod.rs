@@ -8,7 +8,7 @@
 mod actor;
 mod file_lock;
 
-pub(crate) use actor::{PluginActor, PluginSetUp, TearDown};
+pub(crate) use actor::{PluginActor, PluginStats, TearDown};
 pub use file_lock::{FileLock, ShmLock};
 
 use crate::error::BoxError;
