@@ -77,6 +77,22 @@ impl Calc {
     }
 }
 
+/// Waits (with a deadline) until workers hold `calls` calls.
+async fn held_by_worker(pool: &daemonic::actix::Addr<WorkerPool<Calc>>, calls: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = pool.send(daemonic::worker::GetPoolStats).await.unwrap();
+        if stats.in_flight >= calls {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers never held {calls} call(s): {stats:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn builder(t: Transport, worker: Calc) -> WorkerPoolBuilder<Calc> {
     WorkerPool::builder(worker).transport(t)
 }
@@ -160,8 +176,8 @@ async fn a_killed_worker_fails_its_call_with_died_and_queued_calls_go_to_the_rep
     let victim = pool.send(calc::Pid {}).await.unwrap().unwrap();
     let held = pool.send(calc::Sleep { ms: 10_000 });
     let queued = pool.send(calc::Add { a: 1, b: 1 });
-    // Let the slow call reach the worker, then kill it.
-    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    // Kill the worker once it holds the slow call.
+    held_by_worker(&pool, 1).await;
     assert_eq!(
         pool.send(KillWorker {
             index: 0,
@@ -193,7 +209,7 @@ async fn a_full_queue_answers_busy_at_once(t: Transport) {
         .unwrap();
     pool.send(calc::Pid {}).await.unwrap().unwrap(); // worker is up
     let held = pool.send(calc::Sleep { ms: 300 });
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    held_by_worker(&pool, 1).await;
     let q1 = pool.send(calc::Add { a: 1, b: 0 });
     let q2 = pool.send(calc::Add { a: 2, b: 0 });
     let started = std::time::Instant::now();
@@ -292,11 +308,12 @@ async fn shutdown_refuses_new_calls_and_lets_held_calls_finish(t: Transport) {
     let pool = builder(t, calc()).size(1).start().unwrap();
     pool.send(calc::Pid {}).await.unwrap().unwrap();
     let held = pool.send(calc::Sleep { ms: 200 });
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    held_by_worker(&pool, 1).await;
+    // `send` enqueues at once and a mailbox is FIFO: the call below reaches
+    // the pool after the stop request.
     let stopping = pool.send(StopPool {
         grace: Duration::from_secs(5),
     });
-    actix_rt::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         pool.send(calc::Add { a: 1, b: 1 }).await.unwrap(),
         Err(WorkerError::ShuttingDown)
