@@ -78,26 +78,27 @@ fn expand_task(item: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
         .path
         .segments
         .last()
-        .map(|s| s.ident.to_string())
+        .map(|s| names::registered(&s.ident))
         .unwrap_or_default();
     Ok(quote! {
         #item
 
-        impl ::daemonic::task::RegisteredTask for #self_ty {
+        impl ::daemonic::__private::RegisteredTask for #self_ty {
             const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #ident);
         }
 
         const _: () = {
-            #[::daemonic::__private::linkme::distributed_slice(::daemonic::process::ENTRY_POINTS)]
+            #[::daemonic::__private::linkme::distributed_slice(::daemonic::__private::ENTRY_POINTS)]
             #[linkme(crate = ::daemonic::__private::linkme)]
-            static ENTRY: ::daemonic::process::EntryPoint = ::daemonic::process::EntryPoint {
-                name: <#self_ty as ::daemonic::task::RegisteredTask>::NAME,
-                run: ::daemonic::task::run_in_child::<#self_ty>,
+            static ENTRY: ::daemonic::__private::EntryPoint = ::daemonic::__private::EntryPoint {
+                name: <#self_ty as ::daemonic::__private::RegisteredTask>::NAME,
+                run: ::daemonic::__private::run_task::<#self_ty>,
             };
         };
     })
 }
 
+mod names;
 mod worker;
 
 /// Turns a struct and its `impl` block into a worker whose methods run in
@@ -109,6 +110,16 @@ mod worker;
 /// `Result = Result<R, WorkerError>`, handled by `WorkerPool<Type>`; the
 /// optional `fn started(&mut self, ctx: &mut WorkerContext)` and
 /// `fn stopping(&mut self, ctx: &mut WorkerContext)` hooks run in the child.
+///
+/// Names are converted with `heck`: the messages of `HTTPClient::fetch_url`
+/// are `http_client::FetchUrl` (a keyword becomes a raw identifier:
+/// `Type` → `r#type`). `Self` in a method's signature means the worker.
+///
+/// The worker may be declared in any module or inside a function. The
+/// message structs live in the generated module, which sees the items of the
+/// enclosing module (`use super::*`) but, like any module, not the items of a
+/// function: argument types of a worker declared inside a function must be
+/// declared outside it.
 #[proc_macro_attribute]
 pub fn worker(args: TokenStream, input: TokenStream) -> TokenStream {
     worker::expand(args.into(), input.into()).into()

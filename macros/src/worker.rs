@@ -1,8 +1,10 @@
 //! `#[worker]` on a struct (registration) and on its `impl` block (one
 //! message type per public method, and the child-side dispatcher).
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use crate::names;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, Item, ItemImpl, ItemStruct, Pat, ReturnType, Type, Visibility};
 
@@ -40,20 +42,20 @@ fn expand_struct(item: &ItemStruct) -> syn::Result<TokenStream> {
         ));
     }
     let ident = &item.ident;
-    let name = ident.to_string();
+    let name = names::registered(ident);
     Ok(quote! {
         #item
 
-        impl ::daemonic::worker::Worker for #ident {
+        impl ::daemonic::__private::Worker for #ident {
             const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name);
         }
 
         const _: () = {
-            #[::daemonic::__private::linkme::distributed_slice(::daemonic::process::ENTRY_POINTS)]
+            #[::daemonic::__private::linkme::distributed_slice(::daemonic::__private::ENTRY_POINTS)]
             #[linkme(crate = ::daemonic::__private::linkme)]
-            static ENTRY: ::daemonic::process::EntryPoint = ::daemonic::process::EntryPoint {
-                name: <#ident as ::daemonic::worker::Worker>::NAME,
-                run: ::daemonic::worker::run_in_child::<#ident>,
+            static ENTRY: ::daemonic::__private::EntryPoint = ::daemonic::__private::EntryPoint {
+                name: <#ident as ::daemonic::__private::Worker>::NAME,
+                run: ::daemonic::__private::run_worker::<#ident>,
             };
         };
     })
@@ -67,34 +69,6 @@ struct Method {
     args: Vec<(syn::Ident, Type)>,
     output: TokenStream,
     is_async: bool,
-}
-
-fn snake_case(name: &str) -> String {
-    let mut out = String::new();
-    for (i, ch) in name.chars().enumerate() {
-        if ch.is_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.extend(ch.to_lowercase());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-fn pascal_case(name: &str) -> String {
-    name.split('_')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let mut c = s.chars();
-            match c.next() {
-                Some(first) => first.to_uppercase().chain(c).collect(),
-                None => String::new(),
-            }
-        })
-        .collect()
 }
 
 fn is_hook(name: &str) -> bool {
@@ -127,7 +101,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         .last()
         .map(|s| s.ident.clone())
         .ok_or_else(|| syn::Error::new_spanned(self_ty, "#[worker] needs a named type"))?;
-    let module = format_ident!("{}", snake_case(&type_ident.to_string()));
+    let module = names::module(&type_ident);
 
     let mut methods = Vec::new();
     // Invalid methods are reported together and left out; the rest still
@@ -155,7 +129,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         if !matches!(f.sig.inputs.first(), Some(FnArg::Receiver(_))) {
             continue;
         }
-        match parse_method(f, vis) {
+        match parse_method(f, vis, self_ty) {
             Ok(method) => methods.push(method),
             Err(e) => match &mut method_errors {
                 Some(errors) => errors.combine(e),
@@ -164,46 +138,49 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         }
     }
 
-    let messages = methods.iter().enumerate().map(|(index, m)| {
+    // Only the structs live in the module (their field types are the
+    // user's, found through `use super::*`); every impl is written next to
+    // the `impl` block, where the worker type can be named even when it is
+    // declared inside a function or reached through a path.
+    let structs = methods.iter().map(|m| {
         let message = &m.message;
-        let output = &m.output;
-        let index = index as u16;
-        let method_name = m.ident.to_string();
         let vis = &m.vis;
         let fields = m.args.iter().map(|(name, ty)| {
             quote_spanned! {ty.span()=> #vis #name: #ty }
         });
         let doc = format!("Calls `{}::{}` in a worker process.", type_ident, m.ident);
-        let serde = serde_impls(&type_ident, m);
         quote! {
             #[doc = #doc]
             #vis struct #message { #(#fields,)* }
+        }
+    });
 
+    let impls = methods.iter().enumerate().map(|(index, m)| {
+        let message = &m.message;
+        let output = &m.output;
+        let index = index as u16;
+        let method_name = m.ident.unraw().to_string();
+        let serde = serde_impls(&type_ident, &module, m);
+        quote! {
             #serde
 
-            impl ::daemonic::actix::Message for #message {
-                type Result = ::core::result::Result<#output, ::daemonic::worker::WorkerError>;
+            impl ::daemonic::__private::actix::Message for #module::#message {
+                type Result = ::core::result::Result<#output, ::daemonic::__private::WorkerError>;
             }
 
-            impl ::daemonic::worker::Call<super::#type_ident> for #message {
+            impl ::daemonic::__private::Call<#self_ty> for #module::#message {
                 type Output = #output;
                 const METHOD: u16 = #index;
                 const NAME: &'static str = #method_name;
             }
-        }
-    });
 
-    let handlers = methods.iter().map(|m| {
-        let message = &m.message;
-        let output = &m.output;
-        quote! {
-            impl ::daemonic::actix::Handler<#module::#message> for ::daemonic::worker::WorkerPool<#self_ty> {
-                type Result = ::daemonic::worker::CallResponse<#output>;
+            impl ::daemonic::__private::actix::Handler<#module::#message> for ::daemonic::__private::WorkerPool<#self_ty> {
+                type Result = ::daemonic::__private::CallResponse<#output>;
 
                 fn handle(
                     &mut self,
                     message: #module::#message,
-                    ctx: &mut <Self as ::daemonic::actix::Actor>::Context,
+                    ctx: &mut <Self as ::daemonic::__private::actix::Actor>::Context,
                 ) -> Self::Result {
                     self.handle_call(message, ctx)
                 }
@@ -223,53 +200,56 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         };
         quote! {
             #index => {
-                let #module::#message { #(#names),* } = ::daemonic::worker::decode_args(args)?;
+                let #module::#message { #(#names),* } = ::daemonic::__private::decode_args(args)?;
                 let output = #call;
-                ::daemonic::worker::encode_output(&output)
+                ::daemonic::__private::encode_output(&output)
             }
         }
     });
 
-    let started = if hooks.iter().any(|h| h == "started") {
-        quote! { fn started(&mut self, ctx: &mut ::daemonic::worker::WorkerContext) { #self_ty::started(self, ctx) } }
-    } else {
-        quote! {}
+    let hook = |name: &str| {
+        let hook = format_ident!("{}", name);
+        hooks.iter().any(|h| h == name).then(|| {
+            quote! {
+                fn #hook(&mut self, ctx: &mut ::daemonic::__private::WorkerContext) {
+                    <#self_ty>::#hook(self, ctx)
+                }
+            }
+        })
     };
-    let stopping = if hooks.iter().any(|h| h == "stopping") {
-        quote! { fn stopping(&mut self, ctx: &mut ::daemonic::worker::WorkerContext) { #self_ty::stopping(self, ctx) } }
-    } else {
-        quote! {}
-    };
-    let method_names = methods.iter().map(|m| m.ident.to_string());
+    let (started, stopping) = (hook("started"), hook("stopping"));
+    let method_names = methods.iter().map(|m| m.ident.unraw().to_string());
     let method_errors = method_errors.map(|e| e.to_compile_error());
+    let module_doc =
+        format!("Message types of `{type_ident}`'s worker methods (one per `pub fn`).");
 
     Ok(quote! {
         #item
 
-        /// Message types of the worker's methods (one per `pub fn`).
+        #[doc = #module_doc]
         #[allow(private_interfaces, private_bounds)]
         pub mod #module {
             #[allow(unused_imports)]
             use super::*;
-            #(#messages)*
+            #(#structs)*
         }
 
-        #(#handlers)*
+        #(#impls)*
 
-        impl ::daemonic::worker::WorkerMethods for #self_ty {
+        impl ::daemonic::__private::WorkerMethods for #self_ty {
             const METHODS: &'static [&'static str] = &[#(#method_names),*];
 
             fn dispatch(
                 &mut self,
-                ctx: &mut ::daemonic::worker::WorkerContext,
+                ctx: &mut ::daemonic::__private::WorkerContext,
                 method: u16,
                 args: &[u8],
-            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::daemonic::worker::DispatchError> {
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::daemonic::__private::DispatchError> {
                 #[allow(unused_variables)]
                 let ctx = ctx;
                 match method {
                     #(#arms)*
-                    other => ::core::result::Result::Err(::daemonic::worker::DispatchError::UnknownMethod(other)),
+                    other => ::core::result::Result::Err(::daemonic::__private::DispatchError::UnknownMethod(other)),
                 }
             }
 
@@ -281,6 +261,27 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
     })
 }
 
+/// `tokens` with every `Self` replaced by the worker's type: a message type
+/// is its own `Self`, so a method's `Self` must be spelled out.
+fn with_self(tokens: &TokenStream, self_ty: &Type) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Ident(ident) if ident == "Self" => {
+                quote_spanned! {ident.span()=> #self_ty }
+            }
+            TokenTree::Group(group) => {
+                let mut replaced =
+                    proc_macro2::Group::new(group.delimiter(), with_self(&group.stream(), self_ty));
+                replaced.set_span(group.span());
+                TokenTree::Group(replaced).into_token_stream()
+            }
+            other => other.into_token_stream(),
+        })
+        .collect()
+}
+
 /// `Serialize` and `Deserialize` for a message type, written out rather than
 /// derived so that each argument is (de)serialized by a call spanned at its
 /// type: an argument type without serde support then gets exactly one error
@@ -288,8 +289,9 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
 /// several, some on the `#[worker]` line, with notes inside serde's private
 /// modules). The encoding is a sequence of the arguments in order, which is
 /// what the derive produced under `rmp_serde`'s default configuration.
-fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
+fn serde_impls(type_ident: &syn::Ident, module: &syn::Ident, m: &Method) -> TokenStream {
     let message = &m.message;
+    let message = quote! { #module::#message };
     let serde = quote! { ::daemonic::__private::serde };
     let len = m.args.len();
     let bindings: Vec<_> = (0..len).map(|i| format_ident!("__arg{}", i)).collect();
@@ -366,7 +368,7 @@ fn serde_impls(type_ident: &syn::Ident, m: &Method) -> TokenStream {
     }
 }
 
-fn parse_method(f: &syn::ImplItemFn, vis: TokenStream) -> syn::Result<Method> {
+fn parse_method(f: &syn::ImplItemFn, vis: TokenStream, self_ty: &Type) -> syn::Result<Method> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -407,16 +409,18 @@ fn parse_method(f: &syn::ImplItemFn, vis: TokenStream) -> syn::Result<Method> {
                 "#[worker] method arguments must be owned values: they are serialized and sent to a child process",
             ));
         }
-        args.push((pat.ident.clone(), (*pat_type.ty).clone()));
+        let ty = &*pat_type.ty;
+        let ty = syn::parse2(with_self(&quote! { #ty }, self_ty)).unwrap_or_else(|_| ty.clone());
+        args.push((pat.ident.clone(), ty));
     }
     let output = match &sig.output {
         ReturnType::Default => quote! { () },
-        ReturnType::Type(_, ty) => quote! { #ty },
+        ReturnType::Type(_, ty) => with_self(&quote! { #ty }, self_ty),
     };
     Ok(Method {
         vis,
         ident: sig.ident.clone(),
-        message: format_ident!("{}", pascal_case(&sig.ident.to_string())),
+        message: names::message(&sig.ident),
         args,
         output,
         is_async: sig.asyncness.is_some(),

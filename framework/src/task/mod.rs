@@ -252,28 +252,26 @@ pub fn spawn<T: RegisteredTask>(task: &T) -> Result<TaskChild> {
     })
 }
 
-/// `crate::module::SendEmail` → `send_email`.
+/// `crate::module::SendEmail` → `send_email`, `HTTPClient` → `http_client`:
+/// the same conversion `#[worker]` uses for a worker's message module
+/// (`macros/src/names.rs`), so a task and a worker named alike read alike.
 pub(crate) fn short_name(name: &str) -> String {
-    let last = name.rsplit("::").next().unwrap_or(name);
-    let mut out = String::with_capacity(last.len() + 4);
-    for (i, ch) in last.chars().enumerate() {
-        if ch.is_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.extend(ch.to_lowercase());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
+    use heck::ToSnakeCase;
+    name.rsplit("::").next().unwrap_or(name).to_snake_case()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn short_names() {
-        assert_eq!(super::short_name("a::b::SendEmail"), "send_email");
-        assert_eq!(super::short_name("X"), "x");
+        for (name, short) in [
+            ("a::b::SendEmail", "send_email"),
+            ("X", "x"),
+            ("app::HTTPClient", "http_client"),
+            ("app::IOError", "io_error"),
+            ("app::sleepy", "sleepy"),
+        ] {
+            assert_eq!(super::short_name(name), short, "{name}");
+        }
     }
 }
