@@ -9,6 +9,7 @@
 
 use daemonic::event::Shutdown;
 use daemonic::{Daemon, DaemonBuilder, LoopContext};
+use std::time::Duration;
 
 struct HelloWorld;
 
@@ -23,7 +24,7 @@ fn main() -> std::process::ExitCode {
         .name("hello_world")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Logs `Hello World. Loop N` every second.")
-        .interval_secs(1.0)
+        .interval(Duration::from_secs(1))
         .on(|e: &mut Shutdown| log::info!("goodbye ({})", e.reason))
         .main()
 }

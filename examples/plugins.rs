@@ -8,7 +8,7 @@
 //! ```
 
 use clap::Args;
-use daemonic::cli::Cli;
+use daemonic::cli::{parse_positive_duration, Program};
 use daemonic::event::Idle;
 use daemonic::plugin::{FileLock, Plugin, PluginContext, ShmLock};
 use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext, MemoryStats};
@@ -60,9 +60,9 @@ struct PluginArgs {
     /// Lock with POSIX shared memory (`daemonic.<NAME>`) instead of a file.
     #[arg(long, value_name = "NAME")]
     shm: Option<String>,
-    /// Seconds between memory lines.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    memory_every: f64,
+    /// Time between memory lines.
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = parse_positive_duration)]
+    memory_every: Duration,
 }
 
 struct Plugins;
@@ -74,13 +74,14 @@ impl Daemon for Plugins {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match daemonic::cli::parse::<Cli<PluginArgs>>() {
+    let program = Program::new("plugins")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Runs as a single instance (a lock plugin) and logs its memory use.");
+    let cli = match program.parse::<PluginArgs>() {
         Ok(cli) => cli,
         Err(code) => return code.into(),
     };
-    let builder = DaemonBuilder::new(Plugins)
-        .name("plugins")
-        .interval_secs(0.5);
+    let builder = DaemonBuilder::new(Plugins).interval(Duration::from_millis(500));
     let builder = match &cli.app.shm {
         None => builder.plugin(FileLock::new(&cli.app.lock)),
         Some(name) => match ShmLock::new(name) {
@@ -93,7 +94,7 @@ fn main() -> std::process::ExitCode {
     };
     builder
         .plugin(MemoryPlugin {
-            every: Duration::from_secs_f64(cli.app.memory_every.max(0.01)),
+            every: cli.app.memory_every.max(Duration::from_millis(10)),
         })
         .args(&cli.daemon)
         .run()

@@ -6,10 +6,12 @@
 //! ```
 //!
 //! Its own flags (`--every`, `--task-secs`, `--stubborn`) show how a daemon
-//! adds flags to the standard command line.
+//! adds flags to the standard command line: it parses them with a
+//! [`Program`], so its `--help` has its name, version and description like
+//! a daemon that lets `DaemonBuilder::main` parse.
 
 use clap::Args;
-use daemonic::cli::Cli;
+use daemonic::cli::{parse_duration, Program};
 use daemonic::event::TaskExited;
 use daemonic::task::{Task, TaskContext};
 use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext};
@@ -20,7 +22,7 @@ use std::time::Duration;
 #[derive(Serialize, Deserialize)]
 struct Sleepy {
     loop_number: u64,
-    secs: f64,
+    sleep: Duration,
     ignore_sigterm: bool,
 }
 
@@ -33,9 +35,10 @@ impl Task for Sleepy {
         }
         ctx.log(format_args!(
             "task from loop {} running; sleeping {}s",
-            self.loop_number, self.secs
+            self.loop_number,
+            self.sleep.as_secs_f64()
         ));
-        std::thread::sleep(Duration::from_secs_f64(self.secs));
+        std::thread::sleep(self.sleep);
         ctx.log("task done");
         Ok(())
     }
@@ -47,8 +50,8 @@ struct TaskArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     every: u64,
     /// How long each task sleeps.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    task_secs: f64,
+    #[arg(long, default_value = "2", value_name = "DURATION", value_parser = parse_duration)]
+    task_secs: Duration,
     /// Tasks ignore SIGTERM (to watch the shutdown timeout kill them).
     #[arg(long)]
     stubborn: bool,
@@ -64,7 +67,7 @@ impl Daemon for SimpleTask {
         }
         let task = Sleepy {
             loop_number: n,
-            secs: self.0.task_secs,
+            sleep: self.0.task_secs,
             ignore_sigterm: self.0.stubborn,
         };
         match ctx.task(task) {
@@ -75,13 +78,15 @@ impl Daemon for SimpleTask {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match daemonic::cli::parse::<Cli<TaskArgs>>() {
+    let program = Program::new("simple_task")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Starts a background task (a child process) every few loops.");
+    let cli = match program.parse::<TaskArgs>() {
         Ok(cli) => cli,
         Err(code) => return code.into(),
     };
     DaemonBuilder::new(SimpleTask(cli.app))
-        .name("simple_task")
-        .interval_secs(1.0)
+        .interval(Duration::from_secs(1))
         .on(|e: &mut TaskExited| {
             log::info!(
                 "task pid {} exited after {:.1?}: {}",

@@ -99,7 +99,7 @@ impl Daemon for SimpleWorker {
 fn main() -> std::process::ExitCode {
     DaemonBuilder::new(SimpleWorker::default())
         .name("simple_worker")
-        .interval_secs(0.5)
+        .interval(Duration::from_millis(500))
         .on(|e: &mut WorkerSpawned| log::info!("worker pid {} spawned", e.pid))
         .on(|e: &mut WorkerRecycled| log::info!("worker pid {} recycled ({})", e.pid, e.reason))
         .main()

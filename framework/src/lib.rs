@@ -6,6 +6,7 @@
 //!
 //! ```no_run
 //! use daemonic::{Daemon, DaemonBuilder, LoopContext};
+//! use std::time::Duration;
 //!
 //! struct HelloWorld;
 //!
@@ -16,7 +17,9 @@
 //! }
 //!
 //! fn main() -> std::process::ExitCode {
-//!     DaemonBuilder::new(HelloWorld).interval_secs(1.0).main()
+//!     DaemonBuilder::new(HelloWorld)
+//!         .interval(Duration::from_secs(1))
+//!         .main()
 //! }
 //! ```
 //!

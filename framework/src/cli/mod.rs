@@ -1,6 +1,16 @@
 //! The command line every daemon built with daemonic shares.
 //!
-//! A daemon with flags of its own flattens [`DaemonArgs`] into its parser:
+//! [`DaemonBuilder::main`](crate::DaemonBuilder::main) parses it for a daemon
+//! without flags of its own. A daemon with flags of its own parses
+//! [`Cli<A>`] with a [`Program`] (the same command line, name, version and
+//! `--help`, plus `A`'s flags) and passes [`Cli::daemon`] to
+//! [`DaemonBuilder::args`](crate::DaemonBuilder::args).
+//!
+//! Time options take seconds (`--interval 0.25`) or a number with a unit
+//! (`--interval 250ms`, `stop --timeout 2m`); see [`parse_duration`].
+//!
+//! A program with a parser of its own can flatten [`DaemonArgs`] into it
+//! (its `--help` is then its own business):
 //!
 //! ```
 //! use clap::Parser;
@@ -19,9 +29,17 @@
 //! assert_eq!(cli.daemon.debug, Some(2));
 //! ```
 
+mod duration;
+mod program;
+
+pub use duration::{parse_duration, parse_positive_duration, MAX_DURATION};
+pub(crate) use program::binary_name;
+pub use program::Program;
+
 use crate::error::ExitCode;
-use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use clap::{Args, Parser};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Commands that talk to a running daemon instead of starting one.
 #[derive(Debug, Clone, PartialEq, clap::Subcommand)]
@@ -34,9 +52,9 @@ pub enum ControlCommand {
     },
     /// Ask the running daemon to shut down gracefully and wait until it has.
     Stop {
-        /// Seconds to wait.
-        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-        timeout: f64,
+        /// How long to wait.
+        #[arg(long, default_value = "30", value_name = "DURATION", value_parser = parse_positive_duration)]
+        timeout: Duration,
     },
 }
 
@@ -61,38 +79,51 @@ pub struct DaemonArgs {
     /// Log debug lines up to LEVEL (1 if no level is given; 3+ includes trace).
     #[arg(long, value_name = "LEVEL", num_args = 0..=1, default_missing_value = "1", require_equals = true)]
     pub debug: Option<u8>,
-    /// Seconds between the starts of two loop ticks (fractional; 0 = as fast as possible).
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
-    pub interval: Option<f64>,
-    /// Seconds a graceful shutdown may take before the daemon stops anyway.
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
-    pub shutdown_timeout: Option<f64>,
-    /// Restart gracefully (re-exec, same arguments) after running this many seconds.
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
-    pub restart_after: Option<f64>,
-    /// A fatal error within this many seconds of start exits instead of restarting (default 10).
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
-    pub min_runtime: Option<f64>,
+    /// Time between the starts of two loop ticks (seconds or 250ms, 2m; 0 = as fast as possible).
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// How long a graceful shutdown may take before the daemon stops anyway.
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_positive_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// Restart gracefully (re-exec, same arguments) after running this long.
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_positive_duration)]
+    pub restart_after: Option<Duration>,
+    /// A fatal error this soon after start exits instead of restarting (default 10s).
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    pub min_runtime: Option<Duration>,
+    /// The program these flags were parsed for ([`Program::parse`]); the
+    /// builder runs under its name.
+    #[arg(skip)]
+    pub(crate) program: Option<Program>,
+}
+
+impl DaemonArgs {
+    /// The program these flags were parsed for by [`Program::parse`] (`None`
+    /// when they were parsed by a parser of the daemon's own).
+    pub fn program(&self) -> Option<&Program> {
+        self.program.as_ref()
+    }
 }
 
 /// No extra flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct NoArgs {}
 
-/// The standard command line plus a daemon's own flags `A`.
-#[derive(Debug, Parser)]
-pub struct Cli<A: Args = NoArgs> {
-    /// The standard flags.
-    #[command(flatten)]
+/// The standard command line plus a daemon's own flags `A`, parsed by
+/// [`Program::parse`].
+#[derive(Debug, Clone)]
+pub struct Cli<A = NoArgs> {
+    /// The standard flags (for [`DaemonBuilder::args`](crate::DaemonBuilder::args)).
     pub daemon: DaemonArgs,
     /// The daemon's own flags.
-    #[command(flatten)]
     pub app: A,
 }
 
-/// Parses the process's arguments into `P`. `--help` and `--version` print
-/// and return `Err(ExitCode::Ok)`; a bad command line prints one line naming
-/// the problem and returns `Err(ExitCode::Usage)`.
+/// Parses the process's arguments with a parser of the program's own that
+/// flattens [`DaemonArgs`] (a daemon with flags of its own usually wants
+/// [`Program::parse`] instead). `--help` and `--version` print and return
+/// `Err(ExitCode::Ok)`; a bad command line prints one line naming the
+/// problem and returns `Err(ExitCode::Usage)`.
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
     let name = P::command().get_name().to_string();
     report(&name, P::try_parse())
@@ -119,31 +150,17 @@ fn report<P>(name: &str, parsed: Result<P, clap::Error>) -> Result<P, ExitCode> 
     })
 }
 
-pub(crate) fn parse_daemon_args(
-    name: &str,
-    version: Option<String>,
-    about: Option<String>,
-) -> Result<DaemonArgs, ExitCode> {
-    let mut command = Cli::<NoArgs>::command().name(name.to_string());
-    if let Some(v) = version {
-        command = command.version(v);
-    }
-    if let Some(a) = about {
-        command = command.about(a);
-    }
-    let parsed = command
-        .try_get_matches()
-        .and_then(|m| Cli::<NoArgs>::from_arg_matches(&m));
-    report(name, parsed).map(|cli| cli.daemon)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse_from(args: &[&str]) -> Result<Cli, clap::Error> {
+        Program::new("d").try_parse_from(args)
+    }
+
     #[test]
     fn flags_parse() {
-        let cli = Cli::<NoArgs>::try_parse_from([
+        let cli = parse_from(&[
             "d",
             "--daemon",
             "--pidfile",
@@ -153,25 +170,57 @@ mod tests {
             "--debug",
             "--interval",
             "0.25",
+            "--shutdown-timeout=2m",
+            "--min-runtime",
+            "0",
         ])
         .unwrap();
         let a = cli.daemon;
         assert!(a.daemon);
         assert_eq!(a.verbose, 2);
         assert_eq!(a.debug, Some(1));
-        assert_eq!(a.interval, Some(0.25));
+        assert_eq!(a.interval, Some(Duration::from_millis(250)));
+        assert_eq!(a.shutdown_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(a.min_runtime, Some(Duration::ZERO));
+        assert_eq!(a.restart_after, None);
         assert_eq!(a.pidfile.unwrap().to_str(), Some("/tmp/d.pid"));
     }
 
     #[test]
-    fn negative_interval_parses_and_is_rejected_later() {
-        let cli = Cli::<NoArgs>::try_parse_from(["d", "--interval", "-1"]).unwrap();
-        assert_eq!(cli.daemon.interval, Some(-1.0));
+    fn stop_timeout_is_a_duration() {
+        let cli = parse_from(&["d", "stop"]).unwrap();
+        let timeout = Duration::from_secs(30);
+        assert_eq!(cli.daemon.command, Some(ControlCommand::Stop { timeout }));
+        let cli = parse_from(&["d", "stop", "--timeout", "500ms"]).unwrap();
+        let timeout = Duration::from_millis(500);
+        assert_eq!(cli.daemon.command, Some(ControlCommand::Stop { timeout }));
+    }
+
+    #[test]
+    fn bad_time_options_are_usage_errors_naming_the_flag() {
+        for (args, flag) in [
+            (&["d", "--interval", "-1"][..], "--interval"),
+            (&["d", "--interval=nan"], "--interval"),
+            (&["d", "--interval", "soon"], "--interval"),
+            (&["d", "--shutdown-timeout", "0"], "--shutdown-timeout"),
+            (&["d", "--restart-after", "0s"], "--restart-after"),
+            (&["d", "--min-runtime=-3"], "--min-runtime"),
+            (&["d", "stop", "--timeout", "0"], "--timeout"),
+        ] {
+            let err = parse_from(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}"
+            );
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+            assert_eq!(report("d", Err::<Cli, _>(err)).err(), Some(ExitCode::Usage));
+        }
     }
 
     #[test]
     fn unknown_flag_is_a_usage_error() {
-        let parsed = Cli::<NoArgs>::try_parse_from(["d", "--nope"]);
+        let parsed = parse_from(&["d", "--nope"]);
         assert_eq!(report("d", parsed).err(), Some(ExitCode::Usage));
     }
 }

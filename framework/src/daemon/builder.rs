@@ -6,7 +6,7 @@ use super::supervisor::{
     GetStats, LoopLink, ReadyCallback, RequestShutdown, Shared, Supervisor, SupervisorConfig,
 };
 use super::{pidfile, Daemon, RestartPolicy};
-use crate::cli::{ControlCommand, DaemonArgs};
+use crate::cli::{ControlCommand, DaemonArgs, NoArgs, Program};
 use crate::error::{Error, ExitCode, Result};
 use crate::event::{Event, Events, ShutdownReason, Subscription};
 use crate::log::{LogConfig, LogFile, LogSystem, Logger};
@@ -24,13 +24,19 @@ use tokio::sync::oneshot;
 /// Configures a daemon, then runs it with [`main`](Self::main) (the framework
 /// owns the process: command line, `--daemon`, exit code) or
 /// [`start`](Self::start) (inside an actix `System` you already run).
+///
+/// The builder's settings are defaults: options given on the command line
+/// ([`args`](Self::args), or [`main`](Self::main) parsing it) win over them,
+/// whatever order the methods are called in.
 pub struct DaemonBuilder<D: Daemon> {
     daemon: D,
     name: String,
     version: Option<String>,
     about: Option<String>,
-    interval_secs: f64,
-    shutdown_timeout_secs: f64,
+    interval: Duration,
+    /// What `interval_secs` got when no `Duration` holds it (reported at start).
+    bad_interval_secs: Option<f64>,
+    shutdown_timeout: Duration,
     log_file: Option<PathBuf>,
     verbose: bool,
     debug_level: u8,
@@ -42,8 +48,8 @@ pub struct DaemonBuilder<D: Daemon> {
     lazy_plugins: Vec<Box<dyn Plugin>>,
     command: Option<ControlCommand>,
     restart: RestartPolicy,
-    min_runtime_secs: Option<f64>,
-    restart_after_secs: Option<f64>,
+    /// Applied over the settings above when the daemon runs.
+    command_line: Option<DaemonArgs>,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -125,26 +131,19 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::Config(format!("bad path {}: {e}", path.display())))
 }
 
-fn seconds(what: &str, secs: f64, allow_zero: bool) -> Result<Duration> {
-    let ok = secs.is_finite() && (secs > 0.0 || (allow_zero && secs == 0.0)) && secs < 1e9;
-    if !ok {
-        let bound = if allow_zero { ">= 0" } else { "> 0" };
+/// `duration` if it is usable for `what` (the command line's parsers check
+/// the same bounds, so only values set through the builder can fail here).
+fn checked(what: &str, duration: Duration, allow_zero: bool) -> Result<Duration> {
+    if duration.is_zero() && !allow_zero {
+        return Err(Error::Config(format!("{what} must be more than zero")));
+    }
+    if duration > crate::cli::MAX_DURATION {
         return Err(Error::Config(format!(
-            "{what} must be a number of seconds {bound}, got {secs}"
+            "{what} must be shorter than {}s, got {duration:?}",
+            crate::cli::MAX_DURATION.as_secs()
         )));
     }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn default_name() -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "daemon".into())
+    Ok(duration)
 }
 
 impl<D: Daemon> DaemonBuilder<D> {
@@ -153,11 +152,12 @@ impl<D: Daemon> DaemonBuilder<D> {
     pub fn new(daemon: D) -> Self {
         Self {
             daemon,
-            name: default_name(),
+            name: crate::cli::binary_name(),
             version: None,
             about: None,
-            interval_secs: 1.0,
-            shutdown_timeout_secs: 10.0,
+            interval: Duration::from_secs(1),
+            bad_interval_secs: None,
+            shutdown_timeout: Duration::from_secs(10),
             log_file: None,
             verbose: false,
             debug_level: 0,
@@ -169,8 +169,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             lazy_plugins: Vec::new(),
             command: None,
             restart: RestartPolicy::default(),
-            min_runtime_secs: None,
-            restart_after_secs: None,
+            command_line: None,
         }
     }
 
@@ -192,21 +191,28 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
-    /// Time between the starts of two ticks (zero: as fast as possible).
+    /// Time between the starts of two ticks (zero: as fast as possible);
+    /// `--interval` overrides it.
     pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval_secs = interval.as_secs_f64();
+        self.interval = interval;
+        self.bad_interval_secs = None;
         self
     }
 
-    /// The interval in fractional seconds; negative values are rejected at start.
+    /// [`interval`](Self::interval) in fractional seconds (a convenience);
+    /// a negative or non-finite value is refused when the daemon starts.
     pub fn interval_secs(mut self, secs: f64) -> Self {
-        self.interval_secs = secs;
+        match Duration::try_from_secs_f64(secs) {
+            Ok(interval) => self = self.interval(interval),
+            Err(_) => self.bad_interval_secs = Some(secs),
+        }
         self
     }
 
-    /// How long a graceful shutdown may take before the daemon stops anyway.
+    /// How long a graceful shutdown may take before the daemon stops anyway
+    /// (more than zero); `--shutdown-timeout` overrides it.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout_secs = timeout.as_secs_f64();
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -298,8 +304,37 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
-    /// Applies the standard command-line flags.
+    /// Applies the standard command-line flags when the daemon runs: flags
+    /// given on the command line win over the builder's settings, whatever
+    /// the order of the calls. Flags parsed by a [`Program`] also give the
+    /// daemon the program's name, version and description. A second call
+    /// replaces the first.
     pub fn args(mut self, args: &DaemonArgs) -> Self {
+        self.command_line = Some(args.clone());
+        self
+    }
+
+    /// The [`Program`] `main` parses the command line with: this builder's
+    /// name, version and description.
+    pub fn program(&self) -> Program {
+        Program {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            about: self.about.clone(),
+        }
+    }
+
+    /// Puts the flags given to [`args`](Self::args) over the builder's
+    /// settings (once; the daemon's start calls it).
+    fn apply_command_line(&mut self) {
+        let Some(args) = self.command_line.take() else {
+            return;
+        };
+        if let Some(program) = &args.program {
+            self.name = program.name.clone();
+            self.version = program.version.clone();
+            self.about = program.about.clone();
+        }
         self.daemonize |= args.daemon;
         self.command = args.command.clone();
         if let Some(p) = &args.pidfile {
@@ -312,35 +347,37 @@ impl<D: Daemon> DaemonBuilder<D> {
         if let Some(level) = args.debug {
             self.debug_level = level;
         }
-        if let Some(secs) = args.interval {
-            self.interval_secs = secs;
+        if let Some(interval) = args.interval {
+            self.interval = interval;
+            self.bad_interval_secs = None;
         }
-        if let Some(secs) = args.shutdown_timeout {
-            self.shutdown_timeout_secs = secs;
+        if let Some(timeout) = args.shutdown_timeout {
+            self.shutdown_timeout = timeout;
         }
-        if args.restart_after.is_some() {
-            self.restart_after_secs = args.restart_after;
+        if let Some(after) = args.restart_after {
+            self.restart.after = Some(after);
         }
-        if args.min_runtime.is_some() {
-            self.min_runtime_secs = args.min_runtime;
+        if let Some(min_runtime) = args.min_runtime {
+            self.restart.min_runtime = min_runtime;
         }
-        self
     }
 
-    /// Parses the standard command line, then [`run`](Self::run)s. Returns the
-    /// process exit code: `fn main() -> ExitCode { builder.main() }`.
+    /// Parses the standard command line with [`program`](Self::program), then
+    /// [`run`](Self::run)s. Returns the process exit code:
+    /// `fn main() -> ExitCode { builder.main() }`. A daemon with flags of its
+    /// own parses with [`Program::parse`] instead and calls
+    /// [`args`](Self::args); its `--help` reads the same.
     pub fn main(self) -> std::process::ExitCode {
-        let parsed =
-            crate::cli::parse_daemon_args(&self.name, self.version.clone(), self.about.clone());
-        match parsed {
-            Ok(args) => self.args(&args).run(),
+        match self.program().parse::<NoArgs>() {
+            Ok(cli) => self.args(&cli.daemon).run(),
             Err(code) => code.into(),
         }
     }
 
     /// Runs the daemon in this process (daemonizing first if configured) in a
     /// new actix `System`, until it stops. Errors are printed as one line.
-    pub fn run(self) -> std::process::ExitCode {
+    pub fn run(mut self) -> std::process::ExitCode {
+        self.apply_command_line();
         let name = self.name.clone();
         match self.run_inner() {
             Ok(code) => code.into(),
@@ -352,6 +389,7 @@ impl<D: Daemon> DaemonBuilder<D> {
     }
 
     fn prepare(&mut self) -> Result<Prepared> {
+        self.apply_command_line();
         let mut names = std::collections::HashSet::new();
         for plugin in self.plugins.iter().chain(&self.lazy_plugins) {
             if !names.insert(plugin.name().to_string()) {
@@ -364,14 +402,17 @@ impl<D: Daemon> DaemonBuilder<D> {
                 .validate()
                 .map_err(|e| Error::Config(format!("plugin {}: {e}", plugin.name())))?;
         }
-        let interval = seconds("--interval", self.interval_secs, true)?;
-        let shutdown_timeout = seconds("--shutdown-timeout", self.shutdown_timeout_secs, false)?;
-        if let Some(secs) = self.restart_after_secs {
-            self.restart.after = Some(seconds("--restart-after", secs, false)?);
+        if let Some(secs) = self.bad_interval_secs {
+            return Err(Error::Config(format!(
+                "the interval must be a number of seconds >= 0, got {secs}"
+            )));
         }
-        if let Some(secs) = self.min_runtime_secs {
-            self.restart.min_runtime = seconds("--min-runtime", secs, true)?;
+        let interval = checked("the interval", self.interval, true)?;
+        let shutdown_timeout = checked("the shutdown timeout", self.shutdown_timeout, false)?;
+        if let Some(after) = self.restart.after {
+            checked("the runtime before a restart", after, false)?;
         }
+        checked("the minimum runtime", self.restart.min_runtime, true)?;
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
         let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
             Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
@@ -400,8 +441,7 @@ impl<D: Daemon> DaemonBuilder<D> {
                 crate::control::client::status(&self.name, &socket, *json)
             }
             ControlCommand::Stop { timeout } => {
-                let timeout = seconds("--timeout", *timeout, false)?;
-                crate::control::client::stop(&self.name, &socket, timeout)
+                crate::control::client::stop(&self.name, &socket, *timeout)
             }
         })
     }
@@ -609,8 +649,102 @@ mod tests {
                 .err()
                 .unwrap();
             assert_eq!(err.exit_code(), ExitCode::Config, "{bad}");
-            assert!(err.to_string().contains("--interval"), "{err}");
+            assert!(err.to_string().contains("interval"), "{err}");
         }
+    }
+
+    #[test]
+    fn out_of_range_durations_are_config_errors() {
+        let builders = [
+            DaemonBuilder::new(Nop).shutdown_timeout(Duration::ZERO),
+            DaemonBuilder::new(Nop).restart_after(Duration::ZERO),
+            DaemonBuilder::new(Nop).interval(Duration::MAX),
+            DaemonBuilder::new(Nop).min_runtime(Duration::MAX),
+        ];
+        for mut builder in builders {
+            let err = builder.prepare().err().unwrap();
+            assert_eq!(err.exit_code(), ExitCode::Config, "{err}");
+        }
+    }
+
+    fn command_line(args: &[&str]) -> DaemonArgs {
+        Program::new("from-cli")
+            .version("9.9")
+            .about("Parsed.")
+            .try_parse_from::<NoArgs, _, _>(args)
+            .unwrap()
+            .daemon
+    }
+
+    /// Everything `prepare` decides from the settings, for comparing builders.
+    fn decided(mut builder: DaemonBuilder<Nop>) -> (String, Duration, Duration, RestartPolicy) {
+        let prepared = builder.prepare().unwrap();
+        let name = builder.program().name().to_string();
+        (
+            name,
+            prepared.interval,
+            prepared.shutdown_timeout,
+            builder.restart,
+        )
+    }
+
+    #[test]
+    fn the_command_line_wins_whatever_the_call_order() {
+        let args = command_line(&[
+            "d",
+            "--interval",
+            "250ms",
+            "--shutdown-timeout",
+            "3",
+            "--restart-after",
+            "1h",
+            "--min-runtime",
+            "0",
+        ]);
+        let settings = |b: DaemonBuilder<Nop>| {
+            b.name("from-builder")
+                .interval_secs(5.0)
+                .shutdown_timeout(Duration::from_secs(7))
+                .restart_after(Duration::from_secs(60))
+                .min_runtime(Duration::from_secs(30))
+        };
+        let args_first = settings(DaemonBuilder::new(Nop).args(&args));
+        let args_last = settings(DaemonBuilder::new(Nop)).args(&args);
+        let expected = RestartPolicy {
+            after: Some(Duration::from_secs(3600)),
+            min_runtime: Duration::ZERO,
+            ..RestartPolicy::default()
+        };
+        let want = (
+            "from-cli".to_string(),
+            Duration::from_millis(250),
+            Duration::from_secs(3),
+            expected,
+        );
+        assert_eq!(decided(args_first), want);
+        assert_eq!(decided(args_last), want);
+    }
+
+    #[test]
+    fn flags_not_given_keep_the_builders_settings() {
+        let args = command_line(&["d"]);
+        let builder = DaemonBuilder::new(Nop)
+            .args(&args)
+            .interval(Duration::from_millis(20))
+            .shutdown_timeout(Duration::from_secs(4));
+        let (_, interval, shutdown_timeout, _) = decided(builder);
+        assert_eq!(interval, Duration::from_millis(20));
+        assert_eq!(shutdown_timeout, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn main_parses_with_the_builders_name_version_and_about() {
+        let builder = DaemonBuilder::new(Nop)
+            .about("Does nothing.")
+            .name("nop")
+            .version("1.0");
+        let program = Program::new("nop").version("1.0").about("Does nothing.");
+        assert_eq!(builder.program(), program);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::event::ShutdownReason;
 ///
 /// ```no_run
 /// use daemonic::{Daemon, DaemonBuilder, LoopContext};
+/// use std::time::Duration;
 ///
 /// struct HelloWorld;
 ///
@@ -35,7 +36,9 @@ use crate::event::ShutdownReason;
 /// }
 ///
 /// fn main() -> std::process::ExitCode {
-///     DaemonBuilder::new(HelloWorld).interval_secs(1.0).main()
+///     DaemonBuilder::new(HelloWorld)
+///         .interval(Duration::from_secs(1))
+///         .main()
 /// }
 /// ```
 pub trait Daemon: Send + Sized + 'static {

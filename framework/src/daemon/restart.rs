@@ -17,7 +17,7 @@ use std::time::Duration;
 pub(crate) const RESTARTED_FROM: &str = "DAEMONIC_RESTARTED_FROM";
 
 /// When the daemon restarts itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Restart after running this long (`None`: never for this reason).
     pub after: Option<Duration>,

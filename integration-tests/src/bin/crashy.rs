@@ -2,7 +2,7 @@
 //! restart-after-fatal-error path and its restart-loop guard).
 
 use clap::Args;
-use daemonic::cli::Cli;
+use daemonic::cli::Program;
 use daemonic::event::{AutoRestart, Shutdown};
 use daemonic::{Daemon, DaemonBuilder, LoopContext};
 
@@ -28,13 +28,12 @@ impl Daemon for Crashy {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match daemonic::cli::parse::<Cli<CrashArgs>>() {
+    let cli = match Program::new("crashy").parse::<CrashArgs>() {
         Ok(cli) => cli,
         Err(code) => return code.into(),
     };
     let cancelled = std::sync::atomic::AtomicBool::new(!cli.app.cancel_first_restart);
     DaemonBuilder::new(Crashy(cli.app.panic_at))
-        .name("crashy")
         .on(move |e: &mut AutoRestart| {
             if !cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 e.cancel();
