@@ -33,20 +33,25 @@ const STANDARD: &[&str] = &[
     "-h, --help",
 ];
 
+/// Asserts that `help` (a `--help` run) succeeded, starts with `start` and
+/// names every flag in `flags`.
+#[track_caller]
+fn assert_help(help: &Finished, start: &str, flags: &[&str]) {
+    assert_eq!(help.exit, Exit::Code(0), "{help:?}");
+    assert!(help.stdout.starts_with(start), "{}", help.stdout);
+    for flag in STANDARD.iter().chain(flags) {
+        assert!(help.stdout.contains(flag), "no {flag} in:\n{}", help.stdout);
+    }
+}
+
 #[test]
 fn help_is_the_same_on_both_paths() {
     let bin = cli_paths();
-    let help = run_path(&bin, "main", &["--help"]);
-    assert_eq!(help.exit, Exit::Code(0), "{help:?}");
-    assert!(
-        help.stdout
-            .starts_with("Ticks; parses its command line one of two ways.\n\nUsage: cli_paths "),
-        "{}",
-        help.stdout
+    assert_help(
+        &run_path(&bin, "main", &["--help"]),
+        "Ticks; parses its command line one of two ways.\n\nUsage: cli_paths ",
+        &["-V, --version"],
     );
-    for flag in STANDARD.iter().chain(&["-V, --version"]) {
-        assert!(help.stdout.contains(flag), "no {flag} in:\n{}", help.stdout);
-    }
     for args in [
         &["--help"][..],
         &["-h"],
@@ -91,22 +96,16 @@ fn version_and_errors_name_the_program_on_both_paths() {
 #[test]
 fn own_flags_join_the_standard_help() {
     let bin = example_bin("simple_task");
-    let out = run(&bin, ["--help"]);
-    assert_eq!(out.exit, Exit::Code(0), "{out:?}");
-    assert!(
-        out.stdout
-            .starts_with("Starts a background task (a child process) every few loops.\n"),
-        "{}",
-        out.stdout
+    assert_help(
+        &run(&bin, ["--help"]),
+        "Starts a background task (a child process) every few loops.\n",
+        &[
+            "--every <N>",
+            "--task-secs <DURATION>",
+            "--stubborn",
+            "-V, --version",
+        ],
     );
-    for flag in STANDARD.iter().chain(&[
-        "--every <N>",
-        "--task-secs <DURATION>",
-        "--stubborn",
-        "-V, --version",
-    ]) {
-        assert!(out.stdout.contains(flag), "no {flag} in:\n{}", out.stdout);
-    }
     let out = run(&bin, ["--version"]);
     assert_eq!(out.exit, Exit::Code(0), "{out:?}");
     assert!(out.stdout.starts_with("simple_task "), "{out:?}");

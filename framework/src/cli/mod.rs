@@ -33,7 +33,6 @@ mod duration;
 mod program;
 
 pub use duration::{parse_duration, parse_positive_duration, MAX_DURATION};
-pub(crate) use program::binary_name;
 pub use program::Program;
 
 use crate::error::ExitCode;

@@ -136,7 +136,7 @@ impl Program {
 }
 
 /// The running binary's file name (`daemon` if there is none).
-pub(crate) fn binary_name() -> String {
+fn binary_name() -> String {
     std::env::args_os()
         .next()
         .and_then(|arg| {

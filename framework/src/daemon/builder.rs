@@ -30,9 +30,8 @@ use tokio::sync::oneshot;
 /// whatever order the methods are called in.
 pub struct DaemonBuilder<D: Daemon> {
     daemon: D,
-    name: String,
-    version: Option<String>,
-    about: Option<String>,
+    /// Name, version and description.
+    program: Program,
     interval: Duration,
     /// What `interval_secs` got when no `Duration` holds it (reported at start).
     bad_interval_secs: Option<f64>,
@@ -152,9 +151,7 @@ impl<D: Daemon> DaemonBuilder<D> {
     pub fn new(daemon: D) -> Self {
         Self {
             daemon,
-            name: crate::cli::binary_name(),
-            version: None,
-            about: None,
+            program: Program::default(),
             interval: Duration::from_secs(1),
             bad_interval_secs: None,
             shutdown_timeout: Duration::from_secs(10),
@@ -175,19 +172,19 @@ impl<D: Daemon> DaemonBuilder<D> {
 
     /// The daemon's name (log lines, `--help`, process titles).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.program.name = name.into();
         self
     }
 
     /// The version `--version` prints (e.g. `env!("CARGO_PKG_VERSION")`).
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.version = Some(version.into());
+        self.program = self.program.version(version);
         self
     }
 
     /// The description `--help` prints.
     pub fn about(mut self, about: impl Into<String>) -> Self {
-        self.about = Some(about.into());
+        self.program = self.program.about(about);
         self
     }
 
@@ -317,11 +314,7 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// The [`Program`] `main` parses the command line with: this builder's
     /// name, version and description.
     pub fn program(&self) -> Program {
-        Program {
-            name: self.name.clone(),
-            version: self.version.clone(),
-            about: self.about.clone(),
-        }
+        self.program.clone()
     }
 
     /// Puts the flags given to [`args`](Self::args) over the builder's
@@ -331,9 +324,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             return;
         };
         if let Some(program) = &args.program {
-            self.name = program.name.clone();
-            self.version = program.version.clone();
-            self.about = program.about.clone();
+            self.program = program.clone();
         }
         self.daemonize |= args.daemon;
         self.command = args.command.clone();
@@ -378,7 +369,7 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// new actix `System`, until it stops. Errors are printed as one line.
     pub fn run(mut self) -> std::process::ExitCode {
         self.apply_command_line();
-        let name = self.name.clone();
+        let name = self.program.name.clone();
         match self.run_inner() {
             Ok(code) => code.into(),
             Err(e) => {
@@ -435,13 +426,13 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// `status` / `stop`: talk to the running daemon, start nothing.
     fn run_command(&self, command: &ControlCommand) -> Result<ExitCode> {
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
-        let socket = crate::control::socket_path(&self.name, pidfile.as_deref());
+        let socket = crate::control::socket_path(&self.program.name, pidfile.as_deref());
         Ok(match command {
             ControlCommand::Status { json } => {
-                crate::control::client::status(&self.name, &socket, *json)
+                crate::control::client::status(&self.program.name, &socket, *json)
             }
             ControlCommand::Stop { timeout } => {
-                crate::control::client::stop(&self.name, &socket, *timeout)
+                crate::control::client::stop(&self.program.name, &socket, *timeout)
             }
         })
     }
@@ -460,7 +451,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         let prepared = self.prepare()?;
         let (ready, previous_pid) = if self.daemonize {
             let launcher = std::process::id() as i32;
-            let pipe = daemonize::daemonize(&self.name)?;
+            let pipe = daemonize::daemonize(&self.program.name)?;
             let mut keep = vec![pipe.raw_fd()];
             keep.extend(prepared.log_file.as_ref().map(|f| f.raw_fd()));
             daemonize::close_inherited(&keep);
@@ -501,7 +492,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         // A start-up failure reaches the terminal even when lines go only to
         // the log file (through the launcher's pipe with --daemon).
         let quiet_console = self.log_file.is_some() && !self.verbose;
-        let name = self.name.clone();
+        let name = self.program.name.clone();
         let on_ready: ReadyCallback = Box::new(move |outcome| match ready.lock().take() {
             Some(pipe) => pipe.report(outcome),
             None => {
@@ -559,7 +550,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             debug_level: self.debug_level,
             role: "main".into(),
             daemon_pid: std::process::id() as i32,
-            daemon_name: self.name.clone(),
+            daemon_name: self.program.name.clone(),
         };
         let logs = LogSystem::start_with(&log_config, &self.events, prepared.log_file.clone());
         let logger = logs.logger.clone();
@@ -571,7 +562,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         let handle_pools = pools.clone();
         let loop_arbiter = Arbiter::new();
         let daemon = self.daemon;
-        let name = self.name;
+        let name = self.program.name;
         let control_socket = crate::control::socket_path(&name, prepared.pidfile.as_deref());
         let config = SupervisorConfig {
             control_socket: Some(control_socket),
