@@ -6,7 +6,7 @@ use proc_macro2::Span;
 use quote::quote;
 use syn::{spanned::Spanned, Item, ItemImpl, Type};
 
-/// Registers a [`Task`] implementation so a daemon's fork server can run it
+/// Registers a `daemonic::task::Task` implementation so a daemon's fork server can run it
 /// in a child process. Put it on the `impl Task for MyTask` block.
 ///
 /// The task is identified in spawn requests by `module::path::MyTask`, a name
