@@ -1,4 +1,4 @@
-//! The seed's HelloWorld: a daemon whose `execute` logs a line every second.
+//! HelloWorld: a daemon whose `execute` logs a line every second.
 //!
 //! ```text
 //! cargo run --example hello_world -- --log-file /tmp/hello.log -v

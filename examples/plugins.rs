@@ -1,4 +1,4 @@
-//! The seed's Plugins example: a FileLock so only one instance runs, and a
+//! Plugins: a FileLock so only one instance runs, and a
 //! MemoryPlugin that logs memory use every 5 s from the idle event.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The seed's SimpleTask: every 5th loop starts a background task (a child
+//! SimpleTask: every 5th loop starts a background task (a child
 //! process) that logs, sleeps 2 s and exits; the daemon logs each task's exit.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The seed's SimpleWorker: a pool of 2 worker processes with a
+//! SimpleWorker: a pool of 2 worker processes with a
 //! `random_string` method that takes 100–500 ms; each worker is recycled
 //! after 10 calls. The main loop sends one call per tick and logs each
 //! result the moment it arrives (not at the next tick).

@@ -1,5 +1,7 @@
-//! Worker pools: every failure semantic of SPEC F5, each as a test that fails
-//! if the behaviour breaks. Workers run in real child processes forked by the
+//! Worker pools: every failure semantic (a worker that dies, times out or
+//! panics, a full queue, an oversized payload, malformed bytes, a restart
+//! storm, recycling, a graceful stop), each as a test that fails if the
+//! behaviour breaks. Workers run in real child processes forked by the
 //! fork server under the multithreaded test harness.
 
 use daemonic::event::{Events, WorkerPoolFailed};

@@ -405,7 +405,7 @@ fn deleted_log_file_is_recreated() {
 
 #[test]
 fn sighup_restarts_gracefully_into_a_fresh_log() {
-    // SIGHUP is a graceful restart (SPEC F3): in the foreground the program
+    // SIGHUP is a graceful restart: in the foreground the program
     // re-execs itself in place, so the pid stays and the log file at the
     // configured path is opened afresh.
     let hello = Hello::start(&[]);

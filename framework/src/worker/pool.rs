@@ -305,7 +305,8 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self
     }
 
-    /// Called in the daemon for every finished call (the seed's ON_RETURN).
+    /// Called in the daemon for every finished call, with its method, worker,
+    /// latency and error (for metrics or tracing).
     pub fn on_return(mut self, callback: impl Fn(&CallReturn<'_>) + Send + Sync + 'static) -> Self {
         self.on_return = Some(Arc::new(callback));
         self
