@@ -110,6 +110,11 @@ pub enum Error {
     #[error("cannot start child process: {0}")]
     Spawn(String),
 
+    /// The fork server died, stopped answering, or could not be started; a
+    /// new one is started for the next spawn.
+    #[error("fork server unavailable: {0}")]
+    ForkServer(String),
+
     /// The daemon is shutting down and refuses new work.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -133,7 +138,7 @@ impl Error {
             | Error::StartAborted
             | Error::ShuttingDown
             | Error::Busy(_) => ExitCode::Software,
-            Error::Spawn(_) => ExitCode::OsError,
+            Error::Spawn(_) | Error::ForkServer(_) => ExitCode::OsError,
         }
     }
 

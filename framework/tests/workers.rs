@@ -4,6 +4,9 @@
 //! behaviour breaks. Workers run in real child processes forked by the
 //! fork server under the multithreaded test harness.
 
+#[macro_use]
+mod common;
+
 use daemonic::event::{Events, WorkerPoolFailed};
 use daemonic::ipc::Transport;
 use daemonic::worker::{
@@ -54,6 +57,12 @@ impl Calc {
     pub fn sleep(&mut self, ms: u64) -> i32 {
         std::thread::sleep(Duration::from_millis(ms));
         std::process::id() as i32
+    }
+
+    /// Creates `flag`, then sleeps: the caller knows the call started.
+    pub fn sleep_flagged(&mut self, flag: String, ms: u64) -> i32 {
+        let _ = std::fs::write(&flag, b"");
+        self.sleep(ms)
     }
 
     pub fn boom(&mut self, message: String) -> i32 {
@@ -176,10 +185,24 @@ async fn a_killed_worker_fails_its_call_with_died_and_queued_calls_go_to_the_rep
 ) {
     let pool = builder(t, calc()).size(1).start().unwrap();
     let victim = pool.send(calc::Pid {}).await.unwrap().unwrap();
-    let held = pool.send(calc::Sleep { ms: 10_000 });
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("running");
+    let held = pool.send(calc::SleepFlagged {
+        flag: flag.to_string_lossy().into_owned(),
+        ms: 10_000,
+    });
     let queued = pool.send(calc::Add { a: 1, b: 1 });
-    // Kill the worker once it holds the slow call.
+    // Kill the worker once it runs the slow call (killed before it started
+    // it, the call would run on the replacement instead).
     held_by_worker(&pool, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !flag.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow call started"
+        );
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(
         pool.send(KillWorker {
             index: 0,
@@ -216,7 +239,10 @@ async fn a_full_queue_answers_busy_at_once(t: Transport) {
     let q2 = pool.send(calc::Add { a: 2, b: 0 });
     let started = std::time::Instant::now();
     let refused = pool.send(calc::Add { a: 3, b: 0 }).await.unwrap();
-    assert_eq!(refused, Err(WorkerError::Busy { capacity: 2 }));
+    assert!(
+        matches!(refused, Err(WorkerError::Busy { queued: 2, .. })),
+        "{refused:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(250),
         "Busy comes at once"
@@ -360,24 +386,6 @@ async fn inline_mode_runs_the_same_methods_in_process(t: Transport) {
         .unwrap(),
         Err(WorkerError::Panicked { .. })
     ));
-}
-
-/// Every semantic, over each transport.
-macro_rules! over_transports {
-    ($($name:ident),* $(,)?) => {
-        mod socket {
-            $(#[actix::test]
-            async fn $name() {
-                super::$name(super::Transport::Socket).await
-            })*
-        }
-        mod ipc_channel {
-            $(#[actix::test]
-            async fn $name() {
-                super::$name(super::Transport::IpcChannel).await
-            })*
-        }
-    };
 }
 
 over_transports!(

@@ -2,18 +2,21 @@
 //!
 //! ipc-channel cannot adopt an inherited descriptor, so each worker connects
 //! back through an `IpcOneShotServer` whose name travels over the spawn
-//! channel, and hands the daemon its call sender and reply receiver. Replies
-//! are read by one blocking thread per worker (ipc-channel has no
-//! non-blocking readiness API) and forwarded to the pool's thread.
+//! channel, and hands the daemon its call sender and reply receiver.
+//! ipc-channel has no non-blocking API, so one thread per worker in the
+//! daemon accepts the connection, then reads replies and forwards them to
+//! the pool's thread, and another sends calls: the pool's thread never
+//! blocks on a send. Both apply [`MAX_FRAME`]; a reader that stops for any
+//! reason ends the link, and the pool then replaces the worker.
 
+use super::frame::{too_large, MAX_FRAME};
 use super::{ChildLink, HostLink};
 use futures_util::stream::{LocalBoxStream, StreamExt};
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::io;
-use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 
 /// What a worker sends back through the one-shot server.
@@ -23,17 +26,12 @@ struct Hello {
     replies: IpcReceiver<ByteBuf>,
 }
 
-enum Outgoing {
-    Pending(Vec<Vec<u8>>),
-    Connected(IpcSender<ByteBuf>),
-    Closed,
-}
-
 /// Daemon side.
 pub struct IpcHostLink {
-    outgoing: Arc<Mutex<Outgoing>>,
+    outgoing: std_mpsc::SyncSender<Vec<u8>>,
     incoming: Option<mpsc::UnboundedReceiver<io::Result<Vec<Vec<u8>>>>>,
     server_name: String,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -41,42 +39,57 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl IpcHostLink {
-    /// Opens a one-shot server; the worker must be told [`server_name`](Self::server_name).
-    pub fn new(pool: &str) -> io::Result<Self> {
+    /// Opens a one-shot server; the worker must be told
+    /// [`server_name`](Self::server_name). At most `capacity` frames wait to
+    /// be sent.
+    pub fn new(pool: &str, capacity: usize) -> io::Result<Self> {
         let (server, server_name) = IpcOneShotServer::<Hello>::new()?;
-        let outgoing = Arc::new(Mutex::new(Outgoing::Pending(Vec::new())));
         let (tx, rx) = mpsc::unbounded_channel();
-        let sends = outgoing.clone();
+        let (out_tx, out_rx) = std_mpsc::sync_channel::<Vec<u8>>(capacity.max(1));
+        let (calls_tx, calls_rx) = std_mpsc::channel::<IpcSender<ByteBuf>>();
+        let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = connected.clone();
         std::thread::Builder::new()
-            .name(format!("daemonic-ipc:{pool}"))
+            .name(format!("daemonic-ipc-rx:{pool}"))
             .spawn(move || {
                 let Ok((_, hello)) = server.accept() else {
-                    *sends.lock() = Outgoing::Closed;
                     return;
                 };
-                {
-                    let mut out = sends.lock();
-                    if let Outgoing::Pending(queued) = &mut *out {
-                        for frame in queued.drain(..) {
-                            let _ = hello.calls.send(ByteBuf::from(frame));
-                        }
-                    }
-                    if !matches!(*out, Outgoing::Closed) {
-                        *out = Outgoing::Connected(hello.calls.clone());
-                    }
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                if calls_tx.send(hello.calls).is_err() {
+                    return;
                 }
-                // Ends when the worker's sender closes (it exited).
+                // Ends when the worker's sender closes (it exited), or at the
+                // first frame over the limit (the link is then dropped).
                 while let Ok(frame) = hello.replies.recv() {
-                    if tx.send(Ok(vec![frame.into_vec()])).is_err() {
+                    let item = if frame.len() > MAX_FRAME {
+                        Err(too_large(frame.len()))
+                    } else {
+                        Ok(vec![frame.into_vec()])
+                    };
+                    let failed = item.is_err();
+                    if tx.send(item).is_err() || failed {
                         break;
                     }
                 }
-                *sends.lock() = Outgoing::Closed;
+            })?;
+        std::thread::Builder::new()
+            .name(format!("daemonic-ipc-tx:{pool}"))
+            .spawn(move || {
+                let Ok(calls) = calls_rx.recv() else {
+                    return;
+                };
+                while let Ok(frame) = out_rx.recv() {
+                    if calls.send(ByteBuf::from(frame)).is_err() {
+                        return;
+                    }
+                }
             })?;
         Ok(Self {
-            outgoing,
+            outgoing: out_tx,
             incoming: Some(rx),
             server_name,
+            connected,
         })
     }
 
@@ -86,11 +99,9 @@ impl IpcHostLink {
     }
 
     /// Unblocks the accepting thread if the worker died before connecting.
-    pub fn abandon(&self) {
-        let mut out = self.outgoing.lock();
-        if matches!(*out, Outgoing::Pending(_)) {
-            *out = Outgoing::Closed;
-            drop(out);
+    fn abandon(&self) {
+        if !self.connected.load(std::sync::atomic::Ordering::SeqCst) {
+            // A connection that says nothing: `accept` fails and the thread ends.
             if let Ok(sender) = IpcSender::<Hello>::connect(self.server_name.clone()) {
                 drop(sender);
             }
@@ -100,14 +111,18 @@ impl IpcHostLink {
 
 impl HostLink for IpcHostLink {
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
-        match &mut *self.outgoing.lock() {
-            Outgoing::Pending(queued) => {
-                queued.push(frame);
-                Ok(())
-            }
-            Outgoing::Connected(sender) => sender.send(ByteBuf::from(frame)).map_err(other),
-            Outgoing::Closed => Err(io::Error::new(io::ErrorKind::BrokenPipe, "link closed")),
+        if frame.len() > MAX_FRAME {
+            return Err(too_large(frame.len()));
         }
+        self.outgoing.try_send(frame).map_err(|e| match e {
+            std_mpsc::TrySendError::Full(_) => io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "link queue full (more frames than the worker may hold)",
+            ),
+            std_mpsc::TrySendError::Disconnected(_) => {
+                io::Error::new(io::ErrorKind::BrokenPipe, "link closed")
+            }
+        })
     }
 
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Vec<u8>>>>> {
@@ -118,6 +133,10 @@ impl HostLink for IpcHostLink {
             })
             .boxed_local(),
         )
+    }
+
+    fn close(&mut self) {
+        self.abandon();
     }
 }
 
@@ -156,6 +175,7 @@ impl ChildLink for IpcChildLink {
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
             match self.calls.recv() {
+                Ok(frame) if frame.len() > MAX_FRAME => return Err(too_large(frame.len())),
                 Ok(frame) => return Ok(Some(frame.into_vec())),
                 Err(ipc_channel::ipc::IpcError::Disconnected) => return Ok(None),
                 Err(_) if crate::process::termination_requested() => {
@@ -172,13 +192,12 @@ impl ChildLink for IpcChildLink {
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        if frame.len() > MAX_FRAME {
+            return Err(too_large(frame.len()));
+        }
         self.replies
             .send(ByteBuf::from(frame.to_vec()))
             .map_err(other)
-    }
-
-    fn has_buffered(&self) -> bool {
-        false
     }
 
     fn flush(&mut self) -> io::Result<()> {

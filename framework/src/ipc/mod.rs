@@ -1,16 +1,18 @@
 //! Links between a worker pool (in the daemon) and its worker processes.
 //!
-//! A link carries length-prefixed frames (`u32` little-endian + bytes) whose
-//! payloads are encoded with rmp-serde. [`HostLink`] is the daemon's side,
-//! asynchronous and non-blocking; [`ChildLink`] is the worker's side,
-//! blocking. The [`socket`] transport runs over the stream socketpair every
-//! child gets at spawn: frames queued while a write is pending are coalesced
-//! into one `write(2)`, and the reader hands over every frame a `read(2)`
-//! returned at once, so pipelined calls cost a fraction of a system call
-//! each.
+//! A link carries frames (see [`frame`]: a `u32` little-endian length, then
+//! the bytes, at most [`MAX_FRAME`]) whose payloads are encoded with
+//! rmp-serde. [`HostLink`] is the daemon's side, asynchronous and
+//! non-blocking; [`ChildLink`] is the worker's side, blocking. The [`socket`]
+//! transport runs over the stream socketpair every child gets at spawn:
+//! frames queued while a write is pending are coalesced into one `write(2)`,
+//! and the reader hands over every frame a `read(2)` returned at once.
 
+pub mod frame;
 pub mod ipc_channel;
 pub mod socket;
+
+pub use frame::MAX_FRAME;
 
 use futures_util::stream::LocalBoxStream;
 use std::io;
@@ -24,6 +26,11 @@ pub trait HostLink: 'static {
     /// Batches of frames from the child, in order; ends when the child hangs
     /// up. An error (a malformed or oversized frame) ends it too.
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Vec<u8>>>>>;
+
+    /// The child has exited: whatever the link still waits for (a
+    /// connection that will never come) is given up, so that
+    /// [`incoming`](Self::incoming) ends.
+    fn close(&mut self) {}
 }
 
 /// The worker's side of a link (blocking).
@@ -33,9 +40,6 @@ pub trait ChildLink {
 
     /// Queues a frame for the daemon.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
-
-    /// Whether a frame is already buffered (so replies can be batched).
-    fn has_buffered(&self) -> bool;
 
     /// Writes queued frames out.
     fn flush(&mut self) -> io::Result<()>;
@@ -52,6 +56,3 @@ pub enum Transport {
     /// one-shot server; one reader thread per worker in the daemon.
     IpcChannel,
 }
-
-/// Largest frame either side accepts; larger ones are a protocol error.
-pub const MAX_FRAME: usize = 64 * 1024 * 1024;

@@ -42,12 +42,20 @@ impl ChildStart {
         self.channel
     }
 
-    /// Reads the first frame the host sent: the serialized state to run.
+    /// Reads the next frame the host sent (the serialized state to run).
     pub fn read_payload<T: DeserializeOwned>(&mut self) -> io::Result<T> {
-        let bytes = wire::read_frame(&mut self.channel)?.ok_or_else(|| {
+        let bytes = crate::ipc::frame::read_frame(&mut self.channel)?.ok_or_else(|| {
             io::Error::new(io::ErrorKind::UnexpectedEof, "host closed the channel")
         })?;
         wire::decode(&bytes)
+    }
+
+    /// Reads the next frame with the descriptors the host attached to it.
+    pub(crate) fn read_payload_with_fds<T: DeserializeOwned>(
+        &mut self,
+    ) -> io::Result<(T, Vec<OwnedFd>)> {
+        let (bytes, fds) = crate::ipc::frame::read_frame_with_fds(&self.channel)?;
+        Ok((wire::decode(&bytes)?, fds))
     }
 
     /// A logger whose lines reach the daemon's log (or stderr), tagged with
@@ -98,6 +106,36 @@ pub fn handle_termination_gracefully() {
 /// Whether SIGTERM or SIGINT arrived (see [`handle_termination_gracefully`]).
 pub fn termination_requested() -> bool {
     TERMINATION_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Signals that mean something to the daemon, not to its children: SIGHUP
+/// (restart, reopen the log), SIGUSR1 (dump stats), SIGUSR2 and SIGQUIT
+/// (delivered to the daemon as events). `pkill -USR1 -f <daemon>` matches the
+/// children's titles too, and a terminal sends Ctrl-\'s SIGQUIT to the whole
+/// foreground group; at their default action these would kill every worker
+/// and task at once, and could fail a pool for good.
+pub(crate) const DAEMON_SIGNALS: [i32; 4] =
+    [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGQUIT];
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Children catch [`DAEMON_SIGNALS`] with a handler that does nothing,
+/// rather than ignoring them: a caught signal is reset to its default by
+/// `exec`, so a program a worker runs (`sh`, `convert`) starts with normal
+/// signal handling, while an ignored one would stay ignored there. System
+/// calls interrupted by them restart (SA_RESTART); user code may install
+/// handlers of its own.
+fn survive_daemon_signals() {
+    // SAFETY: the handler does nothing (async-signal-safe).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = libc::SA_RESTART;
+        for sig in DAEMON_SIGNALS {
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
 }
 
 /// Sets the kernel's short process name (`ps -e`, `top`): 15 bytes at most.
@@ -180,8 +218,10 @@ pub(crate) fn run(
         unsafe { libc::_exit(71) };
     }
     // Dispositions were reset to default when the fork server started; it
-    // only ignores SIGPIPE (as any Rust program does) and the group signals,
-    // which a child gets back at their defaults. The mask is cleared in case.
+    // only ignores SIGPIPE (as any Rust program does) and the group signals.
+    // A child gets SIGINT and SIGTERM back at their defaults (a worker then
+    // installs its graceful handler) and survives the others: see
+    // `survive_daemon_signals`. The mask is cleared in case.
     // SAFETY: restoring defaults and an empty, initialized set.
     unsafe {
         for sig in super::server::GROUP_SIGNALS {
@@ -191,6 +231,7 @@ pub(crate) fn run(
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
+    survive_daemon_signals();
     // SAFETY: plain prctl. A child never outlives the daemon.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != host_pid {

@@ -27,14 +27,20 @@
 pub(crate) mod child;
 pub(crate) mod daemonize;
 mod launcher;
+mod orphans;
 mod reap;
 pub(crate) mod server;
+mod spawn;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub(crate) mod wire;
 
 pub use child::{handle_termination_gracefully, termination_requested, ChildStart};
-pub use launcher::{fork_server, ForkServer, SpawnOptions, Spawned};
+pub use launcher::{fork_server, ForkServer};
 pub(crate) use reap::Signaller;
 pub use reap::{ChildProcess, ExitStatus};
+pub(crate) use spawn::{spawn, spawn_blocking};
+pub use spawn::{SpawnOptions, Spawned};
 
 /// A function a child can run, under a stable name.
 #[derive(Debug)]

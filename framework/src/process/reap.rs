@@ -15,9 +15,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
 
 /// How a child process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,14 +73,39 @@ impl fmt::Display for ExitStatus {
     }
 }
 
-/// A pidfd; `AsRawFd` for tokio's reactor.
-#[derive(Debug)]
-struct PidFd(OwnedFd);
-
-impl AsRawFd for PidFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+/// Sends `signal` through a pidfd (never reaches a recycled pid). `Ok(false)`
+/// if the process already exited.
+pub(crate) fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<bool> {
+    // SAFETY: plain syscall on a descriptor the caller owns.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
     }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESRCH) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// A pidfd for `pid`. Race-free only for our own unreaped children (their pid
+/// cannot be reused before we reap them).
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success the kernel hands us a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is new and ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// A duplicate of a child's pidfd, to signal it while a waiter owns the
@@ -92,16 +116,31 @@ pub(crate) struct Signaller(OwnedFd);
 impl Signaller {
     /// Sends `signal`; an already-exited child is not an error.
     pub(crate) fn signal(&self, signal: i32) {
-        // SAFETY: plain syscall on a descriptor we own.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
+        let _ = signal_pidfd(self.0.as_fd(), signal);
+    }
+
+    /// Signals through a pidfd owned elsewhere.
+    pub(crate) fn borrowed(pidfd: &OwnedFd) -> BorrowedSignaller<'_> {
+        BorrowedSignaller(pidfd.as_fd())
+    }
+}
+
+/// [`Signaller`] over a borrowed pidfd.
+pub(crate) struct BorrowedSignaller<'a>(BorrowedFd<'a>);
+
+impl BorrowedSignaller<'_> {
+    pub(crate) fn signal(&self, signal: i32) {
+        let _ = signal_pidfd(self.0, signal);
+    }
+}
+
+/// A descriptor owned elsewhere, to register with the reactor: dropping the
+/// registration leaves the descriptor open.
+pub(crate) struct Registered(pub(crate) RawFd);
+
+impl AsRawFd for Registered {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
 }
 
@@ -110,7 +149,7 @@ impl Signaller {
 #[derive(Debug)]
 pub struct ChildProcess {
     pid: i32,
-    pidfd: Option<PidFd>,
+    pidfd: Option<OwnedFd>,
     started: Instant,
     status: Option<ExitStatus>,
 }
@@ -119,7 +158,7 @@ impl ChildProcess {
     pub(crate) fn new(pid: i32, pidfd: OwnedFd) -> Self {
         Self {
             pid,
-            pidfd: Some(PidFd(pidfd)),
+            pidfd: Some(pidfd),
             started: Instant::now(),
             status: None,
         }
@@ -143,33 +182,16 @@ impl ChildProcess {
     /// Sends `signal` through the pidfd (never hits a recycled pid). Returns
     /// `Ok(false)` if the child already exited.
     pub fn signal(&self, signal: i32) -> io::Result<bool> {
-        let Some(fd) = &self.pidfd else {
-            return Ok(false);
-        };
-        // SAFETY: plain syscall on a descriptor we own.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ESRCH) => Ok(false),
-            _ => Err(err),
+        match &self.pidfd {
+            Some(fd) => signal_pidfd(fd.as_fd(), signal),
+            None => Ok(false),
         }
     }
 
     /// A duplicate of the pidfd (to signal the child from elsewhere while a
     /// waiter owns this handle). `None` once reaped.
     pub fn pidfd_dup(&self) -> Option<OwnedFd> {
-        self.pidfd.as_ref().and_then(|fd| fd.0.try_clone().ok())
+        self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok())
     }
 
     pub(crate) fn signaller(&self) -> Option<Signaller> {
@@ -196,80 +218,93 @@ impl ChildProcess {
 
     /// Blocks until the child exits.
     pub fn wait_blocking(&mut self) -> io::Result<ExitStatus> {
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(status);
-            }
-            if let Some(fd) = &self.pidfd {
-                let mut pfd = [nix::poll::PollFd::new(
-                    fd.0.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
         }
+        let Some(fd) = &self.pidfd else {
+            return Err(io::Error::other("child has no pidfd"));
+        };
+        let status = wait_pidfd_blocking(fd)?;
+        self.reaped(status.clone());
+        Ok(status)
+    }
+
+    fn reaped(&mut self, status: ExitStatus) {
+        self.status = Some(status);
+        self.pidfd = None;
     }
 
     /// Waits for the child to exit without blocking the thread (inside a
     /// tokio runtime, e.g. an actix arbiter). Resolves within microseconds of
     /// the exit: the pidfd becomes readable when the child dies.
+    ///
+    /// Cancel-safe: dropping the future (a `select!`, a `timeout`) keeps the
+    /// pidfd, so the child can still be waited for, and is killed and reaped
+    /// when the handle is dropped.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.try_wait()? {
             return Ok(status);
         }
-        let Some(pidfd) = self.pidfd.take() else {
+        let Some(fd) = &self.pidfd else {
             return Err(io::Error::other("child has no pidfd"));
         };
-        // SAFETY: the pidfd is owned by the AsyncFd until `into_inner` below.
-        let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
-        let afd = match afd {
-            Ok(a) => a,
-            Err(e) => {
-                let (inner, err) = e.into_parts();
-                self.pidfd = Some(inner);
-                return Err(err);
+        let raw = fd.as_raw_fd();
+        // The registration borrows the pidfd, which `self` keeps owning: if
+        // this future is dropped, only the registration goes.
+        // SAFETY: `self` owns the pidfd and outlives the registration, which
+        // is dropped before `self.pidfd` can change.
+        let afd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                Registered(raw),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| e.into_parts().1)?;
+        let status = loop {
+            let mut guard = afd.readable().await?;
+            match waitid_pidfd(raw, libc::WNOHANG)? {
+                Some(status) => break status,
+                None => guard.clear_ready(),
             }
         };
-        let outcome = loop {
-            let mut guard = match afd.readable().await {
-                Ok(g) => g,
-                Err(e) => break Err(e),
-            };
-            match waitid_pidfd(afd.get_ref().as_raw_fd(), libc::WNOHANG) {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) => guard.clear_ready(),
-                Err(e) => break Err(e),
-            }
-        };
-        let pidfd = afd.into_inner();
-        match outcome {
-            Ok(status) => {
-                drop(pidfd);
-                self.status = Some(status.clone());
-                Ok(status)
-            }
-            Err(e) => {
-                self.pidfd = Some(pidfd);
-                Err(e)
+        drop(afd);
+        self.reaped(status.clone());
+        Ok(status)
+    }
+}
+
+impl Drop for ChildProcess {
+    /// Kills the child if it still runs; the fork server's service thread
+    /// reaps it, so dropping never waits on another process.
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            if let Some(fd) = self.pidfd.take() {
+                let _ = signal_pidfd(fd.as_fd(), libc::SIGKILL);
+                super::fork_server().reap_later(fd);
             }
         }
     }
 }
 
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        if self.status.is_none() && self.pidfd.is_some() {
-            let _ = self.signal(libc::SIGKILL);
-            let _ = self.wait_blocking();
+/// Blocks until the process behind `pidfd` exits, and reaps it.
+pub(crate) fn wait_pidfd_blocking(pidfd: &OwnedFd) -> io::Result<ExitStatus> {
+    loop {
+        if let Some(status) = waitid_pidfd(pidfd.as_raw_fd(), libc::WNOHANG)? {
+            return Ok(status);
+        }
+        let mut pfd = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// `waitid(P_PIDFD)`; `None` if still running.
-fn waitid_pidfd(fd: RawFd, extra: i32) -> io::Result<Option<ExitStatus>> {
+pub(crate) fn waitid_pidfd(fd: RawFd, extra: i32) -> io::Result<Option<ExitStatus>> {
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

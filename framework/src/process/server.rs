@@ -30,17 +30,58 @@ unsafe fn daemonic_fork_server_hook() {
     };
     // SAFETY: constructors run before main, with exactly one thread.
     unsafe { std::env::remove_var(MARKER) };
-    let Some(config) = marker.to_str().and_then(validate) else {
-        // A stray marker (copied environment, hostile parent): this process
-        // is not a fork server; run the program normally.
-        return;
+    let config = match refusal() {
+        Some(why) => Err(why),
+        None => marker
+            .to_str()
+            .and_then(validate)
+            .ok_or("the marker does not name a socket this process's parent handed it"),
     };
-    let code = match std::panic::catch_unwind(move || serve(config)) {
-        Ok(()) => 0,
-        Err(_) => 70,
+    let code = match config {
+        // A stray or forged marker (a copied environment, a hostile parent):
+        // this process is neither a fork server nor the program the caller
+        // meant to run with that environment. Say so and stop, rather than
+        // run the program's `main` with a half-trusted environment.
+        Err(why) => {
+            let message = format!(
+                "daemonic: refusing to start: {MARKER} is set in the environment but {why}; \
+                 unset {MARKER}\n"
+            );
+            // SAFETY: a plain write to stderr; std's machinery is not set up yet.
+            unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+            crate::error::ExitCode::Config.code().into()
+        }
+        Ok(config) => match std::panic::catch_unwind(move || serve(config)) {
+            Ok(()) => 0,
+            Err(_) => 70,
+        },
     };
     // SAFETY: never return into the program's own start-up.
     unsafe { libc::_exit(code) }
+}
+
+/// Why this process must not become a fork server whatever its marker says:
+/// a setuid, setgid or file-capability binary (`AT_SECURE`), or differing
+/// real and effective ids. The marker names a descriptor and a parent, which
+/// a less privileged caller could forge.
+fn refusal() -> Option<&'static str> {
+    // SAFETY: getauxval and the id getters are plain reads.
+    let (secure, uid, euid, gid, egid) = unsafe {
+        (
+            libc::getauxval(libc::AT_SECURE),
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
+    if secure != 0 {
+        Some("this program runs in secure mode (setuid, setgid or file capabilities)")
+    } else if uid != euid || gid != egid {
+        Some("its real and effective user or group ids differ")
+    } else {
+        None
+    }
 }
 
 /// Checks the marker: our parent's pid, and a descriptor that really is a
@@ -187,26 +228,48 @@ fn serve(config: ServerConfig) {
         return;
     }
     loop {
-        let (bytes, fds) = match wire::recv_message(fd(&sock)) {
+        let (bytes, mut fds) = match wire::recv_message(fd(&sock)) {
             Ok(Some(message)) => message,
             // The host closed its end (it exited, even by SIGKILL): so do we.
-            Ok(None) | Err(_) => return,
+            Ok(None) => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
         };
-        let reply = match wire::decode::<SpawnRequest>(&bytes) {
-            Ok(request) => spawn(request, fds, &sock, config.host_pid, &stat, arg_area),
+        // The second descriptor is this request's own reply socket; a request
+        // without one cannot be answered and is dropped.
+        if fds.len() < 2 {
+            continue;
+        }
+        let reply_sock = fds.remove(1);
+        let request = wire::decode::<SpawnRequest>(&bytes);
+        #[cfg(feature = "testing")]
+        let fault = request.as_ref().ok().and_then(|r| r.fault);
+        let reply = match request {
+            Ok(request) => spawn(
+                request,
+                fds,
+                &[sock.as_raw_fd(), stat.0.as_raw_fd(), reply_sock.as_raw_fd()],
+                config.host_pid,
+                &stat,
+                arg_area,
+            ),
             Err(e) => Err(format!("malformed spawn request: {e}")),
         };
+        #[cfg(feature = "testing")]
+        if reply.is_ok() {
+            super::testing::inject_in_server(fault);
+        }
         let (reply, pidfd) = match reply {
             Ok((pid, pidfd)) => (SpawnReply::Started { pid }, Some(pidfd)),
             Err(error) => (SpawnReply::Failed { error }, None),
         };
         let Ok(bytes) = wire::encode(&reply) else {
-            return;
+            continue;
         };
         let fds: Vec<RawFd> = pidfd.iter().map(|p| p.as_raw_fd()).collect();
-        if wire::send_message(fd(&sock), &bytes, &fds).is_err() {
-            return;
-        }
+        // A host that gave up on this spawn has closed its end: not our
+        // problem, it finds the child itself.
+        let _ = wire::send_message(fd(&reply_sock), &bytes, &fds);
         // Our copies of the pidfd and the child's descriptors close here, so
         // the host alone sees the child's hang-up.
     }
@@ -220,7 +283,7 @@ fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
 fn spawn(
     request: SpawnRequest,
     fds: Vec<OwnedFd>,
-    sock: &OwnedFd,
+    server_fds: &[RawFd],
     host_pid: i32,
     stat: &SelfStat,
     arg_area: Option<(usize, usize)>,
@@ -247,17 +310,7 @@ fn spawn(
         Err(e) => return Err(format!("cannot count fork server threads: {e}")),
     }
     match clone_into_host() {
-        Ok(Cloned::Child) => {
-            let stat_fd = stat.0.as_raw_fd();
-            child::run(
-                request,
-                fds,
-                &[sock.as_raw_fd(), stat_fd],
-                host_pid,
-                arg_area,
-                entry,
-            )
-        }
+        Ok(Cloned::Child) => child::run(request, fds, server_fds, host_pid, arg_area, entry),
         Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
         Err(e) => Err(format!("clone failed: {e}")),
     }

@@ -1,16 +1,14 @@
-//! Framing for the fork server's control socket (SOCK_SEQPACKET: one message
-//! per request, descriptors passed with SCM_RIGHTS) and for a child's
-//! bootstrap channel (a stream: `u32` little-endian length + bytes).
+//! Messages of the fork server's control and reply sockets (SOCK_SEQPACKET:
+//! one message per request or reply, descriptors passed with SCM_RIGHTS).
+//! Stream channels use the one frame format of `ipc/frame.rs`.
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Largest control message (requests carry names, never payloads).
 pub(crate) const MAX_CONTROL: usize = 16 * 1024;
-/// Largest bootstrap frame (the serialized state of a task or worker).
-pub(crate) const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// First message of a fork server, proving it was started by us.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,10 +32,15 @@ pub(crate) struct SpawnRequest {
     pub debug_level: u8,
     /// Whether the child also writes its log lines to stderr.
     pub console: bool,
-    /// Whether a log socket follows the channel in the passed descriptors.
+    /// Whether a log socket follows the channel and reply socket in the
+    /// passed descriptors.
     pub has_log: bool,
+    /// A fault the fork server injects while serving this request (tests).
+    #[cfg(feature = "testing")]
+    pub fault: Option<crate::process::testing::Fault>,
 }
 
+/// Sent on the request's own reply socket.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum SpawnReply {
     /// Started; the pidfd is attached.
@@ -119,43 +122,6 @@ pub(crate) fn recv_message(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, 
     }
 }
 
-/// Writes one length-prefixed frame.
-pub(crate) fn write_frame(mut out: impl Write, bytes: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(bytes.len())
-        .ok()
-        .filter(|l| (*l as usize) <= MAX_FRAME)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    // One write for small frames (a spawn's payload): one system call less.
-    if bytes.len() <= 64 * 1024 {
-        let mut frame = Vec::with_capacity(4 + bytes.len());
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(bytes);
-        return out.write_all(&frame);
-    }
-    out.write_all(&len.to_le_bytes())?;
-    out.write_all(bytes)
-}
-
-/// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.
-pub(crate) fn read_frame(mut input: impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too large",
-        ));
-    }
-    let mut buf = vec![0u8; len];
-    input.read_exact(&mut buf)?;
-    Ok(Some(buf))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,18 +150,5 @@ mod tests {
         assert_eq!(fds.len(), 1);
         drop(a);
         assert!(recv_message(b.as_fd()).unwrap().is_none());
-    }
-
-    #[test]
-    fn frames_round_trip_and_reject_garbage() {
-        let mut buf = Vec::new();
-        write_frame(&mut buf, b"abc").unwrap();
-        write_frame(&mut buf, b"").unwrap();
-        let mut r = &buf[..];
-        assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"abc");
-        assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"");
-        assert!(read_frame(&mut r).unwrap().is_none());
-        let huge = (u32::MAX).to_le_bytes();
-        assert!(read_frame(&huge[..]).is_err());
     }
 }

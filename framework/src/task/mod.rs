@@ -28,7 +28,7 @@ pub(crate) use manager::{StopTasks, TaskManager, TaskRegistry};
 
 use crate::error::{BoxError, Error, Result};
 use crate::log::Logger;
-use crate::process::{fork_server, wire, ChildStart, ExitStatus, SpawnOptions};
+use crate::process::{wire, ChildStart, ExitStatus, SpawnOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
@@ -159,11 +159,43 @@ pub fn run_in_child<T: RegisteredTask>(mut start: ChildStart) -> i32 {
         }
     };
     if let Some(report) = report {
-        if let Ok(bytes) = wire::encode(&report) {
-            let _ = wire::write_frame(start.channel(), &bytes);
-        }
+        send_report(start.channel(), report);
     }
     code
+}
+
+/// Largest failure message a task reports; the rest is cut (the full text is
+/// in the task's log line).
+const MAX_REPORT: usize = 64 * 1024;
+
+/// Sends the failure report without ever blocking: the host reads it only
+/// after the exit, so a report that did not fit in the socket's buffer would
+/// keep the task from exiting. It is cut to [`MAX_REPORT`], which fits in
+/// the empty buffer of a fresh channel; if even that does not go through,
+/// the host still sees the exit code.
+fn send_report(channel: &mut UnixStream, report: TaskReport) {
+    let cut = |message: String| {
+        if message.len() <= MAX_REPORT {
+            return message;
+        }
+        let mut end = MAX_REPORT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!(
+            "{}… ({} more bytes in the task's log)",
+            &message[..end],
+            message.len() - end
+        )
+    };
+    let report = match report {
+        TaskReport::Failed(m) => TaskReport::Failed(cut(m)),
+        TaskReport::Panicked(m) => TaskReport::Panicked(cut(m)),
+    };
+    if let Ok(bytes) = wire::encode(&report) {
+        let _ = channel.set_nonblocking(true);
+        let _ = crate::ipc::frame::write_frame(channel, &bytes);
+    }
 }
 
 /// A task child started with [`spawn`], outside a daemon.
@@ -226,7 +258,7 @@ fn read_report(channel: &mut UnixStream) -> Option<TaskReport> {
     let _ = channel.set_nonblocking(true);
     let mut bytes = Vec::new();
     let _ = channel.read_to_end(&mut bytes);
-    let frame = wire::read_frame(&bytes[..]).ok()??;
+    let frame = crate::ipc::frame::read_frame(&bytes[..]).ok()??;
     wire::decode(&frame).ok()
 }
 
@@ -236,14 +268,14 @@ fn read_report(channel: &mut UnixStream) -> Option<TaskReport> {
 pub fn spawn<T: RegisteredTask>(task: &T) -> Result<TaskChild> {
     let payload = wire::encode(task)
         .map_err(|e| Error::Spawn(format!("cannot serialize task {}: {e}", T::NAME)))?;
-    let spawned = fork_server().spawn(&SpawnOptions {
+    let spawned = crate::process::spawn_blocking(&SpawnOptions {
         entry: T::NAME.to_string(),
         role: format!("task:{}", short_name(T::NAME)),
     })?;
     let mut channel = spawned.channel;
     // The child reads its payload first thing, so this cannot block for
     // long even when the payload exceeds the socket buffer.
-    wire::write_frame(&mut channel, &payload)
+    crate::ipc::frame::write_frame(&mut channel, &payload)
         .map_err(|e| Error::Spawn(format!("cannot send task payload: {e}")))?;
     Ok(TaskChild {
         process: spawned.process,

@@ -2,6 +2,7 @@
 //! send replies. One call at a time, in order; no actix System, so a fresh
 //! worker is ready within microseconds of its fork.
 
+use super::progress::ProgressWord;
 use super::protocol::{self, Bootstrap, FromChild, Outcome, ToChild};
 use super::WorkerMethods;
 use crate::ipc::ipc_channel::IpcChildLink;
@@ -86,11 +87,25 @@ impl WorkerContext {
 pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
     let logger = start.logger();
     let role = start.role.clone();
-    let bootstrap: Bootstrap = match start.read_payload() {
+    let (bootstrap, fds): (Bootstrap, _) = match start.read_payload_with_fds() {
         Ok(b) => b,
+        // The pool let go of this worker before it started (it stopped or
+        // failed meanwhile): nothing to say.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return 0,
         Err(e) => {
             logger.error(format_args!("cannot read the worker's bootstrap: {e}"));
             return crate::task::EXIT_BAD_PAYLOAD;
+        }
+    };
+    let progress = match fds.into_iter().next().map(ProgressWord::map) {
+        Some(Ok(word)) => word,
+        Some(Err(e)) => {
+            logger.error(format_args!("cannot map the worker's progress word: {e}"));
+            return EXIT_PROTOCOL;
+        }
+        None => {
+            logger.error("the worker's bootstrap carried no progress word");
+            return EXIT_PROTOCOL;
         }
     };
     let mut worker: W = match start.read_payload() {
@@ -107,16 +122,21 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
         role,
         runtime: None,
     };
+    let mut serving = Serving {
+        progress,
+        started: 0,
+        max_reply: bootstrap.max_reply,
+    };
     match bootstrap.ipc_server {
         None => match SocketChildLink::new(start.into_channel()) {
-            Ok(mut link) => run_with_link(&mut worker, &mut ctx, &mut link),
+            Ok(mut link) => serving.run(&mut worker, &mut ctx, &mut link),
             Err(e) => {
                 ctx.error(format_args!("cannot set up the worker's channel: {e}"));
                 EXIT_PROTOCOL
             }
         },
         Some(server) => match IpcChildLink::connect(server) {
-            Ok(mut link) => run_with_link(&mut worker, &mut ctx, &mut link),
+            Ok(mut link) => serving.run(&mut worker, &mut ctx, &mut link),
             Err(e) => {
                 ctx.error(format_args!("cannot connect the worker's ipc channel: {e}"));
                 EXIT_PROTOCOL
@@ -125,33 +145,14 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
     }
 }
 
-fn run_with_link<W: WorkerMethods>(
-    worker: &mut W,
-    ctx: &mut WorkerContext,
-    link: &mut impl ChildLink,
-) -> i32 {
-    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.started(ctx)));
-    if let Err(payload) = started {
-        let message =
-            crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
-        ctx.error(format_args!("worker `started` panicked: {message}"));
-        return EXIT_PANICKED;
-    }
-    if send(link, &FromChild::Ready)
-        .and_then(|()| link.flush())
-        .is_err()
-    {
-        return 0; // the daemon is gone
-    }
-    serve(worker, ctx, link)
-}
-
 fn send(link: &mut impl ChildLink, message: &FromChild) -> std::io::Result<()> {
     let bytes = protocol::encode(message).map_err(std::io::Error::other)?;
     link.send(&bytes)
 }
 
 /// SIGTERM/SIGINT: the current call is done; say goodbye and exit cleanly.
+/// Calls already sent but not started stay unstarted (the progress word says
+/// so) and the pool runs them elsewhere.
 fn leave<W: WorkerMethods>(
     worker: &mut W,
     ctx: &mut WorkerContext,
@@ -163,66 +164,116 @@ fn leave<W: WorkerMethods>(
     0
 }
 
-fn serve<W: WorkerMethods>(
-    worker: &mut W,
-    ctx: &mut WorkerContext,
-    link: &mut impl ChildLink,
-) -> i32 {
-    loop {
-        if crate::process::termination_requested() {
-            return leave(worker, ctx, link);
+/// A worker's serving state.
+struct Serving {
+    progress: ProgressWord,
+    /// Calls started so far (mirrored in the progress word).
+    started: u64,
+    max_reply: usize,
+}
+
+impl Serving {
+    fn run<W: WorkerMethods>(
+        &mut self,
+        worker: &mut W,
+        ctx: &mut WorkerContext,
+        link: &mut impl ChildLink,
+    ) -> i32 {
+        let started =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.started(ctx)));
+        if let Err(payload) = started {
+            let message =
+                crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
+            ctx.error(format_args!("worker `started` panicked: {message}"));
+            return EXIT_PANICKED;
         }
-        let frame = match link.recv() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return 0, // the daemon hung up
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                return leave(worker, ctx, link)
+        if send(link, &FromChild::Ready)
+            .and_then(|()| link.flush())
+            .is_err()
+        {
+            return 0; // the daemon is gone
+        }
+        self.serve(worker, ctx, link)
+    }
+
+    fn serve<W: WorkerMethods>(
+        &mut self,
+        worker: &mut W,
+        ctx: &mut WorkerContext,
+        link: &mut impl ChildLink,
+    ) -> i32 {
+        loop {
+            if crate::process::termination_requested() {
+                return leave(worker, ctx, link);
             }
-            Err(e) => {
-                ctx.error(format_args!("worker channel failed: {e}"));
-                return EXIT_PROTOCOL;
-            }
-        };
-        let request = match protocol::decode::<ToChild>(&frame) {
-            Ok(r) => r,
-            Err(e) => {
-                ctx.error(format_args!("malformed request from the daemon: {e}"));
-                return EXIT_PROTOCOL;
-            }
-        };
-        let (id, method, args) = match request {
-            ToChild::Call { id, method, args } => (id, method, args),
-            ToChild::Stop => {
-                let _ =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.stopping(ctx)));
-                let _ = link.flush();
+            let frame = match link.recv() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return 0, // the daemon hung up
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return 0,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    return leave(worker, ctx, link)
+                }
+                Err(e) => {
+                    ctx.error(format_args!("worker channel failed: {e}"));
+                    return EXIT_PROTOCOL;
+                }
+            };
+            let request = match protocol::decode::<ToChild>(&frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    ctx.error(format_args!("malformed request from the daemon: {e}"));
+                    return EXIT_PROTOCOL;
+                }
+            };
+            let (id, method, args) = match request {
+                ToChild::Call { id, method, args } => (id, method, args),
+                ToChild::Stop => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        worker.stopping(ctx)
+                    }));
+                    let _ = link.flush();
+                    return 0;
+                }
+            };
+            // Before any of the method's code runs: from here on, the pool
+            // counts this call as started (it may have run).
+            self.started += 1;
+            self.progress.started(self.started);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.dispatch(ctx, method, &args)
+            }));
+            drop(args);
+            let (outcome, poisoned) = match result {
+                Ok(Ok(bytes)) if bytes.len() + protocol::REPLY_OVERHEAD > self.max_reply => {
+                    ctx.error(format_args!(
+                        "the result of call {id} is {} bytes, over the pool's {}-byte limit; \
+                         it is not sent",
+                        bytes.len(),
+                        self.max_reply
+                    ));
+                    (Outcome::ReplyTooLarge(bytes.len()), false)
+                }
+                Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
+                Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
+                Err(payload) => {
+                    let message = crate::panic_capture::take()
+                        .unwrap_or_else(|| crate::panic_message(&*payload));
+                    ctx.error(format_args!("worker method panicked: {message}"));
+                    (Outcome::Panicked(message), true)
+                }
+            };
+            // A finished reply leaves at once: the next call, already
+            // waiting, may take long, and this caller waits meanwhile.
+            if send(link, &FromChild::Reply { id, outcome })
+                .and_then(|()| link.flush())
+                .is_err()
+            {
                 return 0;
             }
-        };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            worker.dispatch(ctx, method, &args)
-        }));
-        let (outcome, poisoned) = match result {
-            Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
-            Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
-            Err(payload) => {
-                let message =
-                    crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
-                ctx.error(format_args!("worker method panicked: {message}"));
-                (Outcome::Panicked(message), true)
+            if poisoned {
+                // The state may be half-updated: let the pool start a fresh one.
+                return EXIT_PANICKED;
             }
-        };
-        if send(link, &FromChild::Reply { id, outcome }).is_err() {
-            return 0;
-        }
-        // Batch replies while more calls are already buffered.
-        if (poisoned || !link.has_buffered()) && link.flush().is_err() {
-            return 0;
-        }
-        if poisoned {
-            // The state may be half-updated: let the pool start a fresh one.
-            return EXIT_PANICKED;
         }
     }
 }

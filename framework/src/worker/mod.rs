@@ -36,6 +36,7 @@
 
 mod child;
 mod pool;
+mod progress;
 mod protocol;
 mod stats;
 
@@ -43,6 +44,7 @@ pub use child::{run_in_child, WorkerContext};
 pub(crate) use pool::PoolRegistry;
 pub use pool::{
     CallResponse, CallReturn, GetPoolStats, KillWorker, StopPool, WorkerPool, WorkerPoolBuilder,
+    DEFAULT_START_TIMEOUT,
 };
 pub use stats::{ChildStats, PoolStats};
 
@@ -100,10 +102,17 @@ pub trait Call<W: WorkerMethods>: Serialize + DeserializeOwned + Send + 'static 
 }
 
 /// Why a call did not return the method's value.
+///
+/// Each variant says whether the method may have run: only `Died`,
+/// `Timeout` and `Panicked` come from a call a worker started. Every other
+/// error means the method never ran for this call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum WorkerError {
-    /// The worker process died while it held the call.
-    #[error("worker process {pid} died ({exit}) while holding the call")]
+    /// The worker process died while running the call (it may have run in
+    /// part). Calls it held but had not started are run by another worker
+    /// instead.
+    #[error("worker process {pid} died ({exit}) while running the call")]
     Died {
         /// The worker's pid.
         pid: i32,
@@ -124,11 +133,14 @@ pub enum WorkerError {
         /// The panic message and location.
         message: String,
     },
-    /// The pool's call queue is full (back-pressure).
-    #[error("worker pool queue is full ({capacity} calls waiting)")]
+    /// The pool's queue is full, in calls or in bytes (back-pressure). The
+    /// call was not queued.
+    #[error("worker pool queue is full ({queued} calls, {queued_bytes} bytes waiting)")]
     Busy {
-        /// The queue's capacity.
-        capacity: usize,
+        /// Calls waiting.
+        queued: usize,
+        /// Bytes of arguments waiting.
+        queued_bytes: usize,
     },
     /// The serialized call exceeds the pool's maximum payload; it was not sent.
     #[error("call payload of {size} bytes exceeds the {max}-byte limit")]
@@ -137,6 +149,22 @@ pub enum WorkerError {
         size: usize,
         /// The limit.
         max: usize,
+    },
+    /// The method returned, but its serialized result exceeds the pool's
+    /// maximum payload, so the worker did not send it. The worker lives on.
+    #[error("result of {size} bytes exceeds the {max}-byte limit; it was not sent")]
+    ReplyTooLarge {
+        /// Size of the serialized result.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No worker became ready within the pool's start timeout (its `started`
+    /// hook did not return), and none was ready to take the call.
+    #[error("no worker became ready within {after:?} (its `started` hook did not return)")]
+    StartTimeout {
+        /// The configured start timeout.
+        after: Duration,
     },
     /// The pool stopped respawning (restart limit reached).
     #[error("worker pool failed: {reason}")]
@@ -150,6 +178,25 @@ pub enum WorkerError {
     /// Arguments or results could not be encoded or decoded.
     #[error("worker protocol error: {0}")]
     Protocol(String),
+}
+
+impl WorkerError {
+    /// A short, stable name of the variant (`died`, `timeout`, …), as used
+    /// in stats and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkerError::Died { .. } => "died",
+            WorkerError::Timeout { .. } => "timeout",
+            WorkerError::Panicked { .. } => "panicked",
+            WorkerError::Busy { .. } => "busy",
+            WorkerError::TooLarge { .. } => "too_large",
+            WorkerError::ReplyTooLarge { .. } => "reply_too_large",
+            WorkerError::StartTimeout { .. } => "start_timeout",
+            WorkerError::PoolFailed { .. } => "pool_failed",
+            WorkerError::ShuttingDown => "shutting_down",
+            WorkerError::Protocol(_) => "protocol",
+        }
+    }
 }
 
 /// A child-side dispatch failure.

@@ -25,6 +25,9 @@ pub struct PoolStats {
     pub restarts: u64,
     /// Workers replaced by recycling.
     pub recycled: u64,
+    /// Calls a worker held but never started when it ended, run elsewhere.
+    #[serde(default)]
+    pub requeued: u64,
     /// Call latency percentiles over the last 4096 calls (p50, p90, p99).
     pub latency: Option<(Duration, Duration, Duration)>,
     /// Each worker process.

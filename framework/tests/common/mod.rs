@@ -90,3 +90,22 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Runs each named `async fn(Transport)` as a test over both transports.
+#[macro_export]
+macro_rules! over_transports {
+    ($($name:ident),* $(,)?) => {
+        mod socket {
+            $(#[actix::test]
+            async fn $name() {
+                super::$name(super::Transport::Socket).await
+            })*
+        }
+        mod ipc_channel {
+            $(#[actix::test]
+            async fn $name() {
+                super::$name(super::Transport::IpcChannel).await
+            })*
+        }
+    };
+}

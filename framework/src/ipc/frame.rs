@@ -1,0 +1,348 @@
+//! The one frame format of every stream link: a `u32` little-endian length,
+//! then that many bytes. Worker links, a child's bootstrap and a task's report
+//! all use it, with one limit, [`MAX_FRAME`].
+//!
+//! Lengths are checked, never cast: a frame longer than the limit is refused
+//! by the writer, and a header announcing one is an error for the reader
+//! before any byte of the body is read. Readers grow their buffer as bytes
+//! arrive, never from the announced length alone, so a hostile header cannot
+//! make the daemon allocate memory the peer never sends.
+
+use std::io::{self, Read, Write};
+
+/// Largest frame either side of any link accepts (64 MiB).
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Bytes of a frame's length header.
+pub const HEADER: usize = 4;
+
+/// How much a reader reserves at a time while a large frame arrives.
+const CHUNK: usize = 1024 * 1024;
+
+/// Capacity a reader keeps between frames; it shrinks back to this after a
+/// large frame has passed.
+const KEEP: usize = 64 * 1024;
+
+/// A frame longer than [`MAX_FRAME`].
+pub(crate) fn too_large(len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
+    )
+}
+
+/// The header of a frame of `len` bytes.
+pub(crate) fn header(len: usize) -> io::Result<[u8; HEADER]> {
+    if len > MAX_FRAME {
+        return Err(too_large(len));
+    }
+    let len = u32::try_from(len).map_err(|_| too_large(len))?;
+    Ok(len.to_le_bytes())
+}
+
+/// Appends one frame (header and body) to `buf`.
+pub(crate) fn push(buf: &mut Vec<u8>, frame: &[u8]) -> io::Result<()> {
+    buf.extend_from_slice(&header(frame.len())?);
+    buf.extend_from_slice(frame);
+    Ok(())
+}
+
+fn announced(header: [u8; HEADER]) -> io::Result<usize> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(too_large(len));
+    }
+    Ok(len)
+}
+
+/// Splits frames off a byte stream that arrives in pieces (the daemon's
+/// non-blocking side of a link).
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(KEEP),
+        }
+    }
+
+    /// The buffer to read into, with room reserved for the next read: at
+    /// most what the frame being received still lacks, and at most a chunk.
+    pub(crate) fn read_buffer(&mut self) -> &mut Vec<u8> {
+        let want = match self.pending_len() {
+            Some(len) => (HEADER + len)
+                .saturating_sub(self.buf.len())
+                .clamp(1, CHUNK),
+            None => KEEP,
+        };
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+        &mut self.buf
+    }
+
+    /// Length of the frame at the front, if its header has arrived (and is
+    /// within the limit).
+    fn pending_len(&self) -> Option<usize> {
+        let header: [u8; HEADER] = self.buf.get(..HEADER)?.try_into().ok()?;
+        announced(header).ok()
+    }
+
+    /// Every complete frame received so far, in order. An oversized header is
+    /// an error as soon as it arrives.
+    pub(crate) fn frames(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while self.buf.len() - at >= HEADER {
+            let header: [u8; HEADER] = self.buf[at..at + HEADER]
+                .try_into()
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            let len = announced(header)?;
+            if self.buf.len() - at - HEADER < len {
+                break;
+            }
+            frames.push(self.buf[at + HEADER..at + HEADER + len].to_vec());
+            at += HEADER + len;
+        }
+        self.buf.drain(..at);
+        if self.buf.capacity() > 2 * KEEP && self.buf.len() <= KEEP {
+            self.buf.shrink_to(KEEP);
+        }
+        Ok(frames)
+    }
+
+    /// Bytes held (capacity), to check that buffers shrink.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Writes one frame with a single `write` for small frames.
+pub(crate) fn write_frame(mut out: impl Write, bytes: &[u8]) -> io::Result<()> {
+    let header = header(bytes.len())?;
+    if bytes.len() <= KEEP {
+        let mut frame = Vec::with_capacity(HEADER + bytes.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(bytes);
+        return out.write_all(&frame);
+    }
+    out.write_all(&header)?;
+    out.write_all(bytes)
+}
+
+/// Fills `buf` completely. `Ok(false)` if the stream ended before the first
+/// byte. `Interrupted` is retried unless `give_up` says otherwise, then
+/// returned (a child asked to terminate stops waiting).
+fn fill(input: &mut impl Read, buf: &mut [u8], give_up: &dyn Fn() -> bool) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !give_up() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Sends one small frame with descriptors attached (SCM_RIGHTS) in a single
+/// `sendmsg`; the socket must have room for it (a frame sent first on a new
+/// channel). A partial send is an error, never retried: the stream would be
+/// corrupt.
+pub(crate) fn send_frame_with_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[std::os::fd::RawFd],
+) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(HEADER + bytes.len());
+    push(&mut frame, bytes)?;
+    crate::process::wire::send_message(sock, &frame, fds)
+}
+
+/// Reads one frame sent with [`send_frame_with_fds`], blocking, with the
+/// descriptors that came with it (close-on-exec).
+pub(crate) fn read_frame_with_fds(
+    mut sock: &std::os::unix::net::UnixStream,
+) -> io::Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut header = [0u8; HEADER];
+    let mut fds = Vec::new();
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
+    // The descriptors arrive with the first byte of the frame: read the
+    // header with recvmsg, the body with plain reads.
+    let got = loop {
+        let mut iov = [io::IoSliceMut::new(&mut header)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                for cmsg in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: the kernel just installed these descriptors for us.
+                        fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "too many descriptors with a frame",
+                    ));
+                }
+                break msg.bytes;
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if got == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if got < HEADER {
+        fill(&mut sock, &mut header[got..], &|| false)?;
+    }
+    let len = announced(header)?;
+    let body = read_body(&mut sock, len, &|| false)?;
+    Ok((body, fds))
+}
+
+/// Reads one frame, blocking; `Ok(None)` on a clean end of stream.
+pub(crate) fn read_frame(input: impl Read) -> io::Result<Option<Vec<u8>>> {
+    read_frame_or_give_up(input, &|| false)
+}
+
+/// [`read_frame`] that stops at `Interrupted` once `give_up()` is true.
+pub(crate) fn read_frame_or_give_up(
+    mut input: impl Read,
+    give_up: &dyn Fn() -> bool,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER];
+    if !fill(&mut input, &mut header, give_up)? {
+        return Ok(None);
+    }
+    let len = announced(header)?;
+    read_body(&mut input, len, give_up).map(Some)
+}
+
+/// Reads a body of `len` bytes, growing the buffer as they arrive.
+fn read_body(input: &mut impl Read, len: usize, give_up: &dyn Fn() -> bool) -> io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(len.min(KEEP));
+    while frame.len() < len {
+        let from = frame.len();
+        let to = len.min(from + CHUNK.max(from));
+        frame.resize(to, 0);
+        if !fill(input, &mut frame[from..to], give_up)? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(parts: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for p in parts {
+            push(&mut buf, p).unwrap();
+        }
+        buf
+    }
+
+    #[test]
+    fn frames_split_across_reads_and_batches() {
+        let mut d = Decoder::new();
+        let mut bytes = framed(&[b"one", b"two"]);
+        bytes.extend_from_slice(&10u32.to_le_bytes());
+        bytes.extend_from_slice(b"par");
+        d.read_buffer().extend_from_slice(&bytes);
+        assert_eq!(d.frames().unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+        d.read_buffer().extend_from_slice(b"tial!!!");
+        assert_eq!(d.frames().unwrap(), vec![b"partial!!!".to_vec()]);
+        assert!(d.frames().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_oversized_header_is_refused_at_once() {
+        let mut d = Decoder::new();
+        d.read_buffer().extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(d.frames().is_err());
+        let too_big = (MAX_FRAME as u32 + 1).to_le_bytes();
+        assert!(read_frame(&too_big[..]).is_err());
+        let mut out = Vec::new();
+        assert!(header(MAX_FRAME + 1).is_err());
+        assert!(header(u32::MAX as usize + 1).is_err(), "no wrap-around");
+        assert!(write_frame(&mut out, &vec![0; MAX_FRAME + 1]).is_err());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_reader_never_allocates_from_the_announced_length_alone() {
+        // A peer announces 60 MiB and sends 3 bytes.
+        let mut d = Decoder::new();
+        let mut bytes = (60u32 * 1024 * 1024).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        d.read_buffer().extend_from_slice(&bytes);
+        assert!(d.frames().unwrap().is_empty());
+        let _ = d.read_buffer();
+        assert!(d.capacity() <= 2 * CHUNK, "reserved {}", d.capacity());
+        // The blocking reader fails at the end of stream without having
+        // reserved the announced size.
+        assert!(read_frame(&bytes[..]).is_err());
+    }
+
+    #[test]
+    fn buffers_shrink_after_a_large_frame() {
+        let big = vec![7u8; 8 * 1024 * 1024];
+        let bytes = framed(&[&big, b"small"]);
+        let mut d = Decoder::new();
+        let mut frames = Vec::new();
+        for piece in bytes.chunks(300 * 1024) {
+            d.read_buffer().extend_from_slice(piece);
+            frames.extend(d.frames().unwrap());
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].len(), big.len());
+        assert!(d.capacity() <= 2 * KEEP, "kept {}", d.capacity());
+    }
+
+    #[test]
+    fn descriptors_travel_with_their_frame() {
+        use std::os::fd::{AsFd, AsRawFd};
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        send_frame_with_fds(a.as_fd(), b"boot", &[file.as_raw_fd()]).unwrap();
+        write_frame(&a, b"state").unwrap();
+        let (bytes, fds) = read_frame_with_fds(&b).unwrap();
+        assert_eq!(bytes, b"boot");
+        assert_eq!(fds.len(), 1);
+        assert_eq!(read_frame(&b).unwrap().unwrap(), b"state");
+    }
+
+    #[test]
+    fn blocking_frames_round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"abc").unwrap();
+        write_frame(&mut buf, b"").unwrap();
+        let big = vec![1u8; 3 * CHUNK + 17];
+        write_frame(&mut buf, &big).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"abc");
+        assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"");
+        assert_eq!(read_frame(&mut r).unwrap().unwrap(), big);
+        assert!(read_frame(&mut r).unwrap().is_none());
+    }
+}

@@ -1,0 +1,324 @@
+//! Configuring and starting a [`WorkerPool`].
+
+use super::super::{short_name, WorkerContext, WorkerError, WorkerMethods};
+use super::{GetPoolStats, StopPool, WorkerPool};
+use crate::error::{Error, Result};
+use crate::event::Events;
+use crate::ipc::{Transport, MAX_FRAME};
+use crate::log::Logger;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the `on_return` callback sees for every finished call.
+#[derive(Debug)]
+pub struct CallReturn<'a> {
+    /// The pool's name.
+    pub pool: &'a str,
+    /// The method called.
+    pub method: &'static str,
+    /// The worker's pid (0 in inline mode).
+    pub pid: i32,
+    /// Time from `send` to the reply.
+    pub latency: Duration,
+    /// `None` if the method returned, else why not.
+    pub error: Option<&'a WorkerError>,
+}
+
+pub(super) type OnReturn = Arc<dyn Fn(&CallReturn<'_>) + Send + Sync>;
+
+/// Pools started through a daemon: stopped at its shutdown, included in its stats.
+#[derive(Default)]
+pub(crate) struct PoolRegistry {
+    pools: parking_lot::Mutex<Vec<RegisteredPool>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct RegisteredPool {
+    pub stop: Recipient<StopPool>,
+    pub stats: Recipient<GetPoolStats>,
+}
+
+impl PoolRegistry {
+    pub(crate) fn add(&self, pool: RegisteredPool) {
+        self.pools.lock().push(pool);
+    }
+
+    pub(crate) fn all(&self) -> Vec<RegisteredPool> {
+        self.pools.lock().clone()
+    }
+}
+
+/// A pool's settings, as the builder collects them and the pool keeps them.
+pub(super) struct PoolConfig {
+    pub name: String,
+    pub size: usize,
+    pub call_timeout: Option<Duration>,
+    pub start_timeout: Duration,
+    pub queue_capacity: usize,
+    pub max_queued_bytes: usize,
+    pub max_calls_per_child: Option<u64>,
+    pub max_runtime_per_child: Option<Duration>,
+    pub runtime_jitter: f64,
+    pub restart_limit: (usize, Duration),
+    pub max_payload: usize,
+    pub max_in_flight: usize,
+    pub warm_spares: usize,
+    pub transport: Transport,
+    pub events: Events,
+    pub logger: Logger,
+    pub on_return: Option<OnReturn>,
+}
+
+/// Default [`WorkerPoolBuilder::start_timeout`].
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures a [`WorkerPool`].
+pub struct WorkerPoolBuilder<W: WorkerMethods> {
+    worker: W,
+    config: PoolConfig,
+    inline: bool,
+    arbiter: Option<ArbiterHandle>,
+    registry: Option<Arc<PoolRegistry>>,
+}
+
+impl<W: WorkerMethods> WorkerPoolBuilder<W> {
+    /// Wires the builder to a daemon (its events, logger, thread and shutdown).
+    pub(crate) fn for_daemon(
+        mut self,
+        events: Events,
+        logger: Logger,
+        arbiter: ArbiterHandle,
+        registry: Arc<PoolRegistry>,
+    ) -> Self {
+        self.config.events = events;
+        self.config.logger = logger;
+        self.arbiter = Some(arbiter);
+        self.registry = Some(registry);
+        self
+    }
+
+    pub(crate) fn new(worker: W) -> Self {
+        Self {
+            worker,
+            config: PoolConfig {
+                name: short_name(W::NAME),
+                size: 2,
+                call_timeout: None,
+                start_timeout: DEFAULT_START_TIMEOUT,
+                queue_capacity: 1024,
+                max_queued_bytes: 128 * 1024 * 1024,
+                max_calls_per_child: None,
+                max_runtime_per_child: None,
+                runtime_jitter: 0.1,
+                restart_limit: (10, Duration::from_secs(10)),
+                max_payload: 16 * 1024 * 1024,
+                max_in_flight: 1,
+                warm_spares: 1,
+                transport: Transport::default(),
+                events: Events::new(),
+                logger: Logger::discard(),
+                on_return: None,
+            },
+            inline: false,
+            arbiter: None,
+            registry: None,
+        }
+    }
+
+    /// Number of worker processes serving calls (default 2).
+    pub fn size(mut self, size: usize) -> Self {
+        self.config.size = size;
+        self
+    }
+
+    /// Pool name in logs, events and stats (default: the type's name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// A call held by a worker longer than this resolves with
+    /// [`WorkerError::Timeout`]; its worker is killed and replaced. Without
+    /// it, a call waits as long as its method runs: a method that never
+    /// returns holds its call (and its worker) forever. `Duration::MAX`
+    /// means no timeout.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.config.call_timeout = Some(timeout);
+        self
+    }
+
+    /// A worker whose `started` hook has not returned after this long is
+    /// killed and replaced (it counts toward the restart limit); if no
+    /// worker is ready at that moment, the calls waiting resolve with
+    /// [`WorkerError::StartTimeout`]. Default 30 s.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.config.start_timeout = timeout;
+        self
+    }
+
+    /// Calls waiting for a worker beyond this are refused with
+    /// [`WorkerError::Busy`] at once (default 1024).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.queue_capacity = capacity;
+        self
+    }
+
+    /// Bytes of arguments waiting for a worker beyond this are refused with
+    /// [`WorkerError::Busy`] at once (default 128 MiB), so a burst of large
+    /// calls cannot exhaust the daemon's memory.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Replace a worker after it served this many calls.
+    pub fn max_calls_per_child(mut self, calls: u64) -> Self {
+        self.config.max_calls_per_child = Some(calls);
+        self
+    }
+
+    /// Replace a worker after it ran this long (minus up to 10% jitter, so
+    /// workers started together do not all recycle at once).
+    pub fn max_runtime_per_child(mut self, runtime: Duration) -> Self {
+        self.config.max_runtime_per_child = Some(runtime);
+        self
+    }
+
+    /// At most `restarts` unexpected worker exits within `within`; one more
+    /// and the pool stops respawning and fails its calls with
+    /// [`WorkerError::PoolFailed`] (default 10 in 10 s).
+    pub fn restart_limit(mut self, restarts: usize, within: Duration) -> Self {
+        self.config.restart_limit = (restarts, within);
+        self
+    }
+
+    /// Largest serialized call accepted, and largest result a worker sends
+    /// back: bigger calls get [`WorkerError::TooLarge`] before anything is
+    /// sent, bigger results [`WorkerError::ReplyTooLarge`] (default 16 MiB;
+    /// at most 64 MiB, the frame limit of every link).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.config.max_payload = bytes;
+        self
+    }
+
+    /// Calls sent ahead to one worker (pipelining; default 1). A worker
+    /// still runs them one at a time, but the next call is already waiting
+    /// when it finishes. If it dies, the call it was running fails with
+    /// `Died`, and the calls it had not started run on another worker.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.config.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// Started, idle workers kept ready to replace a dead one at once
+    /// (default 1).
+    pub fn warm_spares(mut self, spares: usize) -> Self {
+        self.config.warm_spares = spares;
+        self
+    }
+
+    /// How calls travel between the pool and its workers (default
+    /// [`Transport::Socket`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.config.transport = transport;
+        self
+    }
+
+    /// Run the methods in this process instead of in children (tests,
+    /// debugging), on a thread of the pool's own, one call at a time. Calls
+    /// still go through serialization; timeouts and recycling do not apply.
+    pub fn inline(mut self) -> Self {
+        self.inline = true;
+        self
+    }
+
+    /// Raise worker events on this bus (a daemon's, say).
+    pub fn events(mut self, events: Events) -> Self {
+        self.config.events = events;
+        self
+    }
+
+    /// Log through this logger (a daemon's, say).
+    pub fn logger(mut self, logger: Logger) -> Self {
+        self.config.logger = logger;
+        self
+    }
+
+    /// Called in the daemon for every finished call, with its method, worker,
+    /// latency and error (for metrics or tracing).
+    pub fn on_return(mut self, callback: impl Fn(&CallReturn<'_>) + Send + Sync + 'static) -> Self {
+        self.config.on_return = Some(Arc::new(callback));
+        self
+    }
+
+    /// Run the pool actor on this arbiter instead of the current one.
+    pub fn arbiter(mut self, arbiter: ArbiterHandle) -> Self {
+        self.arbiter = Some(arbiter);
+        self
+    }
+
+    fn validate(&mut self) -> Result<()> {
+        let c = &mut self.config;
+        if c.size == 0 {
+            return Err(Error::Config("a worker pool needs size >= 1".into()));
+        }
+        if c.restart_limit.1.is_zero() {
+            return Err(Error::Config("restart_limit window must be > 0".into()));
+        }
+        if c.start_timeout.is_zero() {
+            return Err(Error::Config("start_timeout must be > 0".into()));
+        }
+        if c.max_payload > MAX_FRAME - 1024 {
+            return Err(Error::Config(format!(
+                "max_payload of {} bytes exceeds the {}-byte frame limit",
+                c.max_payload,
+                MAX_FRAME - 1024
+            )));
+        }
+        if c.call_timeout == Some(Duration::MAX) {
+            c.call_timeout = None;
+        }
+        c.runtime_jitter = c.runtime_jitter.clamp(0.0, 0.9);
+        Ok(())
+    }
+
+    /// Starts the pool (inside an actix `System`) and returns its address.
+    pub fn start(mut self) -> Result<Addr<WorkerPool<W>>> {
+        if actix_rt::System::try_current().is_none() {
+            return Err(Error::NoSystem);
+        }
+        self.validate()?;
+        let template = super::super::protocol::encode(&self.worker)
+            .map_err(|e| Error::Config(format!("cannot serialize the worker's state: {e}")))?;
+        if template.len() > MAX_FRAME {
+            return Err(Error::Config(format!(
+                "the worker's serialized state is {} bytes, over the {MAX_FRAME}-byte frame limit",
+                template.len()
+            )));
+        }
+        let inline = if self.inline {
+            let context = WorkerContext::inline(self.config.logger.clone(), "inline");
+            Some(super::inline::Inline::start(
+                self.worker,
+                context,
+                &self.config.name,
+            )?)
+        } else {
+            None
+        };
+        let config = self.config;
+        let pool = move || WorkerPool::<W>::new(config, template, inline);
+        let addr = match self.arbiter {
+            Some(arbiter) => WorkerPool::start_in_arbiter(&arbiter, move |_| pool()),
+            None => pool().start(),
+        };
+        if let Some(registry) = self.registry {
+            registry.add(RegisteredPool {
+                stop: addr.clone().recipient(),
+                stats: addr.clone().recipient(),
+            });
+        }
+        Ok(addr)
+    }
+}
