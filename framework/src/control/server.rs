@@ -7,9 +7,11 @@ use crate::log::Logger;
 use actix::prelude::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 /// Serves `status` and `stop` requests.
 pub(crate) struct ControlActor {
@@ -50,6 +52,91 @@ impl ControlActor {
     }
 }
 
+/// At most this many `status`/`stop` clients are served at once; more wait
+/// in the listen backlog (a flood of idle connections cannot exhaust the
+/// daemon's descriptors).
+const MAX_CONNECTIONS: usize = 16;
+
+/// First pause after a failed `accept`; doubled per failure up to
+/// [`MAX_BACKOFF`], reset by the next success.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What to do after `accept` failed with `error` (a pure decision).
+#[derive(Debug, PartialEq, Eq)]
+enum AfterFailure {
+    /// Transient for this one connection (interrupted, aborted by the
+    /// client): accept the next one at once.
+    Retry,
+    /// The daemon is short of something (descriptors, memory): pause, then
+    /// try again. Never give up: the daemon keeps running, so must its
+    /// control channel.
+    BackOff(Duration),
+}
+
+fn after_failure(error: &std::io::Error, previous: Option<Duration>) -> AfterFailure {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset => {
+            AfterFailure::Retry
+        }
+        _ => AfterFailure::BackOff(match previous {
+            None => FIRST_BACKOFF,
+            Some(d) => (d * 2).min(MAX_BACKOFF),
+        }),
+    }
+}
+
+async fn accept_loop(listener: UnixListener, supervisor: Addr<Supervisor>, logger: Logger) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff: Option<Duration> = None;
+    let mut failures = 0u64;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if failures > 0 {
+                    logger.log(format_args!(
+                        "control channel: accepting again after {failures} failed accept(s)"
+                    ));
+                }
+                (backoff, failures) = (None, 0);
+                let supervisor = supervisor.clone();
+                let logger = logger.clone();
+                actix_rt::spawn(async move {
+                    // A client that never sends its line must not hold a
+                    // connection slot forever.
+                    if tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, supervisor, &logger))
+                        .await
+                        .is_err()
+                    {
+                        logger.debug(1, "control client timed out");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => match after_failure(&e, backoff) {
+                AfterFailure::Retry => {}
+                AfterFailure::BackOff(pause) => {
+                    if failures == 0 {
+                        logger.warn(format_args!(
+                            "control channel: accept failed: {e}; retrying every {MAX_BACKOFF:?} at most"
+                        ));
+                    }
+                    failures += 1;
+                    backoff = Some(pause);
+                    drop(permit);
+                    tokio::time::sleep(pause).await;
+                }
+            },
+        }
+    }
+}
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Actor for ControlActor {
     type Context = Context<Self>;
 
@@ -57,16 +144,12 @@ impl Actor for ControlActor {
         let Some(listener) = self.listener.take() else {
             return;
         };
-        let connections = futures_util::stream::unfold(listener, |listener| async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => return Some((Connection(stream), listener)),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => return None,
-                }
-            }
-        });
-        ctx.add_stream(connections);
+        // Owned by the actor: stopping it drops the listener.
+        ctx.spawn(actix::fut::wrap_future(accept_loop(
+            listener,
+            self.supervisor.clone(),
+            self.logger.clone(),
+        )));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -75,26 +158,6 @@ impl Actor for ControlActor {
             let _ = std::fs::remove_dir(dir);
         }
     }
-}
-
-struct Connection(UnixStream);
-
-impl StreamHandler<Connection> for ControlActor {
-    fn handle(&mut self, Connection(stream): Connection, _: &mut Context<Self>) {
-        let supervisor = self.supervisor.clone();
-        let logger = self.logger.clone();
-        actix_rt::spawn(async move {
-            // A client that never sends its line must not hold a task forever.
-            if tokio::time::timeout(Duration::from_secs(5), serve(stream, supervisor, &logger))
-                .await
-                .is_err()
-            {
-                logger.debug(1, "control client timed out");
-            }
-        });
-    }
-
-    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 async fn serve(stream: UnixStream, supervisor: Addr<Supervisor>, logger: &Logger) {
@@ -125,5 +188,29 @@ async fn serve(stream: UnixStream, supervisor: Addr<Supervisor>, logger: &Logger
     if let Ok(mut json) = serde_json::to_string(&reply) {
         json.push('\n');
         let _ = write.write_all(json.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_accept_backs_off_and_never_gives_up() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(
+            after_failure(&emfile, None),
+            AfterFailure::BackOff(FIRST_BACKOFF)
+        );
+        let mut pause = FIRST_BACKOFF;
+        for _ in 0..20 {
+            match after_failure(&emfile, Some(pause)) {
+                AfterFailure::BackOff(next) => pause = next,
+                AfterFailure::Retry => panic!("EMFILE is not per-connection"),
+            }
+        }
+        assert_eq!(pause, MAX_BACKOFF);
+        let aborted = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(after_failure(&aborted, Some(pause)), AfterFailure::Retry);
     }
 }
