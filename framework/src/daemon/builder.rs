@@ -394,14 +394,19 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// `status` / `stop`: talk to the running daemon, start nothing.
     fn run_command(&self, command: &ControlCommand) -> Result<ExitCode> {
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
-        let socket = crate::control::socket_path(&self.name, pidfile.as_deref());
+        let location = crate::control::Location::current(&self.name, pidfile.as_deref());
+        let trusted = crate::control::Trusted::new(None);
+        let target = crate::control::client::Target {
+            location: &location,
+            trusted: &trusted,
+        };
         Ok(match command {
             ControlCommand::Status { json } => {
-                crate::control::client::status(&self.name, &socket, *json)
+                crate::control::client::status(&self.name, &target, *json)
             }
             ControlCommand::Stop { timeout } => {
                 let timeout = seconds("--timeout", *timeout, false)?;
-                crate::control::client::stop(&self.name, &socket, timeout)
+                crate::control::client::stop(&self.name, &target, timeout)
             }
         })
     }
@@ -532,7 +537,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         let loop_arbiter = Arbiter::new();
         let daemon = self.daemon;
         let name = self.name;
-        let control_socket = crate::control::socket_path(&name, prepared.pidfile.as_deref());
+        let control_socket = crate::control::Location::current(&name, prepared.pidfile.as_deref());
         let config = SupervisorConfig {
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),

@@ -79,7 +79,7 @@ pub(crate) struct SupervisorConfig {
     /// Started before the supervisor so `DaemonHandle::task` works at once.
     pub task_manager: Option<Addr<TaskManager>>,
     /// Where the control channel listens (`status`, `stop`).
-    pub control_socket: Option<std::path::PathBuf>,
+    pub control_socket: Option<crate::control::Location>,
     /// When to restart (only when the framework owns the process).
     pub restart: Option<super::RestartPolicy>,
     /// Set when the daemon stops in order to restart.
@@ -506,9 +506,20 @@ impl Actor for Supervisor {
                 return self.start_failed(ctx, e.exit_code(), e.to_string());
             }
         }
-        if let Some(path) = self.config.control_socket.clone() {
-            match ControlActor::bind(path, ctx.address(), self.shared.logger.clone()) {
+        if let Some(location) = self.config.control_socket.clone() {
+            let trusted = crate::control::Trusted::new(None);
+            match ControlActor::bind(
+                &location,
+                trusted,
+                ctx.address(),
+                self.shared.logger.clone(),
+            ) {
                 Ok(control) => self.control = Some(control.start()),
+                // A planted or loosened directory is an attack sign, not a
+                // missing convenience: refuse to start.
+                Err(e @ crate::Error::Insecure { .. }) => {
+                    return self.start_failed(ctx, e.exit_code(), e.to_string())
+                }
                 Err(e) => self.logger().warn(format_args!(
                     "control channel unavailable (status/stop will not reach this daemon): {e}"
                 )),
