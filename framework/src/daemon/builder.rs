@@ -462,7 +462,6 @@ impl<D: Daemon> DaemonBuilder<D> {
         restart_requested: Arc<Mutex<Option<String>>>,
     ) -> Result<ExitCode> {
         let pending_pidfile = prepared.pidfile.as_deref().map(pidfile::open).transpose()?;
-        let pid_path = prepared.pidfile.clone();
         // A start-up failure reaches the terminal even when lines go only to
         // the log file (through the launcher's pipe with --daemon).
         let quiet_console = self.log_file.is_some() && !self.verbose;
@@ -487,11 +486,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             )?;
             Ok(handle.wait().await)
         });
-        if result.is_err() {
-            if let Some(path) = &pid_path {
-                pidfile::remove_if_ours(path);
-            }
-        }
+        // (A pid file written by the supervisor is removed by it; one that
+        // was only opened is removed when dropped.)
         result
     }
 
@@ -545,7 +541,6 @@ impl<D: Daemon> DaemonBuilder<D> {
             restart: restart.map(|(policy, _)| policy),
             shutdown_timeout: prepared.shutdown_timeout,
             handle_signals: self.handle_signals,
-            pidfile: prepared.pidfile,
             pending_pidfile,
             log_file: logs.file.clone(),
             log_guard: Some(logs.guard),

@@ -18,7 +18,6 @@ use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
 use actix::prelude::*;
 use parking_lot::Mutex;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -66,7 +65,6 @@ pub(crate) type ReadyCallback = Box<dyn FnOnce(Result<(), (ExitCode, String)>) +
 pub(crate) struct SupervisorConfig {
     pub shutdown_timeout: Duration,
     pub handle_signals: bool,
-    pub pidfile: Option<PathBuf>,
     /// Written once the plugins are set up (see `pidfile`).
     pub pending_pidfile: Option<super::pidfile::PendingPidFile>,
     pub log_file: Option<Arc<LogFile>>,
@@ -121,6 +119,8 @@ pub struct Supervisor {
     interrupts: u32,
     done: Option<oneshot::Sender<ExitCode>>,
     log_guard: Arc<Mutex<Option<LogGuard>>>,
+    /// The pid file once written (removed before the locks are released).
+    pidfile: Option<super::pidfile::PidFile>,
 }
 
 impl Supervisor {
@@ -147,6 +147,7 @@ impl Supervisor {
             interrupts: 0,
             done: Some(done),
             log_guard,
+            pidfile: None,
         }
     }
 
@@ -338,6 +339,11 @@ impl Supervisor {
     /// Plugins last, one at a time in reverse set-up order (a lock is
     /// released after everything that worked under it stopped).
     fn teardown_plugins(&mut self, ctx: &mut Context<Self>) {
+        // While the locks are still held: a second instance waiting for them
+        // must never have its pid file removed by us.
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
+        }
         let actors: Vec<_> = self.plugin_actors.drain(..).rev().collect();
         let teardown = async move {
             for plugin in actors {
@@ -397,8 +403,9 @@ impl Supervisor {
         }
         // Start-up failed before the pid file was written.
         self.config.pending_pidfile.take();
-        if let Some(path) = &self.config.pidfile {
-            super::pidfile::remove_if_ours(path);
+        // A forced stop: the plugins' teardown was only just requested.
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
         }
         // Every child is gone: their last lines go before our last line.
         if let Some(guard) = self.log_guard.lock().as_mut() {
@@ -466,8 +473,8 @@ impl Supervisor {
     fn immediate_exit(&mut self) -> ! {
         self.logger()
             .error("second SIGINT during shutdown: exiting immediately");
-        if let Some(path) = &self.config.pidfile {
-            super::pidfile::remove_if_ours(path);
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
         }
         self.log_guard.lock().take();
         std::process::exit(ExitCode::Interrupted.code().into());
@@ -502,8 +509,9 @@ impl Actor for Supervisor {
         // After the plugins: an instance refused by a lock never touches the
         // running one's pid file or socket.
         if let Some(pending) = self.config.pending_pidfile.take() {
-            if let Err(e) = pending.write() {
-                return self.start_failed(ctx, e.exit_code(), e.to_string());
+            match pending.write() {
+                Ok(written) => self.pidfile = Some(written),
+                Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
             }
         }
         if let Some(location) = self.config.control_socket.clone() {
