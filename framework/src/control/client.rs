@@ -91,28 +91,11 @@ fn fail(name: &str, failure: Failure) -> ExitCode {
     }
 }
 
-/// `s` with every terminal control character (C0 and C1 controls, DEL, and
-/// the bidirectional overrides that reorder what a terminal shows) replaced
-/// by a visible escape: a daemon's strings (pool, plugin and task names, stats
-/// added by listeners) must not be able to move the cursor, clear the screen
-/// or forge lines in an operator's terminal.
-pub(crate) fn printable(s: &str) -> Cow<'_, str> {
-    let hostile = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !s.chars().any(hostile) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if hostile(c) {
-            out += &c.escape_unicode().to_string();
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+/// A daemon's strings (pool, plugin and task names, stats added by
+/// listeners) must not move the cursor, clear the screen or forge lines in an
+/// operator's terminal.
+fn printable(s: &str) -> Cow<'_, str> {
+    crate::text::escape_controls(s)
 }
 
 /// `status [--json]`.
@@ -247,6 +230,12 @@ pub(crate) fn render(s: &Stats) -> String {
             .collect();
         out += &format!("tasks     running: {}\n", tasks.join(", "));
     }
+    if s.log_lines_dropped > 0 {
+        out += &format!(
+            "log       {} lines of child processes dropped (log sink too slow)\n",
+            s.log_lines_dropped
+        );
+    }
     for (k, v) in &s.extra {
         out += &format!("{}: {}\n", printable(k), printable(v));
     }
@@ -292,6 +281,7 @@ mod tests {
             "a newline in a name forged a line:\n{out}"
         );
         assert!(out.contains("x\\u{1b}[2J"), "{out}");
+        assert!(out.contains("\\nforged line"), "{out}");
         assert_eq!(printable("plain"), Cow::Borrowed("plain"));
     }
 }

@@ -54,6 +54,7 @@ impl Shared {
                 .map(|(name, n)| (crate::task::short_name(name), n))
                 .collect(),
             extra: Vec::new(),
+            log_lines_dropped: crate::log::child_lines_dropped(),
         }
     }
 }
