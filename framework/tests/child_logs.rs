@@ -95,14 +95,9 @@ async fn wait_for_lines(log: &Path, needle: &str, count: usize) -> Vec<String> {
 }
 
 /// One daemon per test process: the children's log socket is process-wide,
-/// so the cases run one after the other.
+/// so the cases run one after the other, on one daemon and worker.
 #[actix::test]
 async fn children_lines_are_stamped_by_the_daemon() {
-    a_forged_log_line_is_attributed_to_its_real_sender().await;
-    a_long_line_is_split_not_truncated().await;
-}
-
-async fn a_forged_log_line_is_attributed_to_its_real_sender() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("d.log");
     let handle = DaemonBuilder::new(Idle)
@@ -120,20 +115,28 @@ async fn a_forged_log_line_is_attributed_to_its_real_sender() {
         .size(1)
         .start()
         .unwrap();
-    let me = std::process::id() as i32;
+    a_forged_log_line_is_attributed_to_its_real_sender(&pool, &log, &tag).await;
+    let pid = a_long_line_is_sent(&pool).await;
+    handle.shutdown();
+    handle.wait().await;
+    a_long_line_is_split_not_truncated(&log, &tag, pid);
+}
 
+const LONG: usize = 300 * 1024;
+
+async fn a_forged_log_line_is_attributed_to_its_real_sender(
+    pool: &daemonic::actix::Addr<daemonic::WorkerPool<Liar>>,
+    log: &Path,
+    tag: &str,
+) {
+    let me = std::process::id() as i32;
     let pid = pool
         .send(liar::ForgeThroughTheLogger {})
         .await
         .unwrap()
         .unwrap();
-    let found = wait_for_lines(&log, &format!("{tag} forged by the logger"), 1).await;
-    assert_eq!(
-        found.len(),
-        1,
-        "one record, one line: {found:?}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let found = wait_for_lines(log, &format!("{tag} forged by the logger"), 1).await;
+    assert_eq!(found.len(), 1, "one record, one line: {found:?}");
     assert_eq!(
         stamp(&found[0]),
         Some((me, pid, "worker:liar".into())),
@@ -142,7 +145,7 @@ async fn a_forged_log_line_is_attributed_to_its_real_sender() {
     assert!(found[0].contains(&format!("{tag}\\n2026")), "{found:?}");
 
     let pid = pool.send(liar::ForgeRaw {}).await.unwrap().unwrap();
-    let found = wait_for_lines(&log, &format!("{tag} forged raw"), 1).await;
+    let found = wait_for_lines(log, &format!("{tag} forged raw"), 1).await;
     assert_eq!(found.len(), 1, "{found:?}");
     let (daemon_pid, sender, role) = stamp(&found[0]).unwrap();
     assert_eq!((daemon_pid, sender), (me, pid), "{found:?}");
@@ -150,43 +153,29 @@ async fn a_forged_log_line_is_attributed_to_its_real_sender() {
         role, "main",
         "a child cannot write a line of main: {found:?}"
     );
-
-    handle.shutdown();
-    handle.wait().await;
 }
 
-async fn a_long_line_is_split_not_truncated() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("d.log");
-    let handle = DaemonBuilder::new(Idle)
-        .name("long")
-        .handle_signals(false)
-        .log_file(&log)
-        .start()
-        .unwrap();
-    let tag = format!("long{}", std::process::id());
-    let pool = handle
-        .workers(Liar {
-            tag: tag.clone(),
-            logger: None,
-        })
-        .size(1)
-        .start()
-        .unwrap();
-    let len = 300 * 1024;
-    let pid = pool.send(liar::LongLine { len }).await.unwrap().unwrap();
-    handle.shutdown();
-    handle.wait().await;
+async fn a_long_line_is_sent(pool: &daemonic::actix::Addr<daemonic::WorkerPool<Liar>>) -> i32 {
+    pool.send(liar::LongLine { len: LONG })
+        .await
+        .unwrap()
+        .unwrap()
+}
 
-    let text = std::fs::read_to_string(&log).unwrap();
+fn a_long_line_is_split_not_truncated(log: &Path, tag: &str, pid: i32) {
+    let len = LONG;
+
+    let text = std::fs::read_to_string(log).unwrap();
     let parts: Vec<&str> = text
         .lines()
         .filter(|l| stamp(l).is_some_and(|(_, p, _)| p == pid))
-        .filter(|l| !l.contains("worker ready") && !l.contains("started"))
+        .skip_while(|l| !l.contains(&format!("] INFO  {tag} abc")))
         .collect();
     assert!(parts.len() > 1, "split into several lines: {}", parts.len());
     // Every byte arrived, in order, across the parts.
     let mut body = String::new();
+    let ends = parts.iter().position(|p| !p.ends_with(" [continues]"));
+    let parts = &parts[..=ends.expect("a last part")];
     for (i, part) in parts.iter().enumerate() {
         let text = part.split_once("] ").map(|(_, t)| t).unwrap_or("");
         let text = if i == 0 {
