@@ -144,3 +144,215 @@ fn a_control_peer_with_another_uid_is_refused() {
     let out = run_command(cmd);
     assert_eq!(out.exit.code(), Some(0), "{out:?}");
 }
+
+/// A field of `/proc/<pid>/status` (`Uid:`, `Gid:`, `Groups:`, `Umask:`).
+fn status_field(path: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+}
+
+/// Every id of every thread of `pid` is `id` (real, effective, saved, fs),
+/// and root's group is not among its groups.
+fn assert_runs_as(pid: i32, id: u32, what: &str) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("{what} (pid {pid}) is gone: {e}"));
+    let want = format!("{id}\t{id}\t{id}\t{id}");
+    for task in tasks.flatten() {
+        let status = task.path().join("status");
+        for field in ["Uid:", "Gid:"] {
+            let value = status_field(&status, field).unwrap_or_default();
+            assert_eq!(value, want, "{what} {}: {field}", task.path().display());
+        }
+        let groups = status_field(&status, "Groups:").unwrap_or_default();
+        assert!(
+            groups.split_whitespace().all(|g| g != "0"),
+            "{what}: groups {groups:?}"
+        );
+    }
+}
+
+fn core_limit(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(4)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// `--user nobody`: the daemon, its fork server, its worker and its task all
+/// run as nobody (every thread, every id), none can become root again, core
+/// dumps are off, and the dropped daemon still reopens its log after a
+/// rotation, answers `status`, and removes its pid file and socket.
+#[test]
+fn user_nobody_runs_the_daemon_workers_and_tasks_as_nobody() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    // The directory the operator gives the daemon's user (systemd's
+    // RuntimeDirectory= does the same).
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    chmod(dir.path(), 0o755);
+    let bin = example_bin("privileges");
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(dir.path()).args([
+        "--user",
+        "nobody",
+        "--pidfile",
+        "p.pid",
+        "--log-file",
+        "p.log",
+        "--interval",
+        "0.1",
+    ]);
+    let mut daemon = Daemon::spawn(cmd);
+    let log = dir.path().join("p.log");
+    let worker_line = wait_for_line(&log, "worker pid ");
+    let task_line = wait_for_line(&log, "task pid ");
+    let main_line = wait_for_line(&log, "main pid ");
+    let pid_in = |line: &str, after: &str| -> i32 {
+        let rest = &line[line.find(after).unwrap() + after.len()..];
+        rest[..rest.find(':').unwrap()].parse().unwrap()
+    };
+    let worker = pid_in(&worker_line, "worker pid ");
+    let task = pid_in(&task_line, "task pid ");
+    assert_eq!(pid_in(&main_line, "main pid "), daemon.pid());
+
+    assert_runs_as(daemon.pid(), NOBODY, "the daemon");
+    assert_runs_as(worker, NOBODY, "the worker");
+    assert_runs_as(task, NOBODY, "the task");
+    let fork_servers: Vec<i32> = live_in_group(daemon.pid())
+        .into_iter()
+        .filter(|p| proc_cmdline(p.pid).is_some_and(|c| c.contains("fork-server")))
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(fork_servers.len(), 1, "one fork server");
+    assert_runs_as(fork_servers[0], NOBODY, "the fork server");
+    for line in [&main_line, &worker_line, &task_line] {
+        assert!(line.contains("regain root: refused"), "{line}");
+    }
+    assert!(
+        !read_lines(&log)
+            .iter()
+            .any(|l| l.contains("regain root: SUCCEEDED")),
+        "something became root again"
+    );
+    for (pid, what) in [(daemon.pid(), "daemon"), (worker, "worker"), (task, "task")] {
+        assert_eq!(core_limit(pid), "0 0", "core dumps of the {what}");
+    }
+
+    // The dropped daemon answers to root only when told whom to expect.
+    let control = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(dir.path())
+            .args(["--pidfile", "p.pid"])
+            .args(args);
+        run_command(cmd)
+    };
+    let out = control(&["status"]);
+    assert_eq!(out.exit.code(), Some(77), "{out:?}");
+    assert!(
+        out.stderr.contains("uid 65534") && out.stderr.contains("give the same --user"),
+        "{out:?}"
+    );
+    let out = control(&["--user", "nobody", "status"]);
+    assert_eq!(out.exit.code(), Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("privileges is running"), "{out:?}");
+
+    // Rotation: the dropped daemon creates the new log file itself.
+    std::fs::rename(&log, dir.path().join("p.log.1")).unwrap();
+    daemon.signal(Sig::SIGHUP);
+    wait_for_line(&log, "worker pid ");
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), NOBODY);
+    assert!(
+        daemon.is_running(),
+        "SIGHUP reopened the log, it did not restart"
+    );
+
+    let out = control(&["--user", "nobody", "stop"]);
+    assert_eq!(out.exit.code(), Some(0), "{out:?}");
+    daemon.expect_exit_code(0);
+    assert!(!dir.path().join("p.pid").exists(), "pid file removed");
+    assert!(
+        !dir.path().join(".privileges.control").exists(),
+        "control socket removed"
+    );
+}
+
+/// `--umask 000` widens what the daemon creates, never its control socket;
+/// `--chdir` moves the working directory once started.
+#[test]
+fn umask_and_chdir_apply_and_the_socket_stays_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(hello());
+    cmd.current_dir(dir.path())
+        .args([
+            "--pidfile",
+            "h.pid",
+            "--log-file",
+            "h.log",
+            "--umask",
+            "000",
+        ])
+        .arg("--chdir")
+        .arg(elsewhere.path());
+    let daemon = Daemon::spawn(cmd);
+    let log = dir.path().join("h.log");
+    wait_for_line(&log, "Hello World");
+    let status = format!("/proc/{}/status", daemon.pid());
+    assert_eq!(
+        status_field(Path::new(&status), "Umask:").as_deref(),
+        Some("0000")
+    );
+    assert_eq!(proc_cwd(daemon.pid()).as_deref(), Some(elsewhere.path()));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(
+        mode(&log),
+        0o640,
+        "the log file's own mode, umask 000 removes nothing"
+    );
+    let control = dir.path().join(".hello_world.control");
+    assert_eq!(mode(&control), 0o700);
+    assert_eq!(mode(&control.join("control.sock")), 0o600);
+}
+
+/// `--chroot`: the daemon's root directory changes once started (files it
+/// opened before stay open).
+#[test]
+fn chroot_changes_the_root_directory() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let jail = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(hello());
+    cmd.current_dir(dir.path())
+        .args([
+            "--pidfile",
+            "h.pid",
+            "--log-file",
+            "h.log",
+            "--interval",
+            "0.05",
+        ])
+        .arg("--chroot")
+        .arg(jail.path());
+    let mut daemon = Daemon::spawn(cmd);
+    let log = dir.path().join("h.log");
+    wait_for_line(&log, &format!("root directory {}", jail.path().display()));
+    wait_for_loop(&log, 3);
+    let root = std::fs::read_link(format!("/proc/{}/root", daemon.pid())).unwrap();
+    assert_eq!(root, jail.path());
+    daemon.signal(Sig::SIGTERM);
+    daemon.expect_exit_code(0);
+    assert!(
+        !dir.path().join("h.pid").exists(),
+        "the pid file is removed through the directory opened before the chroot"
+    );
+}

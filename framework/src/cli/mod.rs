@@ -73,6 +73,31 @@ pub struct DaemonArgs {
     /// A fatal error within this many seconds of start exits instead of restarting (default 10).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub min_runtime: Option<f64>,
+    /// Once started (locks, pid file, log, control socket in place), run as USER (name or uid) with its groups.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Once started, run with GROUP (name or gid) instead of USER's primary group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// File mode creation mask, in octal (e.g. 027).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    pub umask: Option<u32>,
+    /// Once started, change the working directory to DIR (absolute).
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// Once started, change the root directory to DIR (absolute; needs root).
+    #[arg(long, value_name = "DIR")]
+    pub chroot: Option<PathBuf>,
+    /// Allow core dumps (off by default for daemons started as root).
+    #[arg(long)]
+    pub core_dumps: bool,
+}
+
+fn parse_umask(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal mode from 000 to 777"))
 }
 
 /// No extra flags.
@@ -167,6 +192,34 @@ mod tests {
     fn negative_interval_parses_and_is_rejected_later() {
         let cli = Cli::<NoArgs>::try_parse_from(["d", "--interval", "-1"]).unwrap();
         assert_eq!(cli.daemon.interval, Some(-1.0));
+    }
+
+    #[test]
+    fn privilege_flags_parse() {
+        let cli = Cli::<NoArgs>::try_parse_from([
+            "d",
+            "--user",
+            "nobody",
+            "--group",
+            "nogroup",
+            "--umask",
+            "027",
+            "--chdir",
+            "/srv",
+            "--chroot",
+            "/jail",
+            "--core-dumps",
+        ])
+        .unwrap();
+        let a = cli.daemon;
+        assert_eq!(a.user.as_deref(), Some("nobody"));
+        assert_eq!(a.group.as_deref(), Some("nogroup"));
+        assert_eq!(a.umask, Some(0o027));
+        assert_eq!(a.chdir.unwrap().to_str(), Some("/srv"));
+        assert_eq!(a.chroot.unwrap().to_str(), Some("/jail"));
+        assert!(a.core_dumps);
+        let bad = Cli::<NoArgs>::try_parse_from(["d", "--umask", "999"]);
+        assert_eq!(report("d", bad).err(), Some(ExitCode::Usage));
     }
 
     #[test]

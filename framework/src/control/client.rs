@@ -34,6 +34,11 @@ fn request(target: &Target<'_>, line: &str) -> Result<Reply, Failure> {
                 socket.display()
             ))
         }
+        crate::Error::Insecure { ref reason, .. } if reason.contains("owned by uid") => {
+            Failure::Refused(format!(
+                "{e} (if the daemon drops privileges, give the same --user it was started with)"
+            ))
+        }
         crate::Error::Insecure { .. } => Failure::Refused(e.to_string()),
         other => Failure::Other(other.to_string()),
     })?;

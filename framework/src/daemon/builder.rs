@@ -44,6 +44,7 @@ pub struct DaemonBuilder<D: Daemon> {
     restart: RestartPolicy,
     min_runtime_secs: Option<f64>,
     restart_after_secs: Option<f64>,
+    privileges: super::privilege::Settings,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -118,6 +119,7 @@ struct Prepared {
     shutdown_timeout: Duration,
     log_file: Option<Arc<LogFile>>,
     pidfile: Option<PathBuf>,
+    privileges: Option<super::privilege::Plan>,
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -171,6 +173,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             restart: RestartPolicy::default(),
             min_runtime_secs: None,
             restart_after_secs: None,
+            privileges: Default::default(),
         }
     }
 
@@ -273,6 +276,50 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Once started (locks, pid file, log file and control socket in place),
+    /// run as `user` (a name or a uid), with its supplementary groups
+    /// (`initgroups`) and its primary group unless [`group`](Self::group) is
+    /// given. Needs a daemon started as root. Workers and tasks run as the
+    /// user too. See the README's "Privileges" section.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.privileges.user = Some(user.into());
+        self
+    }
+
+    /// Once started, run with `group` (a name or a gid) as the group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.privileges.group = Some(group.into());
+        self
+    }
+
+    /// The file mode creation mask (e.g. `0o027`), set before any file is
+    /// created (and again after `--daemon`, which sets 027).
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.privileges.umask = Some(mask);
+        self
+    }
+
+    /// Once started, change the working directory to `dir` (absolute).
+    pub fn chdir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.privileges.chdir = Some(dir.into());
+        self
+    }
+
+    /// Once started, change the root directory to `dir` (absolute; needs
+    /// root). See the README for what the new root must contain.
+    pub fn chroot(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.privileges.chroot = Some(dir.into());
+        self
+    }
+
+    /// Allow core dumps. By default a daemon started as root sets its core
+    /// size limit to 0 (for itself, its workers and tasks): a core file of
+    /// a root daemon holds whatever secrets it read.
+    pub fn core_dumps(mut self, allow: bool) -> Self {
+        self.privileges.core_dumps = Some(allow);
+        self
+    }
+
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
@@ -324,6 +371,23 @@ impl<D: Daemon> DaemonBuilder<D> {
         if args.min_runtime.is_some() {
             self.min_runtime_secs = args.min_runtime;
         }
+        let p = &mut self.privileges;
+        for (flag, field) in [(&args.user, &mut p.user), (&args.group, &mut p.group)] {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        }
+        for (flag, field) in [(&args.chdir, &mut p.chdir), (&args.chroot, &mut p.chroot)] {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        }
+        if args.umask.is_some() {
+            p.umask = args.umask;
+        }
+        if args.core_dumps {
+            p.core_dumps = Some(true);
+        }
         self
     }
 
@@ -372,6 +436,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         if let Some(secs) = self.min_runtime_secs {
             self.restart.min_runtime = seconds("--min-runtime", secs, true)?;
         }
+        let privileges = self.privileges.plan()?;
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
         let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
             Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
@@ -388,6 +453,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             shutdown_timeout,
             log_file,
             pidfile,
+            privileges,
         })
     }
 
@@ -395,7 +461,8 @@ impl<D: Daemon> DaemonBuilder<D> {
     fn run_command(&self, command: &ControlCommand) -> Result<ExitCode> {
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
         let location = crate::control::Location::current(&self.name, pidfile.as_deref());
-        let trusted = crate::control::Trusted::new(None);
+        // A daemon that dropped to --user answers as that user.
+        let trusted = crate::control::Trusted::new(self.privileges.user_uid()?);
         let target = crate::control::client::Target {
             location: &location,
             trusted: &trusted,
@@ -419,6 +486,9 @@ impl<D: Daemon> DaemonBuilder<D> {
             // Before any thread exists, so every thread inherits the mask.
             crate::signal::unblock_handled();
         }
+        // Before any file is created (the log file is opened next).
+        self.privileges.apply_core_dumps()?;
+        self.privileges.apply_umask();
         let restarted_from = super::restart::take_restarted_from();
         // Before daemonizing: arguments and working directory as given.
         let invocation = super::restart::Invocation::capture(self.daemonize);
@@ -429,6 +499,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             let mut keep = vec![pipe.raw_fd()];
             keep.extend(prepared.log_file.as_ref().map(|f| f.raw_fd()));
             daemonize::close_inherited(&keep);
+            // --daemon set umask 027; an explicit one wins.
+            self.privileges.apply_umask();
             (Some(pipe), Some(launcher))
         } else {
             (None, None)
@@ -495,6 +567,8 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// actix-web server, say) and returns a handle. Does not parse the command
     /// line or daemonize.
     pub fn start(mut self) -> Result<DaemonHandle> {
+        self.privileges.apply_core_dumps()?;
+        self.privileges.apply_umask();
         let prepared = self.prepare()?;
         let pending_pidfile = prepared.pidfile.as_deref().map(pidfile::open).transpose()?;
         // Restarting means re-executing the program: only when the framework
@@ -542,6 +616,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             shutdown_timeout: prepared.shutdown_timeout,
             handle_signals: self.handle_signals,
             pending_pidfile,
+            privileges: prepared.privileges,
             log_file: logs.file.clone(),
             log_guard: Some(logs.guard),
             plugins: self.plugins,

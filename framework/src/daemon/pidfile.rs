@@ -10,8 +10,11 @@
 //! file exclusive.)
 
 use crate::error::{Error, Result};
+use nix::fcntl::{AtFlags, OFlag};
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,9 @@ pub(crate) struct PendingPidFile {
     file: Option<File>,
     path: PathBuf,
     created: bool,
+    /// The directory holding it, opened now: the file is removed through it
+    /// at exit, whatever `--chroot` did to paths meanwhile.
+    dir: Option<(OwnedFd, OsString)>,
 }
 
 /// Refuses a file the daemon should not write its pid into: not a regular
@@ -76,10 +82,25 @@ pub(crate) fn open(path: &Path) -> Result<PendingPidFile> {
         Err(e) => return Err(cant(e)),
     };
     check_owned("pid file", path, &file.metadata().map_err(cant)?)?;
+    let dir = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => nix::fcntl::open(
+            if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            },
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .map(|fd| (fd, name.to_os_string())),
+        _ => None,
+    };
     Ok(PendingPidFile {
         file: Some(file),
         path: path.to_path_buf(),
         created,
+        dir,
     })
 }
 
@@ -100,6 +121,7 @@ impl PendingPidFile {
             ino: meta.ino(),
             file: Some(file),
             path: self.path.clone(),
+            dir: self.dir.take(),
         })
     }
 }
@@ -128,9 +150,15 @@ pub(crate) struct PidFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    dir: Option<(OwnedFd, OsString)>,
 }
 
 impl PidFile {
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Removes the file if the path still names the file this process wrote
     /// and it still holds this process's pid. A daemon that dropped its
     /// privileges may not be allowed to remove it (the directory's
@@ -144,8 +172,11 @@ impl PidFile {
         let Some(file) = self.file.take() else {
             return;
         };
-        let same = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino));
+        let Some((dir, name)) = &self.dir else {
+            return;
+        };
+        let same = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|m| (m.st_dev, m.st_ino) == (self.dev, self.ino));
         let mut content = [0u8; 32];
         let n = file.read_at(&mut content, 0).unwrap_or(0);
         let mine = std::str::from_utf8(&content[..n])
@@ -155,7 +186,12 @@ impl PidFile {
         if !(same && mine) {
             return;
         }
-        if std::fs::remove_file(&self.path).is_err() {
+        let removed = nix::unistd::unlinkat(
+            dir,
+            name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        if removed.is_err() {
             let _ = file.set_len(0);
         }
     }

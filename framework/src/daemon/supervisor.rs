@@ -68,6 +68,9 @@ pub(crate) struct SupervisorConfig {
     pub handle_signals: bool,
     /// Written once the plugins are set up (see `pidfile`).
     pub pending_pidfile: Option<super::pidfile::PendingPidFile>,
+    /// `--user`, `--group`, `--chdir`, `--chroot`: applied once the control
+    /// socket is bound (see `privilege`).
+    pub privileges: Option<super::privilege::Plan>,
     pub log_file: Option<Arc<LogFile>>,
     pub log_guard: Option<LogGuard>,
     pub plugins: Vec<Box<dyn Plugin>>,
@@ -515,15 +518,28 @@ impl Actor for Supervisor {
                 Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
             }
         }
+        let target = self
+            .config
+            .privileges
+            .as_ref()
+            .and_then(|p| p.target.clone());
         if let Some(location) = self.config.control_socket.clone() {
-            let trusted = crate::control::Trusted::new(None);
+            let trusted = crate::control::Trusted::new(target.as_ref().map(|t| t.uid));
             match ControlActor::bind(
                 &location,
                 trusted,
                 ctx.address(),
                 self.shared.logger.clone(),
             ) {
-                Ok(control) => self.control = Some(control.start()),
+                Ok(control) => {
+                    // The dropped daemon must still remove its socket.
+                    if let Some(t) = &target {
+                        if let Err(e) = control.hand_over(t.uid, t.gid) {
+                            return self.start_failed(ctx, e.exit_code(), e.to_string());
+                        }
+                    }
+                    self.control = Some(control.start());
+                }
                 // A planted or loosened directory is an attack sign, not a
                 // missing convenience: refuse to start.
                 Err(e @ crate::Error::Insecure { .. }) => {
@@ -532,6 +548,30 @@ impl Actor for Supervisor {
                 Err(e) => self.logger().warn(format_args!(
                     "control channel unavailable (status/stop will not reach this daemon): {e}"
                 )),
+            }
+        }
+        // Last: everything that needs root is in place, nothing of the
+        // user's has run yet.
+        if let Some(plan) = self.config.privileges.take() {
+            let log = self
+                .config
+                .log_file
+                .as_ref()
+                .map(|f| f.path().to_path_buf());
+            let pid = self.pidfile.as_ref().map(|p| p.path().to_path_buf());
+            let dropped = super::privilege::at_drop_point(
+                &plan,
+                self.logger(),
+                log.as_deref(),
+                pid.as_deref(),
+            );
+            if let Err(e) = dropped {
+                return self.start_failed(ctx, e.exit_code(), e.to_string());
+            }
+            if plan.target.is_some() {
+                // Re-executing would need root again: SIGHUP only reopens
+                // the log, and restarts are the service manager's job.
+                self.config.restart = None;
             }
         }
         let Some(link) = self.main_loop.as_ref() else {
