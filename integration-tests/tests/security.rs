@@ -35,6 +35,22 @@ fn hello() -> std::path::PathBuf {
     example_bin("hello_world")
 }
 
+/// hello_world in `dir` with `h.pid` and `h.log` there, and `extra` flags.
+fn hello_in(dir: &Path, extra: &[&std::ffi::OsStr]) -> Daemon {
+    let mut cmd = Command::new(hello());
+    cmd.current_dir(dir)
+        .args([
+            "--pidfile",
+            "h.pid",
+            "--log-file",
+            "h.log",
+            "--interval",
+            "0.05",
+        ])
+        .args(extra);
+    Daemon::spawn(cmd)
+}
+
 #[test]
 fn a_planted_control_directory_is_refused() {
     require_root!();
@@ -95,16 +111,7 @@ fn a_planted_control_directory_is_refused() {
 fn a_control_peer_with_another_uid_is_refused() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(hello());
-    cmd.current_dir(dir.path()).args([
-        "--pidfile",
-        "h.pid",
-        "--log-file",
-        "h.log",
-        "--interval",
-        "0.05",
-    ]);
-    let _daemon = Daemon::spawn(cmd);
+    let _daemon = hello_in(dir.path(), &[]);
     let log = dir.path().join("h.log");
     let control = dir.path().join(".hello_world.control");
     let socket = control.join("control.sock");
@@ -292,19 +299,15 @@ fn user_nobody_runs_the_daemon_workers_and_tasks_as_nobody() {
 fn umask_and_chdir_apply_and_the_socket_stays_private() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(hello());
-    cmd.current_dir(dir.path())
-        .args([
-            "--pidfile",
-            "h.pid",
-            "--log-file",
-            "h.log",
-            "--umask",
-            "000",
-        ])
-        .arg("--chdir")
-        .arg(elsewhere.path());
-    let daemon = Daemon::spawn(cmd);
+    let daemon = hello_in(
+        dir.path(),
+        &[
+            "--umask".as_ref(),
+            "000".as_ref(),
+            "--chdir".as_ref(),
+            elsewhere.path().as_os_str(),
+        ],
+    );
     let log = dir.path().join("h.log");
     wait_for_line(&log, "Hello World");
     let status = format!("/proc/{}/status", daemon.pid());
@@ -331,19 +334,7 @@ fn chroot_changes_the_root_directory() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let jail = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(hello());
-    cmd.current_dir(dir.path())
-        .args([
-            "--pidfile",
-            "h.pid",
-            "--log-file",
-            "h.log",
-            "--interval",
-            "0.05",
-        ])
-        .arg("--chroot")
-        .arg(jail.path());
-    let mut daemon = Daemon::spawn(cmd);
+    let mut daemon = hello_in(dir.path(), &["--chroot".as_ref(), jail.path().as_os_str()]);
     let log = dir.path().join("h.log");
     wait_for_line(&log, &format!("root directory {}", jail.path().display()));
     wait_for_loop(&log, 3);
