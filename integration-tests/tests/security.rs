@@ -273,6 +273,8 @@ fn user_nobody_runs_the_daemon_workers_and_tasks_as_nobody() {
     assert_eq!(out.exit.code(), Some(0), "{out:?}");
     assert!(out.stdout.starts_with("privileges is running"), "{out:?}");
 
+    // The log file it created is the user's: SIGHUP can reopen it.
+    assert_eq!(std::fs::metadata(&log).unwrap().uid(), NOBODY);
     // Rotation: the dropped daemon creates the new log file itself.
     std::fs::rename(&log, dir.path().join("p.log.1")).unwrap();
     daemon.signal(Sig::SIGHUP);

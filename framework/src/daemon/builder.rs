@@ -436,9 +436,13 @@ impl<D: Daemon> DaemonBuilder<D> {
         if let Some(secs) = self.min_runtime_secs {
             self.restart.min_runtime = seconds("--min-runtime", secs, true)?;
         }
-        let privileges = self.privileges.plan()?;
+        let mut privileges = self.privileges.plan()?;
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
-        let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
+        let log_path = self.log_file.as_deref().map(absolute).transpose()?;
+        if let (Some(plan), Some(path)) = (privileges.as_mut(), &log_path) {
+            plan.created_log = std::fs::symlink_metadata(path).is_err();
+        }
+        let log_file = match log_path {
             Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
                 Error::CantCreate {
                     what: "log file",

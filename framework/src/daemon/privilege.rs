@@ -53,6 +53,10 @@ pub(crate) struct Plan {
     pub target: Option<Target>,
     chroot: Option<PathBuf>,
     chdir: Option<PathBuf>,
+    /// The daemon created its log file at start: it is handed to the user,
+    /// who can then reopen it (SIGHUP, a truncating rotation). A log file
+    /// that existed before is never given away.
+    pub created_log: bool,
 }
 
 fn config(message: String) -> Error {
@@ -175,6 +179,7 @@ impl Settings {
             target,
             chroot: self.chroot.clone(),
             chdir: self.chdir.clone(),
+            created_log: false,
         }))
     }
 
@@ -282,9 +287,19 @@ fn verify(target: &Target) -> Result<()> {
 pub(crate) fn at_drop_point(
     plan: &Plan,
     logger: &crate::log::Logger,
-    log_file: Option<&std::path::Path>,
+    log_file: Option<&crate::log::LogFile>,
     pid_file: Option<&std::path::Path>,
 ) -> Result<()> {
+    if let (Some(target), Some(log), true) = (&plan.target, log_file, plan.created_log) {
+        // SAFETY: fchown on the log file's open descriptor (never by path).
+        let rc = unsafe { libc::fchown(log.raw_fd(), target.uid, target.gid) };
+        if rc != 0 {
+            return Err(Error::os(
+                format!("chown {}", log.path().display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
     if plan.target.is_some() && crate::process::fork_server().pid().is_some() {
         // Started by a spawn before the daemon (an embedding application):
         // its children would keep root. The next spawn starts a new one.
@@ -297,7 +312,7 @@ pub(crate) fn at_drop_point(
     let done = drop_privileges(plan)?;
     logger.log(done);
     if let Some(target) = &plan.target {
-        for warning in file_warnings(&target.label, log_file, pid_file) {
+        for warning in file_warnings(&target.label, log_file.map(|f| f.path()), pid_file) {
             logger.warn(warning);
         }
     }
@@ -324,14 +339,16 @@ pub(crate) fn file_warnings(
     if let Some(log) = log {
         if access(log, AccessFlags::W_OK).is_err() {
             warnings.push(format!(
-                "log file {}: not writable by {user}, so it cannot be reopened after a rotation \
-                 (give it to the user, or have logrotate create it: `create 0640 USER GROUP`)",
+                "log file {}: not writable by {user}: reopening it (SIGHUP, a truncating \
+                 rotation) fails and the daemon keeps its old descriptor (chown it to the user)",
                 log.display()
             ));
-        } else if !writable_dir(&dir_of(log)) {
+        }
+        if !writable_dir(&dir_of(log)) {
             warnings.push(format!(
-                "log file {}: {user} cannot create files in {}, so a rotation that moves the file \
-                 away must create the new one (logrotate's `create 0640 USER GROUP`, or `copytruncate`)",
+                "log file {}: {user} cannot create files in {}: a rotation that moves the file \
+                 away must create the new one for the user (logrotate's `create 0640 USER GROUP`), \
+                 or use `copytruncate`",
                 log.display(),
                 dir_of(log).display()
             ));

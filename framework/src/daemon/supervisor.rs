@@ -553,11 +553,7 @@ impl Actor for Supervisor {
         // Last: everything that needs root is in place, nothing of the
         // user's has run yet.
         if let Some(plan) = self.config.privileges.take() {
-            let log = self
-                .config
-                .log_file
-                .as_ref()
-                .map(|f| f.path().to_path_buf());
+            let log = self.config.log_file.clone();
             let pid = self.pidfile.as_ref().map(|p| p.path().to_path_buf());
             let dropped = super::privilege::at_drop_point(
                 &plan,
