@@ -348,4 +348,8 @@ fn chroot_changes_the_root_directory() {
         !dir.path().join("h.pid").exists(),
         "the pid file is removed through the directory opened before the chroot"
     );
+    assert!(
+        !dir.path().join(".hello_world.control").exists(),
+        "so is the control socket and its directory"
+    );
 }

@@ -152,6 +152,10 @@ pub(crate) fn unsafe_because(stat: &FileStat, trusted: &Trusted) -> Option<Strin
 pub(crate) struct ControlDir {
     fd: OwnedFd,
     path: PathBuf,
+    /// The level above and the directory's name in it (to remove it on
+    /// exit through a descriptor: paths may mean something else after
+    /// `--chroot`).
+    parent: Option<(OwnedFd, String)>,
 }
 
 fn refuse(path: &Path, reason: impl Into<String>) -> Error {
@@ -183,6 +187,7 @@ impl ControlDir {
         )
         .map_err(|e| os(base, e))?;
         let mut path = base.clone();
+        let mut parent = None;
         for (i, level) in location.levels.iter().enumerate() {
             if !is_plain_name(level) {
                 return Err(refuse(&path.join(level), "is not a plain file name"));
@@ -218,9 +223,9 @@ impl ControlDir {
                 // through the descriptor, never by path.
                 chmod_fd(&next, 0o700).map_err(|e| os(&path, e))?;
             }
-            fd = next;
+            parent = Some((std::mem::replace(&mut fd, next), level.clone()));
         }
-        Ok(Self { fd, path })
+        Ok(Self { fd, path, parent })
     }
 
     /// The directory's path (for messages).
@@ -253,7 +258,10 @@ impl ControlDir {
 
     /// Removes the directory itself (when empty) from its parent.
     pub(crate) fn remove_self(&self) {
-        let _ = std::fs::remove_dir(&self.path);
+        if let Some((parent, name)) = &self.parent {
+            let _ =
+                nix::unistd::unlinkat(parent, name.as_str(), nix::unistd::UnlinkatFlags::RemoveDir);
+        }
     }
 }
 
