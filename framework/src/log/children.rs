@@ -215,7 +215,8 @@ fn receive<'b>(
 
 /// The lines the daemon writes for one received datagram.
 /// `emit` gets each line and whether it is the child's own (else a notice).
-fn lines_for(received: &Received<'_>, daemon_pid: i32, mut emit: impl FnMut(String, bool)) {
+/// Returns how many earlier lines the child says it dropped.
+fn lines_for(received: &Received<'_>, daemon_pid: i32, mut emit: impl FnMut(String, bool)) -> u32 {
     let now = std::time::SystemTime::now();
     let registered = registered_role(received.pid);
     let (role, text, more, dropped) = match datagram::decode(received.bytes) {
@@ -255,6 +256,7 @@ fn lines_for(received: &Received<'_>, daemon_pid: i32, mut emit: impl FnMut(Stri
         datagram::render(now, daemon_pid, received.pid, &role, &text, more),
         true,
     );
+    dropped
 }
 
 impl ChildLogReceiver {
@@ -299,14 +301,12 @@ impl ChildLogReceiver {
                 loop {
                     match receive(&reader, &mut buf, &mut cmsg) {
                         Ok(Some(received)) => {
-                            if let Some(d) = datagram::decode(received.bytes) {
-                                to_writer
-                                    .dropped
-                                    .fetch_add(u64::from(d.dropped), Ordering::Relaxed);
-                            }
-                            lines_for(&received, daemon_pid, |line, childs| {
+                            let dropped = lines_for(&received, daemon_pid, |line, childs| {
                                 to_writer.push(line, childs)
                             });
+                            to_writer
+                                .dropped
+                                .fetch_add(u64::from(dropped), Ordering::Relaxed);
                         }
                         Ok(None) => break,
                         Err(nix::errno::Errno::EINTR) => continue,
