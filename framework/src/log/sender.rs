@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How long a child waits for room in a full log socket before it drops a
 /// line.
-const ROOM_WAIT: Duration = Duration::from_millis(10);
+const ROOM_WAIT: Duration = Duration::from_millis(50);
 
 /// What became of a line.
 #[derive(Debug, PartialEq, Eq)]
