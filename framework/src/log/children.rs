@@ -13,12 +13,13 @@
 
 use super::datagram;
 use super::drain::{LineWriter, LocalSink, Target};
+use super::queue::Queue;
 use super::sender::ChildSender;
 use super::{Level, LogConfig, Logger};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 use slog::Drain;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,62 +96,6 @@ pub(crate) fn child_lines_dropped() -> u64 {
         .lock()
         .as_ref()
         .map_or(0, |d| d.load(Ordering::Relaxed))
-}
-
-/// Lines between the receiving thread and the writing thread, bounded in
-/// bytes: the receiving thread never waits for the sink, so children never
-/// find their socket full because a log file is slow.
-struct Queue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-    dropped: Arc<AtomicU64>,
-}
-
-#[derive(Default)]
-struct QueueState {
-    lines: VecDeque<String>,
-    bytes: usize,
-    closed: bool,
-}
-
-/// Most bytes of lines waiting for a slow sink.
-const QUEUE_BYTES: usize = 4 * 1024 * 1024;
-
-impl Queue {
-    /// Queues `line`; drops it if the queue is full, counting it if it is a
-    /// child's line (not a notice of the daemon's about one).
-    fn push(&self, line: String, childs: bool) {
-        let mut state = self.state.lock();
-        if state.bytes + line.len() > QUEUE_BYTES {
-            if childs {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            return;
-        }
-        state.bytes += line.len();
-        state.lines.push_back(line);
-        self.ready.notify_one();
-    }
-
-    /// The next line; `None` once closed and drained.
-    fn pop(&self) -> Option<String> {
-        let mut state = self.state.lock();
-        loop {
-            if let Some(line) = state.lines.pop_front() {
-                state.bytes -= line.len();
-                return Some(line);
-            }
-            if state.closed {
-                return None;
-            }
-            self.ready.wait(&mut state);
-        }
-    }
-
-    fn close(&self) {
-        self.state.lock().closed = true;
-        self.ready.notify_all();
-    }
 }
 
 /// The receiving and writing threads; dropping this stops them after
@@ -284,11 +229,7 @@ impl ChildLogReceiver {
             return none;
         }
         let dropped = Arc::new(AtomicU64::new(0));
-        let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState::default()),
-            ready: Condvar::new(),
-            dropped: dropped.clone(),
-        });
+        let queue = Arc::new(Queue::new(dropped.clone()));
         let rx = Arc::new(rx);
         let reader = rx.clone();
         let to_writer = queue.clone();
@@ -304,9 +245,7 @@ impl ChildLogReceiver {
                             let dropped = lines_for(&received, daemon_pid, |line, childs| {
                                 to_writer.push(line, childs)
                             });
-                            to_writer
-                                .dropped
-                                .fetch_add(u64::from(dropped), Ordering::Relaxed);
+                            to_writer.count_dropped(u64::from(dropped));
                         }
                         Ok(None) => break,
                         Err(nix::errno::Errno::EINTR) => continue,

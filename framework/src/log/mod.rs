@@ -18,6 +18,7 @@ mod bridge;
 mod children;
 mod datagram;
 mod drain;
+mod queue;
 mod sender;
 pub(crate) mod watcher;
 
