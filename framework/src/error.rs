@@ -33,6 +33,10 @@ pub enum ExitCode {
     CantCreate = 73,
     /// Another instance already holds the lock (`EX_TEMPFAIL`).
     AlreadyRunning = 75,
+    /// A file or directory the daemon would trust is unsafe (owned by another
+    /// user, a symlink, writable by others), a control client was refused, or
+    /// privileges could not be dropped (`EX_NOPERM`).
+    NoPermission = 77,
     /// The configuration is invalid (`EX_CONFIG`).
     Config = 78,
     /// The daemon was stopped immediately by a second SIGINT (128 + SIGINT).
@@ -94,6 +98,21 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A file or directory the daemon would trust is unsafe, so it is refused.
+    #[error("refusing {what} {path}: it {reason}")]
+    Insecure {
+        /// What it is for ("control directory", "pid file").
+        what: &'static str,
+        /// The offending path.
+        path: PathBuf,
+        /// Why it is unsafe ("is owned by uid 1000, not by uid 0").
+        reason: String,
+    },
+
+    /// Dropping privileges (`--user`, `--group`, `--chroot`) failed.
+    #[error("cannot drop privileges: {0}")]
+    Privileges(String),
+
     /// The user's `initialize` hook returned an error.
     #[error("initialize failed: {0}")]
     Initialize(#[source] BoxError),
@@ -133,6 +152,7 @@ impl Error {
             Error::CantCreate { .. } => ExitCode::CantCreate,
             Error::Os { .. } => ExitCode::OsError,
             Error::AlreadyRunning { .. } => ExitCode::AlreadyRunning,
+            Error::Insecure { .. } | Error::Privileges(_) => ExitCode::NoPermission,
             Error::Initialize(_)
             | Error::NoSystem
             | Error::StartAborted
@@ -173,6 +193,11 @@ mod tests {
                 path: "/x".into(),
             },
             Error::Initialize("boom".into()),
+            Error::Insecure {
+                what: "pid file",
+                path: "/x".into(),
+                reason: "is a symlink".into(),
+            },
         ];
         let mut codes: Vec<u8> = errors.iter().map(|e| e.exit_code().code()).collect();
         codes.sort_unstable();

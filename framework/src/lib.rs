@@ -41,6 +41,7 @@ pub mod plugin;
 pub mod process;
 pub mod signal;
 pub mod task;
+mod text;
 pub mod worker;
 
 // Lets generated code say `::daemonic::..` inside this crate too.

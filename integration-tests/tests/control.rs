@@ -109,3 +109,85 @@ fn status_and_stop_without_a_daemon_exit_3_with_a_clear_message() {
         );
     }
 }
+
+/// Sets the soft descriptor limit of process `pid` (the same user's); returns
+/// the previous one.
+fn set_nofile(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with no new value only writes the current one to `old`.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit reads one initialized rlimit.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+fn open_fds(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// Issue 8 item 10: one failed `accept` (EMFILE) used to end the listener for
+/// good, and `status`/`stop` then said "not running" while the daemon ran.
+#[test]
+fn the_control_channel_outlives_a_failed_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = example_bin("hello_world");
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir(dir.path()).args([
+        "--pidfile",
+        "h.pid",
+        "--log-file",
+        "h.log",
+        "--interval",
+        "0.05",
+    ]);
+    let daemon = Daemon::spawn(cmd);
+    let log = dir.path().join("h.log");
+    let socket = dir.path().join(".hello_world.control/control.sock");
+    let status = || {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(dir.path())
+            .args(["--pidfile", "h.pid", "status"]);
+        run_command(cmd)
+    };
+    wait_for(DEADLINE, "the daemon answers status", || {
+        status().exit.code() == Some(0)
+    });
+
+    // Room for two more descriptors, then more clients than that.
+    let limit = open_fds(daemon.pid()) + 2;
+    let previous = set_nofile(daemon.pid(), limit);
+    let connect = || std::os::unix::net::UnixStream::connect(&socket);
+    let clients: Vec<_> = (0..6).filter_map(|_| connect().ok()).collect();
+    // (Before the fix, the listener was gone at this point: refused.)
+    wait_for(DEADLINE, "the daemon to run out of descriptors", || {
+        open_fds(daemon.pid()) >= limit || connect().is_err()
+    });
+    drop(clients);
+    set_nofile(daemon.pid(), previous);
+
+    wait_for(
+        DEADLINE,
+        "status answers again after the descriptors are freed",
+        || status().exit.code() == Some(0),
+    );
+    let out = status();
+    assert!(out.stdout.starts_with("hello_world is running"), "{out:?}");
+    // The failure was seen and reported, not avoided.
+    assert!(
+        read_lines(&log)
+            .iter()
+            .any(|l| l.contains("accept failed") && l.contains("Too many open files")),
+        "no accept failure logged"
+    );
+}

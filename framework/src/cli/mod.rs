@@ -90,6 +90,24 @@ pub struct DaemonArgs {
     /// A fatal error this soon after start exits instead of restarting (default 10s).
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     pub min_runtime: Option<Duration>,
+    /// Once started (locks, pid file, log, control socket in place), run as USER (name or uid) with its groups.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Once started, run with GROUP (name or gid) instead of USER's primary group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// File mode creation mask, in octal (e.g. 027).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    pub umask: Option<u32>,
+    /// Once started, change the working directory to DIR (absolute).
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// Once started, change the root directory to DIR (absolute; needs root).
+    #[arg(long, value_name = "DIR")]
+    pub chroot: Option<PathBuf>,
+    /// Allow core dumps (off by default for daemons started as root).
+    #[arg(long)]
+    pub core_dumps: bool,
     /// The program these flags were parsed for ([`Program::parse`]); the
     /// builder runs under its name.
     #[arg(skip)]
@@ -102,6 +120,13 @@ impl DaemonArgs {
     pub fn program(&self) -> Option<&Program> {
         self.program.as_ref()
     }
+}
+
+fn parse_umask(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal mode from 000 to 777"))
 }
 
 /// No extra flags.
@@ -215,6 +240,34 @@ mod tests {
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
             assert_eq!(report("d", Err::<Cli, _>(err)).err(), Some(ExitCode::Usage));
         }
+    }
+
+    #[test]
+    fn privilege_flags_parse() {
+        let cli = parse_from(&[
+            "d",
+            "--user",
+            "nobody",
+            "--group",
+            "nogroup",
+            "--umask",
+            "027",
+            "--chdir",
+            "/srv",
+            "--chroot",
+            "/jail",
+            "--core-dumps",
+        ])
+        .unwrap();
+        let a = cli.daemon;
+        assert_eq!(a.user.as_deref(), Some("nobody"));
+        assert_eq!(a.group.as_deref(), Some("nogroup"));
+        assert_eq!(a.umask, Some(0o027));
+        assert_eq!(a.chdir.unwrap().to_str(), Some("/srv"));
+        assert_eq!(a.chroot.unwrap().to_str(), Some("/jail"));
+        assert!(a.core_dumps);
+        let bad = parse_from(&["d", "--umask", "999"]);
+        assert_eq!(report("d", bad).err(), Some(ExitCode::Usage));
     }
 
     #[test]

@@ -1,54 +1,111 @@
 //! The `status` and `stop` subcommands: talk to the running daemon.
 
-use super::Reply;
+use super::dir::{ControlDir, SOCKET_NAME};
+use super::{Location, Reply, Trusted};
 use crate::error::ExitCode;
 use crate::Stats;
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 enum Failure {
     NotRunning(String),
+    /// An unsafe directory, a daemon of an unexpected user, or a daemon that
+    /// refused us.
+    Refused(String),
     Other(String),
 }
 
-fn request(socket: &Path, line: &str) -> Result<Reply, Failure> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+/// Where a client connects, and whom it trusts to answer there.
+pub(crate) struct Target<'a> {
+    pub location: &'a Location,
+    pub trusted: &'a Trusted,
+}
+
+fn request(target: &Target<'_>, line: &str) -> Result<Reply, Failure> {
+    let socket = target.location.socket();
+    let dir = ControlDir::open(target.location, target.trusted, false).map_err(|e| match e {
+        crate::Error::CantCreate { source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Failure::NotRunning(format!(
+                "no daemon answers on {} ({source})",
+                socket.display()
+            ))
+        }
+        crate::Error::Insecure { ref reason, .. } if reason.contains("owned by uid") => {
+            Failure::Refused(format!(
+                "{e} (if the daemon drops privileges, give the same --user it was started with)"
+            ))
+        }
+        crate::Error::Insecure { .. } => Failure::Refused(e.to_string()),
+        other => Failure::Other(other.to_string()),
+    })?;
+    let mut stream = UnixStream::connect(dir.entry(SOCKET_NAME)).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             Failure::NotRunning(format!("no daemon answers on {} ({e})", socket.display()))
         }
         _ => Failure::Other(format!("cannot connect to {}: {e}", socket.display())),
     })?;
+    // The server's credentials were recorded when it called listen().
+    let server = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| Failure::Other(format!("cannot read the daemon's credentials: {e}")))?;
+    target
+        .trusted
+        .check_server(server.uid())
+        .map_err(|why| Failure::Refused(format!("{}: {why}", socket.display())))?;
     let timeout = Some(Duration::from_secs(10));
     let io = |e: std::io::Error| Failure::Other(format!("control channel: {e}"));
     stream.set_read_timeout(timeout).map_err(io)?;
     stream.set_write_timeout(timeout).map_err(io)?;
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .map_err(io)?;
+    let sent = stream.write_all(format!("{line}\n").as_bytes());
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer)
-        .map_err(|e| Failure::Other(format!("unreadable answer from the daemon: {e}")))
+    // A daemon that refuses us may close before reading: its answer says why.
+    match BufReader::new(stream).read_line(&mut answer) {
+        Ok(n) if n > 0 => {}
+        read => {
+            sent.map_err(io)?;
+            read.map_err(io)?;
+        }
+    }
+    match serde_json::from_str(&answer) {
+        Ok(Reply::Refused(why)) => Err(Failure::Refused(why)),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(Failure::Other(format!(
+            "unreadable answer from the daemon: {e}"
+        ))),
+    }
 }
 
 fn fail(name: &str, failure: Failure) -> ExitCode {
+    let name = printable(name);
     match failure {
         Failure::NotRunning(why) => {
-            eprintln!("{name}: not running: {why}");
+            eprintln!("{name}: not running: {}", printable(&why));
             ExitCode::NotRunning
         }
+        Failure::Refused(why) => {
+            eprintln!("{name}: refused: {}", printable(&why));
+            ExitCode::NoPermission
+        }
         Failure::Other(why) => {
-            eprintln!("{name}: error: {why}");
+            eprintln!("{name}: error: {}", printable(&why));
             ExitCode::Software
         }
     }
 }
 
+/// A daemon's strings (pool, plugin and task names, stats added by
+/// listeners) must not move the cursor, clear the screen or forge lines in an
+/// operator's terminal.
+fn printable(s: &str) -> Cow<'_, str> {
+    crate::text::escape_controls(s)
+}
+
 /// `status [--json]`.
-pub(crate) fn status(name: &str, socket: &Path, json: bool) -> ExitCode {
-    match request(socket, "status") {
+pub(crate) fn status(name: &str, target: &Target<'_>, json: bool) -> ExitCode {
+    match request(target, "status") {
         Ok(Reply::Status(stats)) => {
             if json {
                 match serde_json::to_string_pretty(&stats) {
@@ -67,8 +124,8 @@ pub(crate) fn status(name: &str, socket: &Path, json: bool) -> ExitCode {
 }
 
 /// `stop`: asks for a graceful shutdown and waits until the daemon is gone.
-pub(crate) fn stop(name: &str, socket: &Path, timeout: Duration) -> ExitCode {
-    let pid = match request(socket, "stop") {
+pub(crate) fn stop(name: &str, target: &Target<'_>, timeout: Duration) -> ExitCode {
+    let pid = match request(target, "stop") {
         Ok(Reply::Stopping { pid }) => pid,
         Ok(Reply::Error(e)) => return fail(name, Failure::Other(e)),
         Ok(other) => return fail(name, Failure::Other(format!("unexpected answer {other:?}"))),
@@ -77,12 +134,15 @@ pub(crate) fn stop(name: &str, socket: &Path, timeout: Duration) -> ExitCode {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if !alive(pid) {
-            println!("{name}: stopped (pid {pid})");
+            println!("{}: stopped (pid {pid})", printable(name));
             return ExitCode::Ok;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("{name}: error: pid {pid} did not stop within {timeout:?}");
+    eprintln!(
+        "{}: error: pid {pid} did not stop within {timeout:?}",
+        printable(name)
+    );
     ExitCode::Software
 }
 
@@ -111,7 +171,7 @@ pub(crate) fn render(s: &Stats) -> String {
     let l = &s.main_loop;
     out += &format!(
         "{} is running: pid {}, uptime {}\n",
-        s.name,
+        printable(&s.name),
         s.pid,
         dur(s.uptime)
     );
@@ -125,12 +185,13 @@ pub(crate) fn render(s: &Stats) -> String {
         s.memory.private_bytes as f64 / 1048576.0
     );
     if !s.plugins.is_empty() {
-        out += &format!("plugins   {}\n", s.plugins.join(", "));
+        let plugins: Vec<_> = s.plugins.iter().map(|p| printable(p)).collect();
+        out += &format!("plugins   {}\n", plugins.join(", "));
     }
     for p in &s.pools {
         out += &format!(
             "pool      {}: size {}, {} calls, {} in flight, {} queued, {} restarts, {} recycled{}\n",
-            p.name,
+            printable(&p.name),
             p.size,
             p.calls,
             p.in_flight,
@@ -143,7 +204,11 @@ pub(crate) fn render(s: &Stats) -> String {
             out += &format!("          latency p50 {p50:.1?}, p99 {p99:.1?}\n");
         }
         if !p.errors.is_empty() {
-            let errors: Vec<String> = p.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let errors: Vec<String> = p
+                .errors
+                .iter()
+                .map(|(k, n)| format!("{} {n}", printable(k)))
+                .collect();
             out += &format!("          errors: {}\n", errors.join(", "));
         }
         out += &format!(
@@ -156,7 +221,7 @@ pub(crate) fn render(s: &Stats) -> String {
                 c.pid,
                 dur(c.uptime),
                 c.calls,
-                c.state
+                printable(&c.state)
             );
         }
     }
@@ -166,12 +231,62 @@ pub(crate) fn render(s: &Stats) -> String {
         let tasks: Vec<String> = s
             .tasks
             .iter()
-            .map(|(name, n)| format!("{name} {n}"))
+            .map(|(name, n)| format!("{} {n}", printable(name)))
             .collect();
         out += &format!("tasks     running: {}\n", tasks.join(", "));
     }
+    if s.log_lines_dropped > 0 {
+        out += &format!(
+            "log       {} lines of child processes dropped (log sink too slow)\n",
+            s.log_lines_dropped
+        );
+    }
     for (k, v) in &s.extra {
-        out += &format!("{k}: {v}\n");
+        out += &format!("{}: {}\n", printable(k), printable(v));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_strips_terminal_control_characters_from_every_string() {
+        let evil = "x\u{1b}[2J\u{1b}]0;pwned\u{7}\ry\nforged line\u{9b}1m\u{202e}z";
+        let stats = Stats {
+            name: evil.into(),
+            plugins: vec![evil.into()],
+            pools: vec![crate::worker::PoolStats {
+                name: evil.into(),
+                errors: vec![(evil.into(), 1)],
+                children: vec![crate::worker::ChildStats {
+                    pid: 1,
+                    uptime: Duration::ZERO,
+                    calls: 0,
+                    state: evil.into(),
+                }],
+                ..Default::default()
+            }],
+            tasks: vec![(evil.into(), 1)],
+            extra: vec![(evil.into(), evil.into())],
+            ..Default::default()
+        };
+        let out = render(&stats);
+        let bad: Vec<char> = out
+            .chars()
+            .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}')
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "control characters reach the terminal: {bad:?}\n{out}"
+        );
+        assert!(
+            !out.lines().any(|l| l.starts_with("forged line")),
+            "a newline in a name forged a line:\n{out}"
+        );
+        assert!(out.contains("x\\u{1b}[2J"), "{out}");
+        assert!(out.contains("\\nforged line"), "{out}");
+        assert_eq!(printable("plain"), Cow::Borrowed("plain"));
+    }
 }

@@ -49,6 +49,7 @@ pub struct DaemonBuilder<D: Daemon> {
     restart: RestartPolicy,
     /// Applied over the settings above when the daemon runs.
     command_line: Option<DaemonArgs>,
+    privileges: super::privilege::Settings,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -123,6 +124,7 @@ struct Prepared {
     shutdown_timeout: Duration,
     log_file: Option<Arc<LogFile>>,
     pidfile: Option<PathBuf>,
+    privileges: Option<super::privilege::Plan>,
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -167,6 +169,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             command: None,
             restart: RestartPolicy::default(),
             command_line: None,
+            privileges: Default::default(),
         }
     }
 
@@ -276,6 +279,50 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Once started (locks, pid file, log file and control socket in place),
+    /// run as `user` (a name or a uid), with its supplementary groups
+    /// (`initgroups`) and its primary group unless [`group`](Self::group) is
+    /// given. Needs a daemon started as root. Workers and tasks run as the
+    /// user too. See the README's "Privileges" section.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.privileges.user = Some(user.into());
+        self
+    }
+
+    /// Once started, run with `group` (a name or a gid) as the group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.privileges.group = Some(group.into());
+        self
+    }
+
+    /// The file mode creation mask (e.g. `0o027`), set before any file is
+    /// created (and again after `--daemon`, which sets 027).
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.privileges.umask = Some(mask);
+        self
+    }
+
+    /// Once started, change the working directory to `dir` (absolute).
+    pub fn chdir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.privileges.chdir = Some(dir.into());
+        self
+    }
+
+    /// Once started, change the root directory to `dir` (absolute; needs
+    /// root). See the README for what the new root must contain.
+    pub fn chroot(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.privileges.chroot = Some(dir.into());
+        self
+    }
+
+    /// Allow core dumps. By default a daemon started as root sets its core
+    /// size limit to 0 (for itself, its workers and tasks): a core file of
+    /// a root daemon holds whatever secrets it read.
+    pub fn core_dumps(mut self, allow: bool) -> Self {
+        self.privileges.core_dumps = Some(allow);
+        self
+    }
+
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
@@ -351,6 +398,23 @@ impl<D: Daemon> DaemonBuilder<D> {
         if let Some(min_runtime) = args.min_runtime {
             self.restart.min_runtime = min_runtime;
         }
+        let p = &mut self.privileges;
+        for (flag, field) in [(&args.user, &mut p.user), (&args.group, &mut p.group)] {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        }
+        for (flag, field) in [(&args.chdir, &mut p.chdir), (&args.chroot, &mut p.chroot)] {
+            if flag.is_some() {
+                field.clone_from(flag);
+            }
+        }
+        if args.umask.is_some() {
+            p.umask = args.umask;
+        }
+        if args.core_dumps {
+            p.core_dumps = Some(true);
+        }
     }
 
     /// Parses the standard command line with [`program`](Self::program), then
@@ -404,8 +468,13 @@ impl<D: Daemon> DaemonBuilder<D> {
             checked("the runtime before a restart", after, false)?;
         }
         checked("the minimum runtime", self.restart.min_runtime, true)?;
+        let mut privileges = self.privileges.plan()?;
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
-        let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
+        let log_path = self.log_file.as_deref().map(absolute).transpose()?;
+        if let (Some(plan), Some(path)) = (privileges.as_mut(), &log_path) {
+            plan.created_log = std::fs::symlink_metadata(path).is_err();
+        }
+        let log_file = match log_path {
             Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
                 Error::CantCreate {
                     what: "log file",
@@ -420,19 +489,26 @@ impl<D: Daemon> DaemonBuilder<D> {
             shutdown_timeout,
             log_file,
             pidfile,
+            privileges,
         })
     }
 
     /// `status` / `stop`: talk to the running daemon, start nothing.
     fn run_command(&self, command: &ControlCommand) -> Result<ExitCode> {
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
-        let socket = crate::control::socket_path(&self.program.name, pidfile.as_deref());
+        let location = crate::control::Location::current(&self.program.name, pidfile.as_deref());
+        // A daemon that dropped to --user answers as that user.
+        let trusted = crate::control::Trusted::new(self.privileges.user_uid()?);
+        let target = crate::control::client::Target {
+            location: &location,
+            trusted: &trusted,
+        };
         Ok(match command {
             ControlCommand::Status { json } => {
-                crate::control::client::status(&self.program.name, &socket, *json)
+                crate::control::client::status(&self.program.name, &target, *json)
             }
             ControlCommand::Stop { timeout } => {
-                crate::control::client::stop(&self.program.name, &socket, *timeout)
+                crate::control::client::stop(&self.program.name, &target, *timeout)
             }
         })
     }
@@ -445,6 +521,9 @@ impl<D: Daemon> DaemonBuilder<D> {
             // Before any thread exists, so every thread inherits the mask.
             crate::signal::unblock_handled();
         }
+        // Before any file is created (the log file is opened next).
+        self.privileges.apply_core_dumps()?;
+        self.privileges.apply_umask();
         let restarted_from = super::restart::take_restarted_from();
         // Before daemonizing: arguments and working directory as given.
         let invocation = super::restart::Invocation::capture(self.daemonize);
@@ -455,6 +534,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             let mut keep = vec![pipe.raw_fd()];
             keep.extend(prepared.log_file.as_ref().map(|f| f.raw_fd()));
             daemonize::close_inherited(&keep);
+            // --daemon set umask 027; an explicit one wins.
+            self.privileges.apply_umask();
             (Some(pipe), Some(launcher))
         } else {
             (None, None)
@@ -488,7 +569,6 @@ impl<D: Daemon> DaemonBuilder<D> {
         restart_requested: Arc<Mutex<Option<String>>>,
     ) -> Result<ExitCode> {
         let pending_pidfile = prepared.pidfile.as_deref().map(pidfile::open).transpose()?;
-        let pid_path = prepared.pidfile.clone();
         // A start-up failure reaches the terminal even when lines go only to
         // the log file (through the launcher's pipe with --daemon).
         let quiet_console = self.log_file.is_some() && !self.verbose;
@@ -513,11 +593,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             )?;
             Ok(handle.wait().await)
         });
-        if result.is_err() {
-            if let Some(path) = &pid_path {
-                pidfile::remove_if_ours(path);
-            }
-        }
+        // (A pid file written by the supervisor is removed by it; one that
+        // was only opened is removed when dropped.)
         result
     }
 
@@ -525,6 +602,8 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// actix-web server, say) and returns a handle. Does not parse the command
     /// line or daemonize.
     pub fn start(mut self) -> Result<DaemonHandle> {
+        self.privileges.apply_core_dumps()?;
+        self.privileges.apply_umask();
         let prepared = self.prepare()?;
         let pending_pidfile = prepared.pidfile.as_deref().map(pidfile::open).transpose()?;
         // Restarting means re-executing the program: only when the framework
@@ -563,7 +642,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         let loop_arbiter = Arbiter::new();
         let daemon = self.daemon;
         let name = self.program.name;
-        let control_socket = crate::control::socket_path(&name, prepared.pidfile.as_deref());
+        let control_socket = crate::control::Location::current(&name, prepared.pidfile.as_deref());
         let config = SupervisorConfig {
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
@@ -571,8 +650,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             restart: restart.map(|(policy, _)| policy),
             shutdown_timeout: prepared.shutdown_timeout,
             handle_signals: self.handle_signals,
-            pidfile: prepared.pidfile,
             pending_pidfile,
+            privileges: prepared.privileges,
             log_file: logs.file.clone(),
             log_guard: Some(logs.guard),
             plugins: self.plugins,

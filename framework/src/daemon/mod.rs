@@ -4,6 +4,7 @@
 mod builder;
 mod main_loop;
 pub(crate) mod pidfile;
+pub(crate) mod privilege;
 pub mod stats;
 mod supervisor;
 pub(crate) mod systemd;

@@ -3,7 +3,10 @@
 //! (the restart-loop guard).
 //!
 //! In the foreground the program execs itself in place: the pid stays, so a
-//! terminal or systemd (`Type=notify`) keeps following it. With `--daemon` a
+//! terminal or systemd (`Type=notify`) keeps following it. It execs the
+//! program's path, not `/proc/self/exe`, so that after a package upgrade
+//! replaced the binary the restart runs the new version (the running image
+//! is used only when the file is gone). With `--daemon` a
 //! fresh daemon is started with the same arguments and working directory
 //! (new pid; it writes the pid file and raises a pid-change event) once this
 //! one has stopped and released its locks.
@@ -47,6 +50,8 @@ pub(crate) struct Invocation {
     pub args: Vec<OsString>,
     pub cwd: PathBuf,
     pub daemonized: bool,
+    /// The program's file as it was at start (`/proc/self/exe` resolved).
+    pub exe: Option<PathBuf>,
 }
 
 impl Invocation {
@@ -55,6 +60,18 @@ impl Invocation {
             args: std::env::args_os().collect(),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             daemonized,
+            exe: std::env::current_exe().ok(),
+        }
+    }
+
+    /// What a restart executes: the program's path when a file is there (after
+    /// a package upgrade replaced the binary, that is the new version), else
+    /// the running image itself (`/proc/self/exe` still works when the file
+    /// was deleted).
+    pub(crate) fn program(&self) -> PathBuf {
+        match &self.exe {
+            Some(path) if path.is_file() => path.clone(),
+            _ => PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -79,7 +96,7 @@ pub(crate) fn restart(invocation: &Invocation) -> Result<ExitCode> {
         Some((arg0, rest)) => (arg0.clone(), rest.to_vec()),
         None => (OsString::from("daemon"), Vec::new()),
     };
-    let mut command = std::process::Command::new("/proc/self/exe");
+    let mut command = std::process::Command::new(invocation.program());
     {
         use std::os::unix::process::CommandExt;
         command.arg0(&program);

@@ -27,6 +27,10 @@ pub struct Stats {
     pub tasks: Vec<(String, usize)>,
     /// Fields added by [`StatsEvent`](crate::event::StatsEvent) listeners.
     pub extra: Vec<(String, String)>,
+    /// Log lines of child processes dropped because the log sink was too
+    /// slow: children never wait for it (they would stall their calls).
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// Main loop figures.
@@ -112,6 +116,12 @@ impl Stats {
         }
         for (name, n) in &self.tasks {
             lines.push(format!("tasks running {name}: {n}"));
+        }
+        if self.log_lines_dropped > 0 {
+            lines.push(format!(
+                "log: {} lines of child processes dropped (log sink too slow)",
+                self.log_lines_dropped
+            ));
         }
         lines.extend(self.extra.iter().map(|(k, v)| format!("{k}: {v}")));
         lines

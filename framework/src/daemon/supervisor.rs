@@ -18,7 +18,6 @@ use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
 use actix::prelude::*;
 use parking_lot::Mutex;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -55,6 +54,7 @@ impl Shared {
                 .map(|(name, n)| (crate::task::short_name(name), n))
                 .collect(),
             extra: Vec::new(),
+            log_lines_dropped: crate::log::child_lines_dropped(),
         }
     }
 }
@@ -66,9 +66,11 @@ pub(crate) type ReadyCallback = Box<dyn FnOnce(Result<(), (ExitCode, String)>) +
 pub(crate) struct SupervisorConfig {
     pub shutdown_timeout: Duration,
     pub handle_signals: bool,
-    pub pidfile: Option<PathBuf>,
     /// Written once the plugins are set up (see `pidfile`).
     pub pending_pidfile: Option<super::pidfile::PendingPidFile>,
+    /// `--user`, `--group`, `--chdir`, `--chroot`: applied once the control
+    /// socket is bound (see `privilege`).
+    pub privileges: Option<super::privilege::Plan>,
     pub log_file: Option<Arc<LogFile>>,
     pub log_guard: Option<LogGuard>,
     pub plugins: Vec<Box<dyn Plugin>>,
@@ -79,7 +81,7 @@ pub(crate) struct SupervisorConfig {
     /// Started before the supervisor so `DaemonHandle::task` works at once.
     pub task_manager: Option<Addr<TaskManager>>,
     /// Where the control channel listens (`status`, `stop`).
-    pub control_socket: Option<std::path::PathBuf>,
+    pub control_socket: Option<crate::control::Location>,
     /// When to restart (only when the framework owns the process).
     pub restart: Option<super::RestartPolicy>,
     /// Set when the daemon stops in order to restart.
@@ -121,6 +123,8 @@ pub struct Supervisor {
     interrupts: u32,
     done: Option<oneshot::Sender<ExitCode>>,
     log_guard: Arc<Mutex<Option<LogGuard>>>,
+    /// The pid file once written (removed before the locks are released).
+    pidfile: Option<super::pidfile::PidFile>,
 }
 
 impl Supervisor {
@@ -147,6 +151,7 @@ impl Supervisor {
             interrupts: 0,
             done: Some(done),
             log_guard,
+            pidfile: None,
         }
     }
 
@@ -338,6 +343,11 @@ impl Supervisor {
     /// Plugins last, one at a time in reverse set-up order (a lock is
     /// released after everything that worked under it stopped).
     fn teardown_plugins(&mut self, ctx: &mut Context<Self>) {
+        // While the locks are still held: a second instance waiting for them
+        // must never have its pid file removed by us.
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
+        }
         let actors: Vec<_> = self.plugin_actors.drain(..).rev().collect();
         let teardown = async move {
             for plugin in actors {
@@ -397,8 +407,9 @@ impl Supervisor {
         }
         // Start-up failed before the pid file was written.
         self.config.pending_pidfile.take();
-        if let Some(path) = &self.config.pidfile {
-            super::pidfile::remove_if_ours(path);
+        // A forced stop: the plugins' teardown was only just requested.
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
         }
         // Every child is gone: their last lines go before our last line.
         if let Some(guard) = self.log_guard.lock().as_mut() {
@@ -466,8 +477,8 @@ impl Supervisor {
     fn immediate_exit(&mut self) -> ! {
         self.logger()
             .error("second SIGINT during shutdown: exiting immediately");
-        if let Some(path) = &self.config.pidfile {
-            super::pidfile::remove_if_ours(path);
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
         }
         self.log_guard.lock().take();
         std::process::exit(ExitCode::Interrupted.code().into());
@@ -502,16 +513,61 @@ impl Actor for Supervisor {
         // After the plugins: an instance refused by a lock never touches the
         // running one's pid file or socket.
         if let Some(pending) = self.config.pending_pidfile.take() {
-            if let Err(e) = pending.write() {
-                return self.start_failed(ctx, e.exit_code(), e.to_string());
+            match pending.write() {
+                Ok(written) => self.pidfile = Some(written),
+                Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
             }
         }
-        if let Some(path) = self.config.control_socket.clone() {
-            match ControlActor::bind(path, ctx.address(), self.shared.logger.clone()) {
-                Ok(control) => self.control = Some(control.start()),
+        let target = self
+            .config
+            .privileges
+            .as_ref()
+            .and_then(|p| p.target.clone());
+        if let Some(location) = self.config.control_socket.clone() {
+            let trusted = crate::control::Trusted::new(target.as_ref().map(|t| t.uid));
+            match ControlActor::bind(
+                &location,
+                trusted,
+                ctx.address(),
+                self.shared.logger.clone(),
+            ) {
+                Ok(control) => {
+                    // The dropped daemon must still remove its socket.
+                    if let Some(t) = &target {
+                        if let Err(e) = control.hand_over(t.uid, t.gid) {
+                            return self.start_failed(ctx, e.exit_code(), e.to_string());
+                        }
+                    }
+                    self.control = Some(control.start());
+                }
+                // A planted or loosened directory is an attack sign, not a
+                // missing convenience: refuse to start.
+                Err(e @ crate::Error::Insecure { .. }) => {
+                    return self.start_failed(ctx, e.exit_code(), e.to_string())
+                }
                 Err(e) => self.logger().warn(format_args!(
                     "control channel unavailable (status/stop will not reach this daemon): {e}"
                 )),
+            }
+        }
+        // Last: everything that needs root is in place, nothing of the
+        // user's has run yet.
+        if let Some(plan) = self.config.privileges.take() {
+            let log = self.config.log_file.clone();
+            let pid = self.pidfile.as_ref().map(|p| p.path().to_path_buf());
+            let dropped = super::privilege::at_drop_point(
+                &plan,
+                self.logger(),
+                log.as_deref(),
+                pid.as_deref(),
+            );
+            if let Err(e) = dropped {
+                return self.start_failed(ctx, e.exit_code(), e.to_string());
+            }
+            if plan.target.is_some() {
+                // Re-executing would need root again: SIGHUP only reopens
+                // the log, and restarts are the service manager's job.
+                self.config.restart = None;
             }
         }
         let Some(link) = self.main_loop.as_ref() else {

@@ -148,10 +148,11 @@ impl LocalSink {
 
 pub(super) enum Target {
     Local(LocalSink),
-    /// A child process: each line is one datagram to the daemon, which
-    /// writes it (so rotation is handled in one place and lines of many
-    /// processes never interleave).
-    Socket(std::os::fd::OwnedFd, bool),
+    /// A child process: each line goes to the daemon as datagrams, which
+    /// it stamps and writes (so rotation is handled in one place, lines of
+    /// many processes never interleave, and a child cannot write a line as
+    /// another process). `true`: also to stderr.
+    Socket(super::sender::ChildSender, bool),
 }
 
 /// Formats records into lines and writes them (runs on the async thread in
@@ -203,7 +204,10 @@ impl slog::Drain for LineWriter {
         buf.clear();
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         let level = Level::from_slog(record.level()).as_str();
-        let _ = write!(buf, "{now} {} {level} {}", self.prefix, record.msg());
+        let _ = write!(buf, "{now} {} ", self.prefix);
+        // What a child sends: the daemon adds its own time and stamp.
+        let body = buf.len();
+        let _ = write!(buf, "{level} {}", record.msg());
         {
             use slog::KV;
             let mut kv = KvWriter(&mut buf);
@@ -218,15 +222,10 @@ impl slog::Drain for LineWriter {
         buf.push('\n');
         match &self.target {
             Target::Local(sink) => sink.write(buf.as_bytes()),
-            Target::Socket(sock, console) => {
-                let sent = nix::sys::socket::send(
-                    std::os::fd::AsRawFd::as_raw_fd(sock),
-                    buf.as_bytes(),
-                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-                );
-                // The daemon is gone (or the line exceeds a datagram): stderr
-                // is the last resort.
-                if sent.is_err() || *console {
+            Target::Socket(sender, console) => {
+                let sent = sender.send_line(&buf[body..buf.len() - 1]);
+                // The daemon is gone: stderr is the last resort.
+                if sent == super::sender::Sent::Failed || *console {
                     let _ = io::stderr().lock().write_all(buf.as_bytes());
                 }
             }

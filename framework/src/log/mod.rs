@@ -16,10 +16,15 @@
 
 mod bridge;
 mod children;
+mod datagram;
 mod drain;
+mod queue;
+mod sender;
 pub(crate) mod watcher;
 
-pub(crate) use children::{child_log_settings, child_logger};
+pub(crate) use children::{child_lines_dropped, child_log_settings, child_logger};
+// The spawn path in process/ calls these with every child's pid and role.
+pub(crate) use children::{forget_child, register_child};
 
 pub use drain::LogFile;
 

@@ -31,9 +31,10 @@ pub struct FileLock {
 }
 
 /// The [`FileLock`] contract on POSIX shared memory: `shm_open("/<name>")`
-/// with mode 0600 (private to the daemon's user), locked with `flock`,
-/// recording the holder's pid; `shm_unlink`ed on clean exit. A lock whose
-/// holder died is taken over.
+/// created exclusively with mode 0600 (private to the daemon's user), locked
+/// with `flock`, recording the holder's pid; `shm_unlink`ed on clean exit if
+/// it is still the object held. A lock whose holder died is taken over; an
+/// object owned by another user is refused (exit code 77).
 ///
 /// ```no_run
 /// use daemonic::plugin::ShmLock;
@@ -99,7 +100,8 @@ impl Plugin for ShmLock {
 }
 
 impl FileLock {
-    /// A lock on `path` (created `0644`, never through a symlink). A
+    /// A lock on `path` (created `0644`, never through a symlink or hard
+    /// link; a file owned by another user is refused with exit code 77). A
     /// relative path is resolved now, against the current directory:
     /// `--daemon` changes to `/` before the plugins are set up.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -117,34 +119,76 @@ impl FileLock {
     }
 
     fn open(&self) -> Result<File, Error> {
-        if let Some(name) = &self.shm_name {
-            use nix::fcntl::OFlag;
-            use nix::sys::stat::Mode;
-            return nix::sys::mman::shm_open(
-                name.as_str(),
-                OFlag::O_RDWR | OFlag::O_CREAT,
-                Mode::from_bits_truncate(0o600),
-            )
-            .map(File::from)
-            .map_err(|e| Error::CantCreate {
-                what: "shared-memory lock",
-                path: self.path.clone(),
-                source: e.into(),
-            });
+        let file = match &self.shm_name {
+            Some(name) => self.open_shm(name)?,
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                // O_NONBLOCK: a FIFO planted at the path must not hang the
+                // start (it is refused below, as any non-regular file).
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&self.path)
+                .map_err(|source| Error::CantCreate {
+                    what: "lock file",
+                    path: self.path.clone(),
+                    source,
+                })?,
+        };
+        let what = self.what();
+        let meta = file.metadata().map_err(|source| Error::CantCreate {
+            what,
+            path: self.path.clone(),
+            source,
+        })?;
+        crate::daemon::pidfile::check_owned(what, &self.path, &meta)?;
+        Ok(file)
+    }
+
+    fn what(&self) -> &'static str {
+        match self.shm_name {
+            Some(_) => "shared-memory lock",
+            None => "lock file",
         }
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path)
-            .map_err(|source| Error::CantCreate {
-                what: "lock file",
-                path: self.path.clone(),
-                source,
-            })
+    }
+
+    /// Creates the object exclusively (mode 0600), or opens an existing one,
+    /// which the caller checks is ours; an existing one of ours with looser
+    /// permissions is made private again.
+    fn open_shm(&self, name: &str) -> Result<File, Error> {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let cant = |e: nix::errno::Errno| Error::CantCreate {
+            what: "shared-memory lock",
+            path: self.path.clone(),
+            source: e.into(),
+        };
+        let private = Mode::from_bits_truncate(0o600);
+        let flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW;
+        let fd =
+            match nix::sys::mman::shm_open(name, flags | OFlag::O_CREAT | OFlag::O_EXCL, private) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::EEXIST) => {
+                    nix::sys::mman::shm_open(name, flags, Mode::empty()).map_err(cant)?
+                }
+                Err(e) => return Err(cant(e)),
+            };
+        let stat = nix::sys::stat::fstat(&fd).map_err(cant)?;
+        let euid = nix::unistd::geteuid().as_raw();
+        if stat.st_uid == euid && stat.st_mode & 0o077 != 0 {
+            nix::sys::stat::fchmod(&fd, private).map_err(cant)?;
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Whether the path still names the file `held` (nobody replaced it).
+    fn names(&self, held: &File) -> bool {
+        match (held.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
     }
 
     /// Takes the lock or says who holds it.
@@ -164,11 +208,7 @@ impl FileLock {
                 }
                 return Err(Error::os(format!("flock {}", self.path.display()), err));
             }
-            let same = match (file.metadata(), std::fs::symlink_metadata(&self.path)) {
-                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                _ => false,
-            };
-            if same {
+            if self.names(&file) {
                 let previous = read_pid(&mut file);
                 return Ok((file, previous));
             }
@@ -226,11 +266,7 @@ impl Plugin for FileLock {
     /// meanwhile would otherwise run alongside us).
     fn tick(&mut self, ctx: &PluginContext) {
         let Some(held) = &self.held else { return };
-        let ours = match (held.metadata(), std::fs::symlink_metadata(&self.path)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        };
-        if ours {
+        if self.names(held) {
             return;
         }
         match self.acquire() {
@@ -258,6 +294,12 @@ impl Plugin for FileLock {
 
     fn teardown(&mut self, _: &PluginContext) {
         if let Some(file) = self.held.take() {
+            // Only the file we hold: if the path names another one now (an
+            // operator replaced it, another instance took it over after we
+            // lost it), it is not ours to delete.
+            if !self.names(&file) {
+                return;
+            }
             // Unlink while still holding the lock; a starting instance that
             // opened the old file notices the path changed and retries.
             match &self.shm_name {
@@ -276,6 +318,7 @@ impl Plugin for FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn ctx() -> PluginContext {
         PluginContext {
@@ -352,6 +395,74 @@ mod tests {
         first.teardown(&ctx());
         assert!(!first.path().exists(), "removed on clean exit");
         assert!(ShmLock::new("../etc/passwd").is_err());
+    }
+
+    /// Root can plant objects owned by someone else; other users cannot.
+    fn other_uid() -> Option<u32> {
+        (nix::unistd::geteuid().is_root()).then_some(65534)
+    }
+
+    #[test]
+    fn teardown_removes_the_file_only_if_the_path_still_names_the_held_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.lock");
+        let mut lock = FileLock::new(&path);
+        lock.setup(&ctx()).unwrap();
+        // Someone replaced the file (a second instance's lock, say).
+        let theirs = dir.path().join("theirs");
+        std::fs::write(&theirs, "4242\n").unwrap();
+        std::fs::rename(&theirs, &path).unwrap();
+        lock.teardown(&ctx());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "4242\n",
+            "another file at the path is left alone"
+        );
+    }
+
+    #[test]
+    fn a_lock_file_owned_by_another_user_is_refused() {
+        let Some(other) = other_uid() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.lock");
+        std::fs::write(&path, "1\n").unwrap();
+        std::os::unix::fs::chown(&path, Some(other), Some(other)).unwrap();
+        let err = FileLock::new(&path).setup(&ctx()).unwrap_err();
+        let err = err.downcast::<Error>().unwrap();
+        assert_eq!(err.exit_code(), crate::ExitCode::NoPermission);
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn shm_lock_refuses_an_object_owned_by_another_user() {
+        let Some(other) = other_uid() else { return };
+        let name = format!("test-other-{}", std::process::id());
+        let lock = ShmLock::new(&name).unwrap();
+        // Planted before the daemon starts, world-writable.
+        std::fs::write(lock.path(), "1\n").unwrap();
+        std::fs::set_permissions(lock.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::os::unix::fs::chown(lock.path(), Some(other), Some(other)).unwrap();
+        let mut lock = lock;
+        let err = lock.setup(&ctx()).unwrap_err();
+        let path = lock.path().to_path_buf();
+        let _ = std::fs::remove_file(&path);
+        let err = err.downcast::<Error>().unwrap();
+        assert_eq!(err.exit_code(), crate::ExitCode::NoPermission);
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    }
+
+    #[test]
+    fn shm_lock_creates_its_object_private_whatever_the_umask() {
+        let name = format!("test-mode-{}", std::process::id());
+        let mut lock = ShmLock::new(&name).unwrap();
+        // A leftover of ours with loose permissions is tightened.
+        std::fs::write(lock.path(), "").unwrap();
+        std::fs::set_permissions(lock.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        lock.setup(&ctx()).unwrap();
+        let mode = std::fs::metadata(lock.path()).unwrap().mode() & 0o777;
+        lock.teardown(&ctx());
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

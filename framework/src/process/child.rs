@@ -188,8 +188,11 @@ fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     for (target, fd) in [CHANNEL_FD, LOG_FD].into_iter().zip(&staged) {
-        // SAFETY: dup2 onto a fixed slot; the staged copy is closed below.
-        if unsafe { libc::dup2(*fd, target) } < 0 {
+        // dup3 with O_CLOEXEC, not dup2 (which clears close-on-exec): a
+        // program the child execs (`sh`, ImageMagick, `git`) must not inherit
+        // a live channel to the pool or the daemon's log socket.
+        // SAFETY: dup3 onto a fixed slot; the staged copy is closed below.
+        if unsafe { libc::dup3(*fd, target, libc::O_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
     }

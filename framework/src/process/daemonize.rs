@@ -83,21 +83,61 @@ pub(crate) fn daemonize(name: &str) -> Result<ReadyPipe> {
     }
 }
 
-/// Closes every descriptor the launching process passed down (a shell's
-/// pipes, say) except stdio and `keep`.
+/// A descriptor open when the program started, before `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Inherited {
+    fd: std::os::fd::RawFd,
+    dev: u64,
+    ino: u64,
+}
+
+/// Descriptors above 2 open before `main` ran: inherited from whoever
+/// started the program (a shell's pipes, a supervisor's sockets).
+static INHERITED: std::sync::OnceLock<Vec<Inherited>> = std::sync::OnceLock::new();
+
+fn identity(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
+    // SAFETY: fstat into a zeroed struct we own; a closed fd fails cleanly.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Runs before `main`, before any of the program's own objects exist.
+#[ctor::ctor]
+#[allow(unsafe_code)]
+unsafe fn record_inherited_descriptors() {
+    let mut inherited = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<std::os::fd::RawFd> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect();
+        // The directory's own descriptor is closed by now: fstat fails for it.
+        for fd in fds.into_iter().filter(|fd| *fd > 2) {
+            if let Some((dev, ino)) = identity(fd) {
+                inherited.push(Inherited { fd, dev, ino });
+            }
+        }
+    }
+    let _ = INHERITED.set(inherited);
+}
+
+/// Closes the descriptors the launching process passed down (a shell's
+/// pipes, say), except `keep`. Only those: descriptors the program opened
+/// itself before `run()` (a database connection, a file it keeps) belong to
+/// objects that still use them. A descriptor number that was inherited, then
+/// closed and reused by the program, is recognised by its device and inode
+/// and kept.
 pub(crate) fn close_inherited(keep: &[std::os::fd::RawFd]) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<std::os::fd::RawFd> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect();
-    for fd in fds {
-        if fd > 2 && !keep.contains(&fd) {
-            // SAFETY: closing a descriptor nothing in this fresh daemon uses
-            // (the directory handle itself is gone by now).
-            unsafe { libc::close(fd) };
+    for inherited in INHERITED.get().map(Vec::as_slice).unwrap_or(&[]) {
+        if keep.contains(&inherited.fd) {
+            continue;
+        }
+        if identity(inherited.fd) == Some((inherited.dev, inherited.ino)) {
+            // SAFETY: a descriptor the program inherited and never replaced.
+            unsafe { libc::close(inherited.fd) };
         }
     }
 }

@@ -76,6 +76,7 @@ enum Job {
     },
     /// Reap a child nobody waits for any more (its handle was dropped).
     Reap {
+        pid: i32,
         pidfd: OwnedFd,
     },
     /// A spawn whose reply was lost: find the child that holds the other end
@@ -221,9 +222,9 @@ impl ForkServer {
 
     /// Hands a child nobody will wait for to the service thread, which reaps
     /// it (the caller has already signalled it).
-    pub(crate) fn reap_later(&self, pidfd: OwnedFd) {
+    pub(crate) fn reap_later(&self, pid: i32, pidfd: OwnedFd) {
         // Without a service thread nothing could have spawned the child.
-        let _ = self.push(Job::Reap { pidfd });
+        let _ = self.push(Job::Reap { pid, pidfd });
     }
 
     /// A spawn on `generation` lost its reply: find its child, if any.
@@ -312,7 +313,7 @@ struct Service {
     /// Killed or replaced fork servers not yet reaped.
     dying: Vec<ServerProc>,
     /// Children to reap.
-    reaping: Vec<OwnedFd>,
+    reaping: Vec<(i32, OwnedFd)>,
     orphans: Vec<Orphan>,
 }
 
@@ -352,7 +353,7 @@ impl Service {
         for p in self.current.iter().chain(&self.dying) {
             fds.push(PollFd::new(p.pidfd.as_fd(), PollFlags::POLLIN));
         }
-        for pidfd in &self.reaping {
+        for (_, pidfd) in &self.reaping {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
         let timeout = if self.orphans.is_empty() {
@@ -394,7 +395,7 @@ impl Service {
                     }
                 }
             }
-            Job::Reap { pidfd } => self.reaping.push(pidfd),
+            Job::Reap { pid, pidfd } => self.reaping.push((pid, pidfd)),
             Job::Orphan {
                 inode,
                 channel,
@@ -431,11 +432,15 @@ impl Service {
                 Ok(Some(_)) | Err(_)
             )
         });
-        self.reaping.retain(|pidfd| {
-            !matches!(
+        self.reaping.retain(|(pid, pidfd)| {
+            let done = matches!(
                 waitid_pidfd(pidfd.as_raw_fd(), libc::WNOHANG),
                 Ok(Some(_)) | Err(_)
-            )
+            );
+            if done {
+                crate::log::forget_child(*pid);
+            }
+            !done
         });
     }
 
@@ -451,7 +456,7 @@ impl Service {
             if let Some(&(_, pid)) = found.iter().find(|(inode, _)| *inode == orphan.inode) {
                 if let Ok(pidfd) = pidfd_open(pid) {
                     kill(&pidfd);
-                    self.reaping.push(pidfd);
+                    self.reaping.push((pid, pidfd));
                     server
                         .counters
                         .orphans_reaped

@@ -4,8 +4,9 @@
 //! leaves a child that is ours (`CLONE_PARENT`) but whose pid we were never
 //! told. It is blocked reading its bootstrap from the channel whose other end
 //! we kept open, so it is alive and recognisable: one of its descriptors is
-//! the socket with the inode we created for that spawn. `/proc` tells us
-//! which of our children holds it.
+//! the child's end of the socket pair we created for that spawn (each end of
+//! a pair has an inode of its own: we look for the child's). `/proc` tells
+//! us which of our children holds it.
 
 use std::path::Path;
 

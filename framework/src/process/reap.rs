@@ -208,8 +208,7 @@ impl ChildProcess {
         };
         match waitid_pidfd(fd.as_raw_fd(), libc::WNOHANG)? {
             Some(status) => {
-                self.status = Some(status.clone());
-                self.pidfd = None;
+                self.reaped(status.clone());
                 Ok(Some(status))
             }
             None => Ok(None),
@@ -232,6 +231,7 @@ impl ChildProcess {
     fn reaped(&mut self, status: ExitStatus) {
         self.status = Some(status);
         self.pidfd = None;
+        crate::log::forget_child(self.pid);
     }
 
     /// Waits for the child to exit without blocking the thread (inside a
@@ -280,7 +280,7 @@ impl Drop for ChildProcess {
         if self.status.is_none() {
             if let Some(fd) = self.pidfd.take() {
                 let _ = signal_pidfd(fd.as_fd(), libc::SIGKILL);
-                super::fork_server().reap_later(fd);
+                super::fork_server().reap_later(self.pid, fd);
             }
         }
     }

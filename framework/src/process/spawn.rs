@@ -54,9 +54,20 @@ pub struct Spawned {
 /// A request on its way: what the host keeps until the reply.
 struct Pending {
     conn: Arc<Connection>,
-    channel: OwnedFd,
+    role: String,
+    /// Taken when the spawn concludes; still here if the spawn was abandoned
+    /// (its future dropped), in which case the child is found and reaped.
+    channel: Option<OwnedFd>,
     channel_inode: u64,
     reply: OwnedFd,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            fork_server().recover_orphan(self.channel_inode, channel);
+        }
+    }
 }
 
 fn os(context: &str, e: impl Into<io::Error>) -> Error {
@@ -95,7 +106,8 @@ fn send(conn: Arc<Connection>, options: &SpawnOptions) -> Result<Pending> {
     if let Some(sink) = &settings.sink {
         fds.push(sink.as_raw_fd());
     }
-    let channel_inode = inode_of(&channel).unwrap_or(0);
+    // The child holds the other end of the pair (a socket of its own inode).
+    let channel_inode = inode_of(&child_end).unwrap_or(0);
     let bytes = wire::encode(&request).map_err(|e| os("spawn request", e))?;
     match wire::send_message(conn.sock.as_fd(), &bytes, &fds) {
         Ok(()) => {}
@@ -119,7 +131,8 @@ fn send(conn: Arc<Connection>, options: &SpawnOptions) -> Result<Pending> {
     drop(reply_end);
     Ok(Pending {
         conn,
-        channel,
+        role: options.role.clone(),
+        channel: Some(channel),
         channel_inode,
         reply,
     })
@@ -142,19 +155,28 @@ fn receive(reply: &OwnedFd) -> Option<Answer> {
     }
 }
 
-fn conclude(pending: Pending, answer: Answer) -> Result<Spawned> {
+fn conclude(mut pending: Pending, answer: Answer) -> Result<Spawned> {
     let why = match answer {
         Answer::Reply(bytes, mut fds) => match wire::decode::<SpawnReply>(&bytes) {
             Ok(SpawnReply::Started { pid }) => match fds.pop() {
                 Some(pidfd) if fds.is_empty() => {
-                    return Ok(Spawned {
-                        process: ChildProcess::new(pid, pidfd),
-                        channel: UnixStream::from(pending.channel),
-                    })
+                    // Its log lines carry this role, whatever it claims.
+                    crate::log::register_child(pid, &pending.role);
+                    if let Some(channel) = pending.channel.take() {
+                        return Ok(Spawned {
+                            process: ChildProcess::new(pid, pidfd),
+                            channel: UnixStream::from(channel),
+                        });
+                    }
+                    "the spawn's channel is gone".to_string()
                 }
                 _ => "the fork server's reply carried no pidfd".to_string(),
             },
-            Ok(SpawnReply::Failed { error }) => return Err(Error::Spawn(error)),
+            Ok(SpawnReply::Failed { error }) => {
+                // No child was forked: nothing to recover.
+                pending.channel = None;
+                return Err(Error::Spawn(error));
+            }
             Err(e) => format!("malformed reply from the fork server: {e}"),
         },
         Answer::Closed => "the fork server died before it answered".into(),
@@ -166,7 +188,7 @@ fn conclude(pending: Pending, answer: Answer) -> Result<Spawned> {
     // The reply is lost: replace the fork server, and find the child it may
     // have forked (it waits on the channel we hand over, so it runs nothing).
     fork_server().kill_generation(pending.conn.generation);
-    fork_server().recover_orphan(pending.channel_inode, pending.channel);
+    drop(pending); // recovers the child, if one was forked
     Err(Error::ForkServer(why))
 }
 

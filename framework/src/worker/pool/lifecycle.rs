@@ -502,8 +502,11 @@ impl<W: WorkerMethods> WorkerPool<W> {
         }
     }
 
+    /// No worker process is left. Spawns still on their way do not count:
+    /// a child that arrives after the stop is dropped at once (killed and
+    /// reaped), so a stopped or slow fork server never delays a shutdown.
     pub(super) fn all_gone(&self) -> bool {
-        self.slots.is_empty() && self.spawning.is_empty()
+        self.slots.is_empty()
     }
 
     pub(super) fn notify_if_stopped(&mut self) {
