@@ -17,9 +17,11 @@
 mod bridge;
 mod children;
 mod drain;
+mod tracing;
 pub(crate) mod watcher;
 
-pub(crate) use children::{child_log_settings, child_logger};
+pub(crate) use children::child_log_settings;
+pub use self::tracing::layer as tracing_layer;
 
 pub use drain::LogFile;
 
@@ -256,7 +258,7 @@ impl LogSystem {
         let max = Level::max_for_debug(config.debug_level).to_slog();
         let filtered = slog::LevelFilter::new(hooked, max);
         let slog = slog::Logger::root(filtered.ignore_res(), slog::o!());
-        bridge::install(&slog, Level::max_for_debug(config.debug_level));
+        install_bridges(&slog, config.debug_level);
         Self {
             logger: Logger {
                 slog,
@@ -271,7 +273,24 @@ impl LogSystem {
     }
 }
 
-/// Points the `log`-crate bridge away from a pipeline that is shutting down.
+/// Routes `log` records and `tracing` events of this process into `slog`.
+fn install_bridges(slog: &slog::Logger, debug_level: u8) {
+    let max = Level::max_for_debug(debug_level);
+    bridge::install(slog, max);
+    self::tracing::install(slog, max);
+}
+
+/// A child process's logger; `log` records and `tracing` events of the child
+/// reach the daemon's log through it too.
+pub(crate) fn child_logger(config: &LogConfig, sink: Option<std::os::fd::OwnedFd>) -> Logger {
+    let logger = children::child_logger(config, sink);
+    install_bridges(&logger.slog, config.debug_level);
+    logger
+}
+
+/// Points the `log`-crate and `tracing` bridges away from a pipeline that is
+/// shutting down.
 pub(crate) fn detach_bridge() {
     bridge::detach();
+    self::tracing::detach();
 }
