@@ -73,6 +73,9 @@ pub struct DaemonArgs {
     /// A fatal error within this many seconds of start exits instead of restarting (default 10).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub min_runtime: Option<f64>,
+    /// Serve Prometheus /metrics, a status page (/) and /status.json on ADDR: PORT or :PORT (127.0.0.1), or HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// No extra flags.

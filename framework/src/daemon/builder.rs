@@ -44,6 +44,9 @@ pub struct DaemonBuilder<D: Daemon> {
     restart: RestartPolicy,
     min_runtime_secs: Option<f64>,
     restart_after_secs: Option<f64>,
+    metrics_addr: Option<String>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Metrics,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -55,6 +58,8 @@ pub struct DaemonHandle {
     tasks: Arc<TaskRegistry>,
     pools: Arc<PoolRegistry>,
     arbiter: ArbiterHandle,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for DaemonHandle {
@@ -101,6 +106,12 @@ impl DaemonHandle {
         )
     }
 
+    /// The metrics registry, to register metrics of your own.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// The supervisor actor.
     pub fn supervisor(&self) -> &Addr<Supervisor> {
         &self.supervisor
@@ -118,6 +129,8 @@ struct Prepared {
     shutdown_timeout: Duration,
     log_file: Option<Arc<LogFile>>,
     pidfile: Option<PathBuf>,
+    #[cfg(feature = "metrics")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -171,6 +184,9 @@ impl<D: Daemon> DaemonBuilder<D> {
             restart: RestartPolicy::default(),
             min_runtime_secs: None,
             restart_after_secs: None,
+            metrics_addr: None,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -273,6 +289,22 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Serve Prometheus `/metrics`, a live status page (`/`) and
+    /// `/status.json` on `addr`: `PORT`, `:PORT` (both on 127.0.0.1) or
+    /// `HOST:PORT`. Needs the `metrics` cargo feature (a daemon started with
+    /// `--metrics` without it exits with a configuration error).
+    pub fn metrics(mut self, addr: impl Into<String>) -> Self {
+        self.metrics_addr = Some(addr.into());
+        self
+    }
+
+    /// The metrics registry, to register metrics of your own (see
+    /// [`metrics`](crate::metrics)).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
@@ -324,6 +356,9 @@ impl<D: Daemon> DaemonBuilder<D> {
         if args.min_runtime.is_some() {
             self.min_runtime_secs = args.min_runtime;
         }
+        if let Some(addr) = &args.metrics {
+            self.metrics_addr = Some(addr.clone());
+        }
         self
     }
 
@@ -372,6 +407,18 @@ impl<D: Daemon> DaemonBuilder<D> {
         if let Some(secs) = self.min_runtime_secs {
             self.restart.min_runtime = seconds("--min-runtime", secs, true)?;
         }
+        #[cfg(feature = "metrics")]
+        let metrics_addr = self
+            .metrics_addr
+            .as_deref()
+            .map(crate::metrics::parse_addr)
+            .transpose()?;
+        #[cfg(not(feature = "metrics"))]
+        if self.metrics_addr.is_some() {
+            return Err(Error::Config(
+                "--metrics needs daemonic built with its `metrics` cargo feature".into(),
+            ));
+        }
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
         let log_file = match self.log_file.as_deref().map(absolute).transpose()? {
             Some(path) => Some(Arc::new(LogFile::open(path.clone()).map_err(|source| {
@@ -388,6 +435,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             shutdown_timeout,
             log_file,
             pidfile,
+            #[cfg(feature = "metrics")]
+            metrics_addr,
         })
     }
 
@@ -533,7 +582,21 @@ impl<D: Daemon> DaemonBuilder<D> {
         let daemon = self.daemon;
         let name = self.name;
         let control_socket = crate::control::socket_path(&name, prepared.pidfile.as_deref());
+        #[cfg(feature = "metrics")]
+        let metrics = self.metrics;
+        #[cfg(feature = "metrics")]
+        let metrics_server = prepared.metrics_addr.map(|addr| {
+            metrics.watch(&events);
+            crate::metrics::server::ServerConfig {
+                addr,
+                metrics: metrics.clone(),
+            }
+        });
+        #[cfg(feature = "metrics")]
+        let handle_metrics = metrics.clone();
         let config = SupervisorConfig {
+            #[cfg(feature = "metrics")]
+            metrics: metrics_server,
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
             in_place_restart: !self.daemonize,
@@ -566,6 +629,8 @@ impl<D: Daemon> DaemonBuilder<D> {
                 tasks: tasks.clone(),
                 pools: pools.clone(),
                 arbiter: Arbiter::current(),
+                #[cfg(feature = "metrics")]
+                metrics,
             });
             let loop_shared = shared.clone();
             let main_loop = MainLoop::start_in_arbiter(&loop_arbiter.handle(), move |_| {
@@ -587,6 +652,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             tasks: handle_tasks,
             pools: handle_pools,
             arbiter: Arbiter::current(),
+            #[cfg(feature = "metrics")]
+            metrics: handle_metrics,
         })
     }
 }

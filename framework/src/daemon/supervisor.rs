@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub pools: Arc<PoolRegistry>,
     /// The supervisor's arbiter: pools run here, never on the loop's thread.
     pub arbiter: ArbiterHandle,
+    /// The metrics registry (user metrics too).
+    #[cfg(feature = "metrics")]
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -86,6 +89,9 @@ pub(crate) struct SupervisorConfig {
     pub restart_requested: Arc<Mutex<Option<String>>>,
     /// A restart re-execs this process in place (foreground), keeping its pid.
     pub in_place_restart: bool,
+    /// Serve `/metrics`, the status page and `/status.json` (`--metrics`).
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<crate::metrics::server::ServerConfig>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -112,6 +118,8 @@ pub struct Supervisor {
     log_watcher: Option<Addr<LogWatcher>>,
     signals: Option<Addr<SignalActor>>,
     control: Option<Addr<ControlActor>>,
+    #[cfg(feature = "metrics")]
+    metrics_server: Option<crate::metrics::server::StatusServer>,
     task_manager: Option<Addr<TaskManager>>,
     shutdown_started: Option<Instant>,
     /// Set-up plugins, in set-up order.
@@ -139,6 +147,8 @@ impl Supervisor {
             log_watcher: None,
             signals: None,
             control: None,
+            #[cfg(feature = "metrics")]
+            metrics_server: None,
             task_manager,
             shutdown_started: None,
             plugin_actors: Vec::new(),
@@ -395,6 +405,10 @@ impl Supervisor {
         if let Some(control) = self.control.take() {
             control.do_send(StopActor);
         }
+        #[cfg(feature = "metrics")]
+        if let Some(server) = self.metrics_server.take() {
+            server.stop();
+        }
         // Start-up failed before the pid file was written.
         self.config.pending_pidfile.take();
         if let Some(path) = &self.config.pidfile {
@@ -512,6 +526,14 @@ impl Actor for Supervisor {
                 Err(e) => self.logger().warn(format_args!(
                     "control channel unavailable (status/stop will not reach this daemon): {e}"
                 )),
+            }
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(config) = self.config.metrics.take() {
+            let logger = self.shared.logger.clone();
+            match crate::metrics::server::StatusServer::start(config, ctx.address(), &logger) {
+                Ok(server) => self.metrics_server = Some(server),
+                Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
             }
         }
         let Some(link) = self.main_loop.as_ref() else {

@@ -141,7 +141,7 @@ impl LocalSink {
             file.write_line(line);
         }
         if self.console {
-            let _ = io::stderr().lock().write_all(line);
+            super::journal::write_stderr(line);
         }
     }
 }
@@ -227,7 +227,7 @@ impl slog::Drain for LineWriter {
                 // The daemon is gone (or the line exceeds a datagram): stderr
                 // is the last resort.
                 if sent.is_err() || *console {
-                    let _ = io::stderr().lock().write_all(buf.as_bytes());
+                    super::journal::write_stderr(buf.as_bytes());
                 }
             }
         }

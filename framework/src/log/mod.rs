@@ -8,6 +8,9 @@
 //! and writes it with one `write(2)`, so lines from several processes sharing
 //! the file never interleave.
 //!
+//! When stderr is the systemd journal (`JOURNAL_STREAM`), lines written to it
+//! start with their syslog priority (`<3>` for errors, `<6>` for info).
+//!
 //! The log file is reopened when it is renamed, deleted or truncated (a
 //! [`watcher`] stats the path four times a second, never per line) and on
 //! SIGHUP.
@@ -17,11 +20,12 @@
 mod bridge;
 mod children;
 mod drain;
+mod journal;
 mod tracing;
 pub(crate) mod watcher;
 
-pub(crate) use children::child_log_settings;
 pub use self::tracing::layer as tracing_layer;
+pub(crate) use children::child_log_settings;
 
 pub use drain::LogFile;
 

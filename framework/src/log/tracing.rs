@@ -170,7 +170,11 @@ impl Visit for FieldVisitor {
 struct Pairs<'a>(&'a [(&'static str, String)]);
 
 impl slog::KV for Pairs<'_> {
-    fn serialize(&self, _: &slog::Record<'_>, serializer: &mut dyn slog::Serializer) -> slog::Result {
+    fn serialize(
+        &self,
+        _: &slog::Record<'_>,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
         for (key, value) in self.0 {
             serializer.emit_arguments(key, &format_args!("{value}"))?;
         }
@@ -243,7 +247,12 @@ where
     }
 }
 
-fn write(logger: &slog::Logger, meta: &Metadata<'_>, message: &str, pairs: &[(&'static str, String)]) {
+fn write(
+    logger: &slog::Logger,
+    meta: &Metadata<'_>,
+    message: &str,
+    pairs: &[(&'static str, String)],
+) {
     let location = slog::RecordLocation {
         file: "",
         line: meta.line().unwrap_or(0),
