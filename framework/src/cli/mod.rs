@@ -19,11 +19,14 @@
 //! assert_eq!(cli.daemon.debug, Some(2));
 //! ```
 
+pub(crate) mod docs;
+
 use crate::error::ExitCode;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use std::path::PathBuf;
 
-/// Commands that talk to a running daemon instead of starting one.
+/// Commands that run instead of starting the daemon: they talk to a running
+/// one, or print its documentation.
 #[derive(Debug, Clone, PartialEq, clap::Subcommand)]
 pub enum ControlCommand {
     /// Print the running daemon's status (loop, memory, plugins, worker pools, tasks).
@@ -38,6 +41,14 @@ pub enum ControlCommand {
         #[arg(long, default_value_t = 30.0, value_name = "SECS")]
         timeout: f64,
     },
+    /// Print a shell completion script, e.g. `completions bash > /etc/bash_completion.d/NAME`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `man > NAME.1; man -l NAME.1`.
+    Man,
 }
 
 /// The standard flags.
@@ -97,7 +108,9 @@ pub struct Cli<A: Args = NoArgs> {
 /// and return `Err(ExitCode::Ok)`; a bad command line prints one line naming
 /// the problem and returns `Err(ExitCode::Usage)`.
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
-    let name = P::command().get_name().to_string();
+    let command = P::command();
+    docs::remember(&command);
+    let name = command.get_name().to_string();
     report(&name, P::try_parse())
 }
 
@@ -134,6 +147,7 @@ pub(crate) fn parse_daemon_args(
     if let Some(a) = about {
         command = command.about(a);
     }
+    docs::remember(&command);
     let parsed = command
         .try_get_matches()
         .and_then(|m| Cli::<NoArgs>::from_arg_matches(&m));

@@ -452,6 +452,10 @@ impl<D: Daemon> DaemonBuilder<D> {
                 let timeout = seconds("--timeout", *timeout, false)?;
                 crate::control::client::stop(&self.name, &socket, timeout)
             }
+            ControlCommand::Completions { shell } => {
+                crate::cli::docs::completions(&self.name, *shell)
+            }
+            ControlCommand::Man => crate::cli::docs::man(&self.name),
         })
     }
 

@@ -54,9 +54,10 @@ impl StatusServer {
             App::new()
                 .app_data(state.clone())
                 .wrap(from_fn(trace_request))
-                .route("/", web::get().to(page))
-                .route("/metrics", web::get().to(metrics))
-                .route("/status.json", web::get().to(status_json))
+                // Resources answer other methods with 405: the server is read-only.
+                .service(web::resource("/").get(page))
+                .service(web::resource("/metrics").get(metrics))
+                .service(web::resource("/status.json").get(status_json))
                 .default_service(web::to(not_found))
         })
         .workers(1)
