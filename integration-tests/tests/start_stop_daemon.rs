@@ -45,6 +45,26 @@ impl Setup {
         run_command(cmd)
     }
 
+    /// `start-stop-daemon --start` of `--daemon --pidfile` with `log_file`.
+    fn start(&self, log_file: &str) -> Finished {
+        let (bin, pidfile) = (self.bin.to_str().unwrap(), self.pidfile.to_str().unwrap());
+        self.ssd(&[
+            "--start",
+            "--pidfile",
+            pidfile,
+            "--exec",
+            bin,
+            "--",
+            "--daemon",
+            "--pidfile",
+            pidfile,
+            "--log-file",
+            log_file,
+            "--interval",
+            "0.05",
+        ])
+    }
+
     fn pid(&self) -> i32 {
         std::fs::read_to_string(&self.pidfile)
             .unwrap_or_else(|e| panic!("{}: {e}", self.pidfile.display()))
@@ -69,27 +89,10 @@ fn start_refuse_status_and_stop_with_retry() {
         s.pidfile.to_str().unwrap(),
         s.log.to_str().unwrap(),
     );
-    let start = |s: &Setup| {
-        s.ssd(&[
-            "--start",
-            "--pidfile",
-            pidfile,
-            "--exec",
-            bin,
-            "--",
-            "--daemon",
-            "--pidfile",
-            pidfile,
-            "--log-file",
-            log,
-            "--interval",
-            "0.05",
-        ])
-    };
 
-    let status = |s: &Setup| s.ssd(&["--status", "--pidfile", pidfile, "--exec", bin]);
+    let ssd_status = |s: &Setup| s.ssd(&["--status", "--pidfile", pidfile, "--exec", bin]);
     // --stop --retry TERM/5: SIGTERM, then up to 5 s for the daemon to go.
-    let stop = |s: &Setup| {
+    let ssd_stop = |s: &Setup| {
         s.ssd(&[
             "--stop",
             "--retry",
@@ -102,7 +105,7 @@ fn start_refuse_status_and_stop_with_retry() {
     };
 
     // --start: the launcher returns once the daemon is ready.
-    let out = start(&s);
+    let out = s.start(log);
     assert_eq!(out.exit.code(), Some(0), "{out:?}");
     let pid = s.pid();
     let _daemon = KillOnDrop::new(pid);
@@ -114,45 +117,32 @@ fn start_refuse_status_and_stop_with_retry() {
     wait_for_loop(&s.log, 2);
 
     // A second --start finds the process of the pid file and refuses.
-    let again = start(&s);
+    let again = s.start(log);
     assert_eq!(again.exit.code(), Some(1), "{again:?}");
     assert!(again.stdout.contains("already running"), "{again:?}");
     assert_eq!(s.pid(), pid);
     assert_eq!(s.started_lines(), 1, "no second daemon started");
 
-    let status = status(&s);
+    let status = ssd_status(&s);
     assert_eq!(status.exit.code(), Some(0), "running: {status:?}");
 
-    let stop = stop(&s);
+    let stop = ssd_stop(&s);
     assert_eq!(stop.exit.code(), Some(0), "{stop:?}");
     assert!(!is_alive(pid));
     assert!(!s.pidfile.exists(), "the daemon removed its pid file");
     let last = read_lines(&s.log).pop().unwrap_or_default();
     assert!(last.contains("hello_world stopped (exit code 0)"), "{last}");
 
-    let status = status(&s);
+    let status = ssd_status(&s);
     assert_eq!(status.exit.code(), Some(3), "not running: {status:?}");
-    let stop = stop(&s);
+    let stop = ssd_stop(&s);
     assert_eq!(stop.exit.code(), Some(1), "nothing to stop: {stop:?}");
 }
 
 #[test]
 fn a_start_that_fails_is_reported_by_start_stop_daemon() {
     let s = Setup::new();
-    let (bin, pidfile) = (s.bin.to_str().unwrap(), s.pidfile.to_str().unwrap());
-    let out = s.ssd(&[
-        "--start",
-        "--pidfile",
-        pidfile,
-        "--exec",
-        bin,
-        "--",
-        "--daemon",
-        "--pidfile",
-        pidfile,
-        "--log-file",
-        "/nonexistent-dir/x.log",
-    ]);
+    let out = s.start("/nonexistent-dir/x.log");
     assert_eq!(
         out.exit.code(),
         Some(73),
