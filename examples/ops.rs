@@ -42,12 +42,12 @@ impl Checksummer {
     pub fn checksum(&mut self, job: u64, data: String) -> Result<String, String> {
         let span = tracing::info_span!("job", job);
         let _entered = span.enter();
-        if self.crash_every > 0 && job % self.crash_every == 0 {
+        if self.crash_every > 0 && job.is_multiple_of(self.crash_every) {
             tracing::warn!("crashing on purpose");
             // SAFETY: killing our own process, as the OOM killer would.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
-        if self.fail_every > 0 && job % self.fail_every == 0 {
+        if self.fail_every > 0 && job.is_multiple_of(self.fail_every) {
             return Err(format!(
                 "job {job} refused (every {}th is)",
                 self.fail_every

@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn ssd() -> &'static str {
-    let bin = "/sbin/start-stop-daemon";
-    assert!(
-        Path::new(bin).is_file(),
-        "{bin} is missing: `apt-get install dpkg` (.ci/run installs it)"
-    );
-    bin
+    ["/sbin/start-stop-daemon", "/usr/sbin/start-stop-daemon"]
+        .into_iter()
+        .find(|bin| Path::new(bin).is_file())
+        .expect("start-stop-daemon is missing: `apt-get install dpkg` (.ci/run installs it)")
 }
 
 struct Setup {

@@ -23,7 +23,7 @@ fn command(name: &str) -> Command {
     COMMAND
         .lock()
         .clone()
-        .unwrap_or_else(|| Cli::<NoArgs>::command())
+        .unwrap_or_else(Cli::<NoArgs>::command)
         .name(name.to_string())
         .bin_name(name.to_string())
 }
