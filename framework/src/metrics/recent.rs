@@ -1,9 +1,8 @@
 //! The status page's "recent restarts": the last worker deaths, timeouts,
-//! recycles, pool failures and daemon restarts, from the daemon's events.
+//! recycles and pool failures, from the daemon's events. (A restarted daemon
+//! is a new process with a new page; its uptime tells.)
 
-use crate::event::{
-    Events, PidChange, WorkerDied, WorkerPoolFailed, WorkerRecycled, WorkerTimedOut,
-};
+use crate::event::{Events, WorkerDied, WorkerPoolFailed, WorkerRecycled, WorkerTimedOut};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ const KEEP: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Restart {
     pub at: SystemTime,
-    /// The pool, or `daemon`.
+    /// The pool.
     pub what: String,
     pub pid: i32,
     pub why: String,
@@ -50,7 +49,7 @@ impl Recent {
             r.push(
                 &e.pool,
                 e.pid,
-                format!("died ({}), {} calls failed", e.exit, e.calls_failed),
+                format!("died ({}), calls failed: {}", e.exit, e.calls_failed),
             );
         });
         let r = self.clone();
@@ -68,10 +67,6 @@ impl Recent {
         let r = self.clone();
         events.on(move |e: &mut WorkerPoolFailed| {
             r.push(&e.pool, 0, format!("pool failed: {}", e.reason));
-        });
-        let r = self.clone();
-        events.on(move |e: &mut PidChange| {
-            r.push("daemon", e.new, format!("started, replacing pid {}", e.old));
         });
     }
 }
