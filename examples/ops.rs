@@ -49,7 +49,7 @@ impl Checksummer {
         }
         if self.fail_every > 0 && job.is_multiple_of(self.fail_every) {
             return Err(format!(
-                "job {job} refused (every {}th is)",
+                "job {job} refused: a multiple of {}",
                 self.fail_every
             ));
         }
