@@ -86,6 +86,11 @@ struct Answer {
 
 /// One real HTTP request (any status is an answer).
 fn request(method: &str, url: &str) -> Answer {
+    try_request(method, url).unwrap_or_else(|| panic!("{method} {url} failed"))
+}
+
+/// One real HTTP request; `None` if no server answered.
+fn try_request(method: &str, url: &str) -> Option<Answer> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(DEADLINE))
@@ -97,21 +102,18 @@ fn request(method: &str, url: &str) -> Answer {
         "DELETE" => agent.delete(url).call(),
         other => panic!("no such method in this test: {other}"),
     };
-    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let mut response = response.ok()?;
     let content_type = response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    Answer {
+    Some(Answer {
         status: response.status().as_u16(),
         content_type,
-        body: response
-            .body_mut()
-            .read_to_string()
-            .unwrap_or_else(|e| panic!("{method} {url}: body: {e}")),
-    }
+        body: response.body_mut().read_to_string().ok()?,
+    })
 }
 
 /// The value of the sample `name` whose labels include `labels`.
@@ -496,4 +498,59 @@ fn stderr_lines_carry_syslog_priorities_when_it_is_the_journal() {
         assert!(parse_log_line(line).is_some(), "unprefixed: {line:?}");
     }
     assert!(!read_lines(&file).is_empty());
+}
+
+#[test]
+fn the_metrics_server_comes_back_on_its_port_after_a_daemon_restart() {
+    // A free port, named explicitly so the restarted daemon binds it again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::Builder::new()
+        .prefix("daemonic-ops-restart")
+        .tempdir()
+        .unwrap();
+    let _guard = KillByArg::new(dir.path().to_str().unwrap());
+    let (pidfile, log) = (dir.path().join("ops.pid"), dir.path().join("ops.log"));
+    let read_pid =
+        || -> Option<i32> { std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok() };
+    let mut cmd = Command::new(ops_bin());
+    cmd.arg("--daemon")
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["--metrics", &port.to_string(), "--interval", "0.05"]);
+    let out = run_command(cmd);
+    assert_eq!(out.exit.code(), Some(0), "{out:?}");
+    let url = format!("http://127.0.0.1:{port}/status.json");
+    let served_pid = || {
+        let answer = try_request("GET", &url)?;
+        let status: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+        status["pid"].as_i64().map(|p| p as i32)
+    };
+    let first = read_pid().expect("pid file");
+    let _first = KillOnDrop::new(first);
+    assert_eq!(served_pid(), Some(first));
+
+    // SIGHUP: a graceful restart, a new detached daemon with a new pid.
+    send_signal(first, Sig::SIGHUP);
+    let second = wait_for_value(DEADLINE, "the restarted daemon's pid file", || {
+        read_pid().filter(|p| *p != first)
+    });
+    let _second = KillOnDrop::new(second);
+    wait_for(DEADLINE, "the new daemon behind the same port", || {
+        served_pid() == Some(second)
+    });
+    assert!(
+        !read_lines(&log).iter().any(|l| l.contains("cannot serve")),
+        "the restarted daemon bound the port"
+    );
+    let mut stop = Command::new(ops_bin());
+    stop.arg("--pidfile").arg(&pidfile).arg("stop");
+    let stopped = run_command(stop);
+    assert_eq!(stopped.exit.code(), Some(0), "{stopped:?}");
+    assert!(!is_alive(second));
 }

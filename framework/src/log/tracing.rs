@@ -166,8 +166,11 @@ impl Visit for FieldVisitor {
     }
 }
 
-/// Key-value pairs for a slog record.
-struct Pairs<'a>(&'a [(&'static str, String)]);
+/// Key-value pairs for a slog record, then the event's target.
+struct Pairs<'a> {
+    pairs: &'a [(&'static str, String)],
+    target: &'a str,
+}
 
 impl slog::KV for Pairs<'_> {
     fn serialize(
@@ -175,10 +178,10 @@ impl slog::KV for Pairs<'_> {
         _: &slog::Record<'_>,
         serializer: &mut dyn slog::Serializer,
     ) -> slog::Result {
-        for (key, value) in self.0 {
+        for (key, value) in self.pairs {
             serializer.emit_arguments(key, &format_args!("{value}"))?;
         }
-        Ok(())
+        serializer.emit_str("target", self.target)
     }
 }
 
@@ -240,7 +243,6 @@ where
             pairs.push(("span", names));
         }
         let meta = event.metadata();
-        pairs.push(("target", meta.target().to_string()));
         let message = visitor.message.unwrap_or_default();
         write(&logger, meta, &message, &pairs);
         IN_EVENT.with(|f| f.set(false));
@@ -265,7 +267,10 @@ fn write(
         tag: "",
         level: from_tracing(meta.level()).to_slog(),
     };
-    let kv = Pairs(pairs);
+    let kv = Pairs {
+        pairs,
+        target: meta.target(),
+    };
     logger.log(&slog::Record::new(
         &rstatic,
         &format_args!("{message}"),
