@@ -36,6 +36,8 @@ mod error;
 pub mod event;
 pub mod ipc;
 pub mod log;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod panic_capture;
 pub mod plugin;
 pub mod process;

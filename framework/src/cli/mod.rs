@@ -34,13 +34,15 @@ mod program;
 
 pub use duration::{parse_duration, parse_positive_duration, MAX_DURATION};
 pub use program::Program;
+pub(crate) mod docs;
 
 use crate::error::ExitCode;
 use clap::{Args, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Commands that talk to a running daemon instead of starting one.
+/// Commands that run instead of starting the daemon: they talk to a running
+/// one, or print its documentation.
 #[derive(Debug, Clone, PartialEq, clap::Subcommand)]
 pub enum ControlCommand {
     /// Print the running daemon's status (loop, memory, plugins, worker pools, tasks).
@@ -55,6 +57,14 @@ pub enum ControlCommand {
         #[arg(long, default_value = "30", value_name = "DURATION", value_parser = parse_positive_duration)]
         timeout: Duration,
     },
+    /// Print a shell completion script, e.g. `completions bash > /etc/bash_completion.d/NAME`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `man > NAME.1; man -l NAME.1`.
+    Man,
 }
 
 /// The standard flags.
@@ -108,6 +118,9 @@ pub struct DaemonArgs {
     /// Allow core dumps (off by default for daemons started as root).
     #[arg(long)]
     pub core_dumps: bool,
+    /// Serve Prometheus /metrics, a status page (/) and /status.json on ADDR: PORT or :PORT (127.0.0.1), or HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// The program these flags were parsed for ([`Program::parse`]); the
     /// builder runs under its name.
     #[arg(skip)]
@@ -149,7 +162,9 @@ pub struct Cli<A = NoArgs> {
 /// `Err(ExitCode::Ok)`; a bad command line prints one line naming the
 /// problem and returns `Err(ExitCode::Usage)`.
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
-    let name = P::command().get_name().to_string();
+    let command = P::command();
+    docs::remember(&command);
+    let name = command.get_name().to_string();
     report(&name, P::try_parse())
 }
 

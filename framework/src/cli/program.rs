@@ -126,6 +126,8 @@ impl Program {
         T: Into<OsString> + Clone,
     {
         let mut command = self.command::<A>();
+        // `completions` and `man` describe this very parser.
+        super::docs::remember(&command);
         let matches = command.try_get_matches_from_mut(args)?;
         let mut daemon =
             DaemonArgs::from_arg_matches(&matches).map_err(|e| e.format(&mut command.clone()))?;

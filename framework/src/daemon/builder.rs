@@ -50,6 +50,9 @@ pub struct DaemonBuilder<D: Daemon> {
     /// Applied over the settings above when the daemon runs.
     command_line: Option<DaemonArgs>,
     privileges: super::privilege::Settings,
+    metrics_addr: Option<String>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Metrics,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -61,6 +64,8 @@ pub struct DaemonHandle {
     tasks: Arc<TaskRegistry>,
     pools: Arc<PoolRegistry>,
     arbiter: ArbiterHandle,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for DaemonHandle {
@@ -107,6 +112,12 @@ impl DaemonHandle {
         )
     }
 
+    /// The metrics registry, to register metrics of your own.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// The supervisor actor.
     pub fn supervisor(&self) -> &Addr<Supervisor> {
         &self.supervisor
@@ -125,6 +136,8 @@ struct Prepared {
     log_file: Option<Arc<LogFile>>,
     pidfile: Option<PathBuf>,
     privileges: Option<super::privilege::Plan>,
+    #[cfg(feature = "metrics")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -170,6 +183,9 @@ impl<D: Daemon> DaemonBuilder<D> {
             restart: RestartPolicy::default(),
             command_line: None,
             privileges: Default::default(),
+            metrics_addr: None,
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -323,6 +339,22 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Serve Prometheus `/metrics`, a live status page (`/`) and
+    /// `/status.json` on `addr`: `PORT`, `:PORT` (both on 127.0.0.1) or
+    /// `HOST:PORT`. Needs the `metrics` cargo feature (a daemon started with
+    /// `--metrics` without it exits with a configuration error).
+    pub fn metrics(mut self, addr: impl Into<String>) -> Self {
+        self.metrics_addr = Some(addr.into());
+        self
+    }
+
+    /// The metrics registry, to register metrics of your own (see
+    /// [`metrics`](crate::metrics)).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
@@ -415,6 +447,9 @@ impl<D: Daemon> DaemonBuilder<D> {
         if args.core_dumps {
             p.core_dumps = Some(true);
         }
+        if let Some(addr) = &args.metrics {
+            self.metrics_addr = Some(addr.clone());
+        }
     }
 
     /// Parses the standard command line with [`program`](Self::program), then
@@ -469,6 +504,18 @@ impl<D: Daemon> DaemonBuilder<D> {
         }
         checked("the minimum runtime", self.restart.min_runtime, true)?;
         let mut privileges = self.privileges.plan()?;
+        #[cfg(feature = "metrics")]
+        let metrics_addr = self
+            .metrics_addr
+            .as_deref()
+            .map(crate::metrics::parse_addr)
+            .transpose()?;
+        #[cfg(not(feature = "metrics"))]
+        if self.metrics_addr.is_some() {
+            return Err(Error::Config(
+                "--metrics needs daemonic built with its `metrics` cargo feature".into(),
+            ));
+        }
         let pidfile = self.pidfile.as_deref().map(absolute).transpose()?;
         let log_path = self.log_file.as_deref().map(absolute).transpose()?;
         if let (Some(plan), Some(path)) = (privileges.as_mut(), &log_path) {
@@ -490,6 +537,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             log_file,
             pidfile,
             privileges,
+            #[cfg(feature = "metrics")]
+            metrics_addr,
         })
     }
 
@@ -510,6 +559,10 @@ impl<D: Daemon> DaemonBuilder<D> {
             ControlCommand::Stop { timeout } => {
                 crate::control::client::stop(&self.program.name, &target, *timeout)
             }
+            ControlCommand::Completions { shell } => {
+                crate::cli::docs::completions(&self.program.name, *shell)
+            }
+            ControlCommand::Man => crate::cli::docs::man(&self.program.name),
         })
     }
 
@@ -643,7 +696,21 @@ impl<D: Daemon> DaemonBuilder<D> {
         let daemon = self.daemon;
         let name = self.program.name;
         let control_socket = crate::control::Location::current(&name, prepared.pidfile.as_deref());
+        #[cfg(feature = "metrics")]
+        let metrics = self.metrics;
+        #[cfg(feature = "metrics")]
+        let metrics_server = prepared.metrics_addr.map(|addr| {
+            metrics.watch(&events);
+            crate::metrics::server::ServerConfig {
+                addr,
+                metrics: metrics.clone(),
+            }
+        });
+        #[cfg(feature = "metrics")]
+        let handle_metrics = metrics.clone();
         let config = SupervisorConfig {
+            #[cfg(feature = "metrics")]
+            metrics: metrics_server,
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
             in_place_restart: !self.daemonize,
@@ -676,6 +743,8 @@ impl<D: Daemon> DaemonBuilder<D> {
                 tasks: tasks.clone(),
                 pools: pools.clone(),
                 arbiter: Arbiter::current(),
+                #[cfg(feature = "metrics")]
+                metrics,
             });
             let loop_shared = shared.clone();
             let main_loop = MainLoop::start_in_arbiter(&loop_arbiter.handle(), move |_| {
@@ -697,6 +766,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             tasks: handle_tasks,
             pools: handle_pools,
             arbiter: Arbiter::current(),
+            #[cfg(feature = "metrics")]
+            metrics: handle_metrics,
         })
     }
 }

@@ -56,6 +56,13 @@ impl<D: Daemon> LoopContext<'_, D> {
         self.shared.interval
     }
 
+    /// The metrics registry, to register metrics of your own (see
+    /// [`metrics`](crate::metrics)).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
     /// A cloneable logger for user code.
     pub fn logger(&self) -> &Logger {
         &self.shared.logger

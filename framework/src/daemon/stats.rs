@@ -50,6 +50,28 @@ pub struct LoopStats {
     pub max_execute: Duration,
     /// Longest delay between when a tick was due and when it started.
     pub max_lateness: Duration,
+    /// How late ticks started, as a histogram (only with a non-zero
+    /// interval). Not part of the JSON document; `/metrics` exports it.
+    #[serde(skip)]
+    pub lateness: LatenessHistogram,
+}
+
+/// Upper bounds of the lateness histogram's buckets, in microseconds.
+pub const LATENESS_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// Lateness of the main loop's ticks.
+#[derive(Debug, Clone, Default)]
+pub struct LatenessHistogram {
+    /// Ticks per bucket (not cumulative), one per [`LATENESS_BUCKETS_US`]
+    /// bound, then one for later ticks.
+    pub buckets: Vec<u64>,
+    /// Ticks measured.
+    pub count: u64,
+    /// Sum of their lateness.
+    pub sum: Duration,
 }
 
 /// Memory of one process, from `/proc/<pid>/statm`.
@@ -162,6 +184,17 @@ pub(crate) struct LoopCounters {
     total_execute_ns: AtomicU64,
     max_execute_ns: AtomicU64,
     max_lateness_ns: AtomicU64,
+    lateness_buckets: [AtomicU64; LATENESS_BUCKETS_US.len() + 1],
+    lateness_sum_ns: AtomicU64,
+}
+
+/// The lateness bucket of `late`.
+fn lateness_bucket(late: Duration) -> usize {
+    let us = late.as_micros();
+    LATENESS_BUCKETS_US
+        .iter()
+        .position(|&bound| us <= u128::from(bound))
+        .unwrap_or(LATENESS_BUCKETS_US.len())
 }
 
 impl LoopCounters {
@@ -175,6 +208,8 @@ impl LoopCounters {
     pub(crate) fn record_lateness(&self, late: Duration) {
         let ns = late.as_nanos().min(u64::MAX as u128) as u64;
         self.max_lateness_ns.fetch_max(ns, Ordering::Relaxed);
+        self.lateness_sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.lateness_buckets[lateness_bucket(late)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, interval: Duration) -> LoopStats {
@@ -188,6 +223,18 @@ impl LoopCounters {
             mean_execute: Duration::from_nanos(total.checked_div(executed).unwrap_or(0)),
             max_execute: Duration::from_nanos(self.max_execute_ns.load(Ordering::Relaxed)),
             max_lateness: Duration::from_nanos(self.max_lateness_ns.load(Ordering::Relaxed)),
+            lateness: {
+                let buckets: Vec<u64> = self
+                    .lateness_buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect();
+                LatenessHistogram {
+                    count: buckets.iter().sum(),
+                    buckets,
+                    sum: Duration::from_nanos(self.lateness_sum_ns.load(Ordering::Relaxed)),
+                }
+            },
         }
     }
 }
@@ -204,6 +251,21 @@ mod tests {
         let s = c.snapshot(Duration::from_secs(1));
         assert_eq!(s.mean_execute, Duration::from_millis(2));
         assert_eq!(s.max_execute, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn lateness_lands_in_its_bucket() {
+        let c = LoopCounters::default();
+        c.record_lateness(Duration::from_micros(10));
+        c.record_lateness(Duration::from_micros(50));
+        c.record_lateness(Duration::from_micros(51));
+        c.record_lateness(Duration::from_secs(3));
+        let h = c.snapshot(Duration::from_millis(10)).lateness;
+        assert_eq!(h.buckets.len(), LATENESS_BUCKETS_US.len() + 1);
+        assert_eq!((h.buckets[0], h.buckets[1]), (2, 1));
+        assert_eq!(h.buckets[LATENESS_BUCKETS_US.len()], 1);
+        assert_eq!(h.count, 4);
+        assert_eq!(h.sum, Duration::from_micros(3_000_111));
     }
 
     #[test]

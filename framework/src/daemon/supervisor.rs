@@ -35,6 +35,9 @@ pub(crate) struct Shared {
     pub pools: Arc<PoolRegistry>,
     /// The supervisor's arbiter: pools run here, never on the loop's thread.
     pub arbiter: ArbiterHandle,
+    /// The metrics registry (user metrics too).
+    #[cfg(feature = "metrics")]
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -88,6 +91,9 @@ pub(crate) struct SupervisorConfig {
     pub restart_requested: Arc<Mutex<Option<String>>>,
     /// A restart re-execs this process in place (foreground), keeping its pid.
     pub in_place_restart: bool,
+    /// Serve `/metrics`, the status page and `/status.json` (`--metrics`).
+    #[cfg(feature = "metrics")]
+    pub metrics: Option<crate::metrics::server::ServerConfig>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -114,6 +120,8 @@ pub struct Supervisor {
     log_watcher: Option<Addr<LogWatcher>>,
     signals: Option<Addr<SignalActor>>,
     control: Option<Addr<ControlActor>>,
+    #[cfg(feature = "metrics")]
+    metrics_server: Option<crate::metrics::server::StatusServer>,
     task_manager: Option<Addr<TaskManager>>,
     shutdown_started: Option<Instant>,
     /// Set-up plugins, in set-up order.
@@ -143,6 +151,8 @@ impl Supervisor {
             log_watcher: None,
             signals: None,
             control: None,
+            #[cfg(feature = "metrics")]
+            metrics_server: None,
             task_manager,
             shutdown_started: None,
             plugin_actors: Vec::new(),
@@ -405,6 +415,10 @@ impl Supervisor {
         if let Some(control) = self.control.take() {
             control.do_send(StopActor);
         }
+        #[cfg(feature = "metrics")]
+        if let Some(server) = self.metrics_server.take() {
+            server.stop();
+        }
         // Start-up failed before the pid file was written.
         self.config.pending_pidfile.take();
         // A forced stop: the plugins' teardown was only just requested.
@@ -548,6 +562,15 @@ impl Actor for Supervisor {
                 Err(e) => self.logger().warn(format_args!(
                     "control channel unavailable (status/stop will not reach this daemon): {e}"
                 )),
+            }
+        }
+        // Before the privilege drop: the port may be privileged.
+        #[cfg(feature = "metrics")]
+        if let Some(config) = self.config.metrics.take() {
+            let logger = self.shared.logger.clone();
+            match crate::metrics::server::StatusServer::start(config, ctx.address(), &logger) {
+                Ok(server) => self.metrics_server = Some(server),
+                Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
             }
         }
         // Last: everything that needs root is in place, nothing of the

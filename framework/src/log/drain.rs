@@ -141,7 +141,7 @@ impl LocalSink {
             file.write_line(line);
         }
         if self.console {
-            let _ = io::stderr().lock().write_all(line);
+            super::journal::write_stderr(line);
         }
     }
 }
@@ -226,7 +226,7 @@ impl slog::Drain for LineWriter {
                 let sent = sender.send_line(&buf[body..buf.len() - 1]);
                 // The daemon is gone: stderr is the last resort.
                 if sent == super::sender::Sent::Failed || *console {
-                    let _ = io::stderr().lock().write_all(buf.as_bytes());
+                    super::journal::write_stderr(buf.as_bytes());
                 }
             }
         }

@@ -8,6 +8,9 @@
 //! and writes it with one `write(2)`, so lines from several processes sharing
 //! the file never interleave.
 //!
+//! When stderr is the systemd journal (`JOURNAL_STREAM`), lines written to it
+//! start with their syslog priority (`<3>` for errors, `<6>` for info).
+//!
 //! The log file is reopened when it is renamed, deleted or truncated (a
 //! [`watcher`] stats the path four times a second, never per line) and on
 //! SIGHUP.
@@ -18,11 +21,14 @@ mod bridge;
 mod children;
 mod datagram;
 mod drain;
+mod journal;
 mod queue;
 mod sender;
+mod tracing;
 pub(crate) mod watcher;
 
-pub(crate) use children::{child_lines_dropped, child_log_settings, child_logger};
+pub use self::tracing::layer as tracing_layer;
+pub(crate) use children::{child_lines_dropped, child_log_settings};
 // The spawn path in process/ calls these with every child's pid and role.
 pub(crate) use children::{forget_child, register_child};
 
@@ -261,7 +267,7 @@ impl LogSystem {
         let max = Level::max_for_debug(config.debug_level).to_slog();
         let filtered = slog::LevelFilter::new(hooked, max);
         let slog = slog::Logger::root(filtered.ignore_res(), slog::o!());
-        bridge::install(&slog, Level::max_for_debug(config.debug_level));
+        install_bridges(&slog, config.debug_level);
         Self {
             logger: Logger {
                 slog,
@@ -276,7 +282,24 @@ impl LogSystem {
     }
 }
 
-/// Points the `log`-crate bridge away from a pipeline that is shutting down.
+/// Routes `log` records and `tracing` events of this process into `slog`.
+fn install_bridges(slog: &slog::Logger, debug_level: u8) {
+    let max = Level::max_for_debug(debug_level);
+    bridge::install(slog, max);
+    self::tracing::install(slog, max);
+}
+
+/// A child process's logger; `log` records and `tracing` events of the child
+/// reach the daemon's log through it too.
+pub(crate) fn child_logger(config: &LogConfig, sink: Option<std::os::fd::OwnedFd>) -> Logger {
+    let logger = children::child_logger(config, sink);
+    install_bridges(&logger.slog, config.debug_level);
+    logger
+}
+
+/// Points the `log`-crate and `tracing` bridges away from a pipeline that is
+/// shutting down.
 pub(crate) fn detach_bridge() {
     bridge::detach();
+    self::tracing::detach();
 }
