@@ -34,6 +34,9 @@ pub mod control;
 pub mod daemon;
 mod error;
 pub mod event;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ipc;
 pub mod log;
 #[cfg(feature = "metrics")]

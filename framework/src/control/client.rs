@@ -69,7 +69,7 @@ fn request(target: &Target<'_>, line: &str) -> Result<Reply, Failure> {
             read.map_err(io)?;
         }
     }
-    match serde_json::from_str(&answer) {
+    match super::decode_reply(&answer) {
         Ok(Reply::Refused(why)) => Err(Failure::Refused(why)),
         Ok(reply) => Ok(reply),
         Err(e) => Err(Failure::Other(format!(

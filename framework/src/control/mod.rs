@@ -37,6 +37,35 @@ pub(crate) enum Reply {
     Refused(String),
 }
 
+/// Longest request line the daemon reads from a client.
+pub(crate) const MAX_REQUEST: u64 = 256;
+
+/// What a client asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    Status,
+    Stop,
+    /// Anything else (answered with an error naming it).
+    Unknown(String),
+}
+
+/// Decodes the bytes a client sent (its first line, at most
+/// [`MAX_REQUEST`] bytes); `None` if they are not UTF-8 (the connection is
+/// then closed without an answer).
+pub(crate) fn parse_request(line: &[u8]) -> Option<Request> {
+    let line = std::str::from_utf8(line).ok()?;
+    Some(match line.trim() {
+        "status" => Request::Status,
+        "stop" => Request::Stop,
+        other => Request::Unknown(other.to_string()),
+    })
+}
+
+/// Decodes the daemon's one-line answer.
+pub(crate) fn decode_reply(answer: &str) -> serde_json::Result<Reply> {
+    serde_json::from_str(answer)
+}
+
 /// The control socket's path for daemon `name` with pid file `pidfile`.
 pub fn socket_path(name: &str, pidfile: Option<&Path>) -> PathBuf {
     Location::current(name, pidfile).socket()

@@ -1,7 +1,7 @@
 //! The daemon's side of the control channel.
 
 use super::dir::{ControlDir, SOCKET_NAME};
-use super::{Location, Reply, Trusted};
+use super::{parse_request, Location, Reply, Request, Trusted, MAX_REQUEST};
 use crate::daemon::{GetStats, RequestShutdown, Supervisor};
 use crate::event::ShutdownReason;
 use crate::log::Logger;
@@ -216,15 +216,18 @@ async fn serve(stream: UnixStream, service: &Service) {
         }
     };
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     if BufReader::new(read)
-        .take(256)
-        .read_line(&mut line)
+        .take(MAX_REQUEST)
+        .read_until(b'\n', &mut line)
         .await
         .is_err()
     {
         return;
     }
+    let Some(request) = parse_request(&line) else {
+        return;
+    };
     if !trusted.contains(peer.uid()) {
         logger.warn(format_args!(
             "control channel: refused a connection from uid {} (pid {}): only the daemon's user and root may use it",
@@ -238,19 +241,19 @@ async fn serve(stream: UnixStream, service: &Service) {
         send(&mut write, &reply).await;
         return;
     }
-    let reply = match line.trim() {
-        "status" => match supervisor.send(GetStats).await {
+    let reply = match request {
+        Request::Status => match supervisor.send(GetStats).await {
             Ok(stats) => Reply::Status(Box::new(stats)),
             Err(e) => Reply::Error(format!("daemon is stopping: {e}")),
         },
-        "stop" => {
+        Request::Stop => {
             logger.log("stop requested through the control channel");
             supervisor.do_send(RequestShutdown(ShutdownReason::Requested));
             Reply::Stopping {
                 pid: std::process::id() as i32,
             }
         }
-        other => Reply::Error(format!("unknown request {other:?}")),
+        Request::Unknown(other) => Reply::Error(format!("unknown request {other:?}")),
     };
     send(&mut write, &reply).await;
 }

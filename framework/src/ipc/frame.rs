@@ -92,7 +92,8 @@ impl Decoder {
     }
 
     /// Every complete frame received so far, in order. An oversized header is
-    /// an error as soon as it arrives.
+    /// an error as soon as it arrives; frames that arrived whole before it
+    /// are returned first, and the error then (see [`refused`](Self::refused)).
     pub(crate) fn frames(&mut self) -> io::Result<Vec<Vec<u8>>> {
         let mut frames = Vec::new();
         let mut at = 0;
@@ -100,7 +101,11 @@ impl Decoder {
             let header: [u8; HEADER] = self.buf[at..at + HEADER]
                 .try_into()
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-            let len = announced(header)?;
+            let len = match announced(header) {
+                Ok(len) => len,
+                Err(e) if frames.is_empty() => return Err(e),
+                Err(_) => break,
+            };
             if self.buf.len() - at - HEADER < len {
                 break;
             }
@@ -112,6 +117,13 @@ impl Decoder {
             self.buf.shrink_to(KEEP);
         }
         Ok(frames)
+    }
+
+    /// The error for an oversized header waiting at the front (left there by
+    /// [`frames`](Self::frames) after the frames before it).
+    pub(crate) fn refused(&self) -> Option<io::Error> {
+        let header: [u8; HEADER] = self.buf.get(..HEADER)?.try_into().ok()?;
+        announced(header).err()
     }
 
     /// Bytes held (capacity), to check that buffers shrink.
@@ -170,48 +182,16 @@ pub(crate) fn send_frame_with_fds(
 pub(crate) fn read_frame_with_fds(
     mut sock: &std::os::unix::net::UnixStream,
 ) -> io::Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::AsFd;
     let mut header = [0u8; HEADER];
-    let mut fds = Vec::new();
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
     // The descriptors arrive with the first byte of the frame: read the
     // header with recvmsg, the body with plain reads.
-    let got = loop {
-        let mut iov = [io::IoSliceMut::new(&mut header)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                for cmsg in msg.cmsgs()? {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: the kernel just installed these descriptors for us.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "too many descriptors with a frame",
-                    ));
-                }
-                break msg.bytes;
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (got, _, fds) = crate::process::wire::recv_with_fds(sock.as_fd(), &mut header)?;
     if got == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    if got < HEADER {
-        fill(&mut sock, &mut header[got..], &|| false)?;
+    if got < HEADER && !fill(&mut sock, &mut header[got..], &|| false)? {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
     let len = announced(header)?;
     let body = read_body(&mut sock, len, &|| false)?;
@@ -251,7 +231,7 @@ fn read_body(input: &mut impl Read, len: usize, give_up: &dyn Fn() -> bool) -> i
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn framed(parts: &[&[u8]]) -> Vec<u8> {
@@ -273,6 +253,27 @@ mod tests {
         d.read_buffer().extend_from_slice(b"tial!!!");
         assert_eq!(d.frames().unwrap(), vec![b"partial!!!".to_vec()]);
         assert!(d.frames().unwrap().is_empty());
+    }
+
+    #[test]
+    fn frames_before_an_oversized_header_are_delivered_first() {
+        let mut d = Decoder::new();
+        let mut bytes = framed(&[b"reply"]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        d.read_buffer().extend_from_slice(&bytes);
+        assert_eq!(d.frames().unwrap(), vec![b"reply".to_vec()]);
+        assert!(d.refused().is_some());
+        assert!(d.frames().is_err());
+    }
+
+    #[test]
+    fn a_header_cut_short_is_not_a_frame() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::io::Write;
+        (&a).write_all(&[0]).unwrap();
+        drop(a);
+        let err = read_frame_with_fds(&b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
@@ -330,6 +331,35 @@ mod tests {
         assert_eq!(bytes, b"boot");
         assert_eq!(fds.len(), 1);
         assert_eq!(read_frame(&b).unwrap().unwrap(), b"state");
+    }
+
+    /// Copies of a pipe's read end; `all_closed` tells whether every copy
+    /// (ours and any sent along) is closed.
+    pub(crate) fn pipe_copies(n: usize) -> (std::os::fd::OwnedFd, Vec<std::os::fd::OwnedFd>) {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let copies = (0..n).map(|_| read.try_clone().unwrap()).collect();
+        (write, copies)
+    }
+
+    pub(crate) fn all_closed(write: &std::os::fd::OwnedFd) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(write.as_fd(), PollFlags::POLLOUT)];
+        poll(&mut fds, PollTimeout::ZERO).unwrap();
+        fds[0].revents().unwrap().contains(PollFlags::POLLERR)
+    }
+
+    #[test]
+    fn too_many_descriptors_are_refused_and_all_closed() {
+        use std::os::fd::{AsFd, AsRawFd};
+        let (probe, copies) = pipe_copies(6);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let raw: Vec<_> = copies.iter().map(|c| c.as_raw_fd()).collect();
+        send_frame_with_fds(a.as_fd(), b"boot", &raw).unwrap();
+        drop(copies);
+        assert!(read_frame_with_fds(&b).is_err(), "more than 4 descriptors");
+        drop((a, b));
+        assert!(all_closed(&probe), "a received descriptor was leaked");
     }
 
     #[test]

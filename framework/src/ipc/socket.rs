@@ -83,6 +83,11 @@ impl HostLink for SocketHostLink {
                     return None;
                 }
                 loop {
+                    // Frames before an oversized header were delivered;
+                    // now the header ends the link.
+                    if let Some(e) = decoder.refused() {
+                        return Some((Err(e), (reader, decoder, true)));
+                    }
                     match reader.read_buf(decoder.read_buffer()).await {
                         Ok(0) => return None,
                         Ok(_) => match decoder.frames() {

@@ -109,10 +109,10 @@ pub(crate) struct ChildLogReceiver {
 }
 
 /// One datagram as received: the sender's pid (from the kernel) and bytes.
-struct Received<'a> {
-    pid: i32,
-    bytes: &'a [u8],
-    truncated: bool,
+pub(crate) struct Received<'a> {
+    pub pid: i32,
+    pub bytes: &'a [u8],
+    pub truncated: bool,
 }
 
 /// Receives one datagram with the sender's credentials; descriptors a child
@@ -159,7 +159,11 @@ fn receive<'b>(
 /// The lines the daemon writes for one received datagram.
 /// `emit` gets each line and whether it is the child's own (else a notice).
 /// Returns how many earlier lines the child says it dropped.
-fn lines_for(received: &Received<'_>, daemon_pid: i32, mut emit: impl FnMut(String, bool)) -> u32 {
+pub(crate) fn lines_for(
+    received: &Received<'_>,
+    daemon_pid: i32,
+    mut emit: impl FnMut(String, bool),
+) -> u32 {
     let now = std::time::SystemTime::now();
     let registered = registered_role(received.pid);
     let (role, text, more, dropped) = match datagram::decode(received.bytes) {

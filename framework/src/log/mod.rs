@@ -19,13 +19,17 @@
 
 mod bridge;
 mod children;
-mod datagram;
+pub(crate) mod datagram;
 mod drain;
 mod journal;
 mod queue;
 mod sender;
 mod tracing;
 pub(crate) mod watcher;
+
+/// The receiving thread's decoding of one datagram, for the fuzz targets.
+#[cfg(feature = "testing")]
+pub(crate) use children::{lines_for, Received};
 
 pub use self::tracing::layer as tracing_layer;
 pub(crate) use children::{child_lines_dropped, child_log_settings};

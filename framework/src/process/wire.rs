@@ -53,8 +53,66 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     rmp_serde::to_vec_named(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Deepest nesting a message may have (they nest a few levels; see
+/// `worker/protocol.rs` for why hostile nesting is cut short).
+const MAX_DEPTH: usize = 16;
+
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
-    rmp_serde::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Most descriptors any message carries.
+pub(crate) const MAX_FDS: usize = 4;
+
+/// Room for as many descriptors as the kernel passes with one message
+/// (`SCM_MAX_FD`). With less, a message carrying more is truncated, and nix
+/// refuses to walk a truncated control buffer: the descriptors that did
+/// arrive would be installed in this process and never closed.
+const SCM_MAX_FD: usize = 253;
+
+/// One `recvmsg` into `buf`: the bytes read, the flags, and every
+/// descriptor that came with them (close-on-exec, owned: closed on drop).
+/// More than [`MAX_FDS`] descriptors is an error (they are closed).
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, MsgFlags, Vec<OwnedFd>)> {
+    let mut cmsg_space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for us.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} descriptors with a message (at most {MAX_FDS})",
+                    fds.len()
+                ),
+            ));
+        }
+        return Ok((msg.bytes, msg.flags, fds));
+    }
 }
 
 /// Sends one control message with descriptors.
@@ -81,45 +139,19 @@ pub(crate) fn send_message(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) ->
 /// `Ok(None)` means the peer closed the socket.
 pub(crate) fn recv_message(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_CONTROL];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
-    loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let received = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        );
-        let msg = match received {
-            Ok(msg) => msg,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let mut fds = Vec::new();
-        for cmsg in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                // SAFETY: the kernel just installed these descriptors for us.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        let truncated =
-            msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC);
-        let len = msg.bytes;
-        if len == 0 && fds.is_empty() {
-            return Ok(None);
-        }
-        if truncated {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "control message truncated",
-            ));
-        }
-        buf.truncate(len);
-        return Ok(Some((buf, fds)));
+    let (len, flags, fds) = recv_with_fds(sock, &mut buf)?;
+    let truncated = flags.contains(MsgFlags::MSG_TRUNC) || flags.contains(MsgFlags::MSG_CTRUNC);
+    if len == 0 && fds.is_empty() {
+        return Ok(None);
     }
+    if truncated {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control message truncated",
+        ));
+    }
+    buf.truncate(len);
+    Ok(Some((buf, fds)))
 }
 
 #[cfg(test)]
@@ -150,5 +182,24 @@ mod tests {
         assert_eq!(fds.len(), 1);
         drop(a);
         assert!(recv_message(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn too_many_descriptors_are_refused_and_all_closed() {
+        use crate::ipc::frame::tests::{all_closed, pipe_copies};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (probe, copies) = pipe_copies(6);
+        let raw: Vec<_> = copies.iter().map(|c| c.as_raw_fd()).collect();
+        send_message(a.as_fd(), b"request", &raw).unwrap();
+        drop(copies);
+        assert!(recv_message(b.as_fd()).is_err(), "more than 4 descriptors");
+        drop((a, b));
+        assert!(all_closed(&probe), "a received descriptor was leaked");
     }
 }

@@ -118,7 +118,7 @@ impl std::fmt::Display for TaskStatus {
 
 /// What a task's child tells the host before it exits abnormally.
 #[derive(Debug, Serialize, Deserialize)]
-enum TaskReport {
+pub(crate) enum TaskReport {
     Failed(String),
     Panicked(String),
 }
@@ -258,7 +258,12 @@ fn read_report(channel: &mut UnixStream) -> Option<TaskReport> {
     let _ = channel.set_nonblocking(true);
     let mut bytes = Vec::new();
     let _ = channel.read_to_end(&mut bytes);
-    let frame = crate::ipc::frame::read_frame(&bytes[..]).ok()??;
+    decode_report(&bytes)
+}
+
+/// The report in the bytes a task's child left on its channel, if any.
+pub(crate) fn decode_report(bytes: &[u8]) -> Option<TaskReport> {
+    let frame = crate::ipc::frame::read_frame(bytes).ok()??;
     wire::decode(&frame).ok()
 }
 

@@ -37,7 +37,7 @@
 mod child;
 mod pool;
 mod progress;
-mod protocol;
+pub(crate) mod protocol;
 mod stats;
 
 pub use child::{run_in_child, WorkerContext};
@@ -216,7 +216,8 @@ pub enum DispatchError {
 /// Decodes a call's arguments (generated code calls it).
 #[doc(hidden)]
 pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DispatchError> {
-    rmp_serde::from_slice(bytes).map_err(|e| DispatchError::BadArgs(e.to_string()))
+    protocol::decode_at_most(bytes, protocol::MAX_PAYLOAD_DEPTH)
+        .map_err(|e| DispatchError::BadArgs(e.to_string()))
 }
 
 /// Encodes a method's result (generated code calls it).

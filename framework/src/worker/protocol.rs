@@ -65,15 +65,62 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::enco
     rmp_serde::to_vec(value)
 }
 
+/// Deepest nesting a frame may have: frames nest a few levels; hostile
+/// bytes nest thousands, and each level costs kilobytes of stack in a debug
+/// build (rmp-serde's own limit, 1024, overflows a 2 MiB thread stack).
+const MAX_DEPTH: usize = 16;
+
+/// Deepest nesting of a call's arguments or result (serde_json's limit).
+pub(crate) const MAX_PAYLOAD_DEPTH: usize = 128;
+
 pub(crate) fn decode<'a, T: Deserialize<'a>>(
     bytes: &'a [u8],
 ) -> Result<T, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(bytes)
+    decode_at_most(bytes, MAX_DEPTH)
+}
+
+/// Decodes `bytes`, refusing nesting deeper than `depth`.
+pub(crate) fn decode_at_most<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    depth: usize,
+) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(depth);
+    T::deserialize(&mut de)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `f` on a thread with half the default stack (a debug build's frames are
+    /// large: rmp-serde's default depth of 1024 needs megabytes).
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        on_small_stack(|| {
+            let mut nested = vec![0x91u8; 100_000]; // [[[[…]]]]
+            nested.push(0xc0);
+            // A frame whose field holds the nesting.
+            let mut reply = vec![0x81, 0xa5];
+            reply.extend_from_slice(b"Reply");
+            reply.extend_from_slice(&nested);
+            for bytes in [&nested, &reply] {
+                assert!(decode::<FromChild>(bytes).is_err());
+                assert!(decode::<ToChild>(bytes).is_err());
+                assert!(decode::<Bootstrap>(bytes).is_err());
+                assert!(crate::worker::decode_args::<serde::de::IgnoredAny>(bytes).is_err());
+            }
+        });
+    }
 
     #[test]
     fn reply_overhead_covers_the_largest_header() {

@@ -294,7 +294,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
 fn decode_output<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> std::result::Result<T, WorkerError> {
-    rmp_serde::from_slice(bytes)
+    super::protocol::decode_at_most(bytes, super::protocol::MAX_PAYLOAD_DEPTH)
         .map_err(|e| WorkerError::Protocol(format!("cannot decode the result: {e}")))
 }
 
