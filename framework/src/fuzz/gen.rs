@@ -87,14 +87,15 @@ pub fn input(rng: &mut Rng, seeds: &[Vec<u8>], max_len: usize) -> Vec<u8> {
     };
     let rounds = 1 + rng.below(4);
     for _ in 0..rounds {
-        mutate(rng, &mut data, seeds);
+        mutate(rng, &mut data, seeds, max_len);
+        data.truncate(max_len);
     }
     data.truncate(max_len);
     data
 }
 
-/// Applies one mutation to `data`.
-pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, seeds: &[Vec<u8>]) {
+/// Applies one mutation to `data`, adding at most about `room` bytes.
+pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, seeds: &[Vec<u8>], room: usize) {
     let len = data.len();
     match rng.below(11) {
         // A bit flip.
@@ -147,7 +148,7 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, seeds: &[Vec<u8>]) {
                 .iter()
                 .copied()
                 .cycle()
-                .take(n * times.min((1 << 20) / n))
+                .take((n * times).min(room))
                 .collect();
             data.splice(at..at, repeated);
         }
@@ -161,7 +162,7 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, seeds: &[Vec<u8>]) {
         }
         // Nested MessagePack containers.
         _ => {
-            let depth = [8usize, 200, 5000, 100_000][rng.below(4)];
+            let depth = [8usize, 200, 5000, 100_000][rng.below(4)].min(room);
             let marker = [0x91u8, 0x81, 0xdc][rng.below(3)];
             let at = rng.below(len + 1);
             let nest: Vec<u8> = if marker == 0xdc {
