@@ -43,10 +43,7 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |what: &str| {
-            it.next()
-                .unwrap_or_else(|| panic!("{arg} needs {what}"))
-        };
+        let mut value = |what: &str| it.next().unwrap_or_else(|| panic!("{arg} needs {what}"));
         match arg.as_str() {
             "--secs" => args.secs = value("a number").parse().expect("--secs N"),
             "--seed" => args.seed = value("a number").parse().expect("--seed N"),
@@ -66,7 +63,10 @@ fn selected(only: &[String]) -> Vec<Target> {
     }
     let names: Vec<_> = all.iter().map(|t| t.name).collect();
     for name in only {
-        assert!(names.contains(&name.as_str()), "no target {name}: {names:?}");
+        assert!(
+            names.contains(&name.as_str()),
+            "no target {name}: {names:?}"
+        );
     }
     all.into_iter()
         .filter(|t| only.iter().any(|o| o == t.name))
@@ -239,9 +239,12 @@ fn main() {
             .as_millis()
             .div_ceil(1000);
         let mut cmd = Command::new(std::env::current_exe().expect("own binary"));
-        cmd.arg("--child")
-            .arg(&shared)
-            .args(["--secs", &left.to_string(), "--seed", &seed.to_string()]);
+        cmd.arg("--child").arg(&shared).args([
+            "--secs",
+            &left.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]);
         for name in &args.only {
             cmd.args(["--target", name]);
         }
@@ -284,7 +287,11 @@ fn main() {
             *execs as f64 / secs
         );
     }
-    let _ = writeln!(out, "| **all** | {all} | {:.0} | {bad} crashes | |", all as f64 / secs);
+    let _ = writeln!(
+        out,
+        "| **all** | {all} | {:.0} | {bad} crashes | |",
+        all as f64 / secs
+    );
     if bad > 0 {
         std::process::exit(1);
     }

@@ -13,7 +13,7 @@ use daemonic::fuzz::{self, alloc::Tracking};
 static ALLOCATOR: Tracking = Tracking;
 
 /// Generated inputs per target, on top of its seeds.
-const CASES: usize = 3000;
+const CASES: usize = 1500;
 const SEED: u64 = 0x00da_e30c_f022;
 
 fn check(name: &str) {

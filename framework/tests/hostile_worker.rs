@@ -181,7 +181,7 @@ fn garble_sockets(seed: u64, attack: Attack) {
 }
 
 const SIZE: usize = 2;
-const ROUNDS: u64 = 12;
+const ROUNDS: u64 = 40;
 
 async fn wait_ready(pool: &Addr<WorkerPool<Hostile>>) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,25 +1,32 @@
 //! The ipc-channel transport: frames as `IpcSender<ByteBuf>` messages.
 //!
 //! ipc-channel cannot adopt an inherited descriptor, so each worker connects
-//! back through an `IpcOneShotServer` whose name travels over the spawn
-//! channel, and hands the daemon its call sender and reply receiver.
-//! ipc-channel has no non-blocking API, so one thread per worker in the
-//! daemon accepts the connection, then reads replies and forwards them to
-//! the pool's thread, and another sends calls: the pool's thread never
-//! blocks on a send. Both apply [`MAX_FRAME`]; a reader that stops for any
-//! reason ends the link, and the pool then replaces the worker.
+//! back through a socket whose name travels over the spawn channel, and
+//! hands the daemon its call sender and reply receiver. ipc-channel has no
+//! non-blocking API, so one thread per worker in the daemon accepts the
+//! connection, then reads replies and forwards them to the pool's thread,
+//! and another sends calls: the pool's thread never blocks on a send. Both
+//! apply [`MAX_FRAME`]; a reader that stops for any reason ends the link,
+//! and the pool then replaces the worker.
+//!
+//! ipc-channel's own receiving code trusts the bytes it reads, so the daemon
+//! checks every message a worker sends before ipc-channel parses it (see
+//! `ipc_guard.rs`).
 
 use super::frame::{too_large, MAX_FRAME};
+use super::ipc_guard::{check_next, Listener, Wakers};
 use super::{ChildLink, HostLink};
 use futures_util::stream::{LocalBoxStream, StreamExt};
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// What a worker sends back through the one-shot server.
+/// What a worker sends back through the socket it connects to.
 #[derive(Serialize, Deserialize)]
 struct Hello {
     calls: IpcSender<ByteBuf>,
@@ -31,7 +38,7 @@ pub struct IpcHostLink {
     outgoing: std_mpsc::SyncSender<Vec<u8>>,
     incoming: Option<mpsc::UnboundedReceiver<io::Result<Vec<Vec<u8>>>>>,
     server_name: String,
-    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wakers: Arc<Wakers>,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -39,29 +46,45 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl IpcHostLink {
-    /// Opens a one-shot server; the worker must be told
+    /// Opens the socket the worker connects to; the worker must be told
     /// [`server_name`](Self::server_name). At most `capacity` frames wait to
     /// be sent.
     pub fn new(pool: &str, capacity: usize) -> io::Result<Self> {
-        let (server, server_name) = IpcOneShotServer::<Hello>::new()?;
+        let listener = Listener::new()?;
+        let server_name = listener.name().to_string();
+        let wakers = Arc::new(Wakers::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = std_mpsc::sync_channel::<Vec<u8>>(capacity.max(1));
         let (calls_tx, calls_rx) = std_mpsc::channel::<IpcSender<ByteBuf>>();
-        let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = connected.clone();
+        let accepting = wakers.clone();
         std::thread::Builder::new()
             .name(format!("daemonic-ipc-rx:{pool}"))
             .spawn(move || {
-                let Ok((_, hello)) = server.accept() else {
-                    return;
+                let connected = match listener.accept(&accepting) {
+                    Ok(connected) => connected,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
                 };
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                if calls_tx.send(hello.calls).is_err() {
+                if calls_tx.send(connected.calls).is_err() {
                     return;
                 }
-                // Ends when the worker's sender closes (it exited), or at the
-                // first frame over the limit (the link is then dropped).
-                while let Ok(frame) = hello.replies.recv() {
+                // Ends when the worker's sender closes (it exited), when the
+                // link closes, or at the first message that is not a frame
+                // within the limit (the link is then dropped).
+                loop {
+                    match check_next(connected.raw_replies.as_fd()) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    let Ok(frame) = connected.replies.recv() else {
+                        return;
+                    };
                     let item = if frame.len() > MAX_FRAME {
                         Err(too_large(frame.len()))
                     } else {
@@ -69,7 +92,7 @@ impl IpcHostLink {
                     };
                     let failed = item.is_err();
                     if tx.send(item).is_err() || failed {
-                        break;
+                        return;
                     }
                 }
             })?;
@@ -89,23 +112,13 @@ impl IpcHostLink {
             outgoing: out_tx,
             incoming: Some(rx),
             server_name,
-            connected,
+            wakers,
         })
     }
 
     /// The name the worker connects to.
     pub fn server_name(&self) -> &str {
         &self.server_name
-    }
-
-    /// Unblocks the accepting thread if the worker died before connecting.
-    fn abandon(&self) {
-        if !self.connected.load(std::sync::atomic::Ordering::SeqCst) {
-            // A connection that says nothing: `accept` fails and the thread ends.
-            if let Ok(sender) = IpcSender::<Hello>::connect(self.server_name.clone()) {
-                drop(sender);
-            }
-        }
     }
 }
 
@@ -135,14 +148,17 @@ impl HostLink for IpcHostLink {
         )
     }
 
+    /// The worker exited: a thread still waiting for its connection, or
+    /// blocked on a socket it left behind (replies it sent are read first),
+    /// wakes and ends.
     fn close(&mut self) {
-        self.abandon();
+        self.wakers.close();
     }
 }
 
 impl Drop for IpcHostLink {
     fn drop(&mut self) {
-        self.abandon();
+        self.wakers.close();
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod frame;
 pub mod ipc_channel;
+pub(crate) mod ipc_guard;
 pub mod socket;
 
 pub use frame::MAX_FRAME;
