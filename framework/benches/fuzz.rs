@@ -24,8 +24,12 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: Tracking = Tracking;
 
-/// Inputs run per target before moving on to the next.
-const SLICE: u64 = 500;
+/// Time given to one target before moving on to the next: each target gets
+/// the same share of the run, whatever its speed.
+const SLICE: Duration = Duration::from_millis(250);
+
+/// Bytes per target in the shared file: executions, panics, nanoseconds.
+const PER_TARGET: usize = 24;
 
 struct Args {
     secs: u64,
@@ -73,8 +77,9 @@ fn selected(only: &[String]) -> Vec<Target> {
         .collect()
 }
 
-/// The file the child shares with the supervisor: per target, executions
-/// and panics (u64 each); then the target and the input being run.
+/// The file the child shares with the supervisor: per target, executions,
+/// panics and time spent (u64 each); then the target and the input being
+/// run.
 struct Shared {
     map: *mut u8,
     targets: usize,
@@ -82,7 +87,7 @@ struct Shared {
 }
 
 fn layout(targets: &[Target]) -> (usize, usize) {
-    let counters = targets.len() * 16;
+    let counters = targets.len() * PER_TARGET;
     let max = targets.iter().map(|t| t.max_len).max().unwrap_or(0);
     (counters, counters + 16 + max)
 }
@@ -129,13 +134,13 @@ impl Shared {
         u64::from_le_bytes(bytes)
     }
 
-    fn count(&self, target: usize, panicked: bool) {
-        let at = target * 16 + if panicked { 8 } else { 0 };
-        self.put_u64(at, self.get_u64(at) + 1);
+    fn add(&self, target: usize, field: usize, n: u64) {
+        let at = target * PER_TARGET + field * 8;
+        self.put_u64(at, self.get_u64(at) + n);
     }
 
     fn running(&self, target: usize, input: &[u8]) {
-        let base = self.targets * 16;
+        let base = self.targets * PER_TARGET;
         self.put_u64(base, target as u64);
         self.put_u64(base + 8, input.len() as u64);
         assert!(base + 16 + input.len() <= self.size);
@@ -147,13 +152,16 @@ impl Shared {
 }
 
 /// Reads what a child left in the shared file.
-fn read_shared(path: &PathBuf, targets: &[Target]) -> (Vec<(u64, u64)>, usize, Vec<u8>) {
+fn read_shared(path: &PathBuf, targets: &[Target]) -> (Vec<[u64; 3]>, usize, Vec<u8>) {
     let bytes = std::fs::read(path).expect("shared file");
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let counts = (0..targets.len())
-        .map(|t| (u64_at(t * 16), u64_at(t * 16 + 8)))
+        .map(|t| {
+            let at = t * PER_TARGET;
+            [u64_at(at), u64_at(at + 8), u64_at(at + 16)]
+        })
         .collect();
-    let base = targets.len() * 16;
+    let base = targets.len() * PER_TARGET;
     let target = u64_at(base) as usize;
     let len = (u64_at(base + 8) as usize).min(bytes.len() - base - 16);
     (counts, target, bytes[base + 16..base + 16 + len].to_vec())
@@ -194,23 +202,27 @@ fn child(args: &Args, shared: &PathBuf) {
     let mut last_progress = Instant::now();
     while Instant::now() < deadline {
         for (i, target) in targets.iter().enumerate() {
-            for _ in 0..SLICE {
+            let began = Instant::now();
+            while began.elapsed() < SLICE {
                 let input = fuzz::gen::input(&mut rng, &seeds[i], target.max_len);
                 shared.running(i, &input);
                 let panicked = std::panic::catch_unwind(|| target.run(&input)).is_err();
-                shared.count(i, false);
+                shared.add(i, 0, 1);
                 if panicked {
-                    shared.count(i, true);
+                    shared.add(i, 1, 1);
                     if reported[i] < 5 {
                         reported[i] += 1;
                         save_crash(target.name, &input, "panic");
                     }
                 }
             }
+            shared.add(i, 2, began.elapsed().as_nanos() as u64);
         }
         if last_progress.elapsed() >= Duration::from_secs(60) {
             last_progress = Instant::now();
-            let total: u64 = (0..targets.len()).map(|t| shared.get_u64(t * 16)).sum();
+            let total: u64 = (0..targets.len())
+                .map(|t| shared.get_u64(t * PER_TARGET))
+                .sum();
             eprintln!("fuzz: {total} executions so far");
         }
     }
@@ -227,7 +239,8 @@ fn main() {
     let shared = crash_dir().join(format!(".shared-{}", std::process::id()));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.secs);
-    let mut totals = vec![(0u64, 0u64, 0u64); targets.len()]; // execs, panics, aborts
+    // Executions, panics, nanoseconds, aborts.
+    let mut totals = vec![[0u64; 4]; targets.len()];
     let mut seed = args.seed;
     let mut children = 0;
     while Instant::now() < deadline {
@@ -251,14 +264,15 @@ fn main() {
         let status = cmd.status().expect("start the fuzzing child");
         children += 1;
         let (counts, current, input) = read_shared(&shared, &targets);
-        for (total, (execs, panics)) in totals.iter_mut().zip(counts) {
-            total.0 += execs;
-            total.1 += panics;
+        for (total, count) in totals.iter_mut().zip(counts) {
+            for field in 0..3 {
+                total[field] += count[field];
+            }
         }
         if !status.success() {
             if let Some(t) = totals.get_mut(current) {
-                t.0 += 1;
-                t.2 += 1;
+                t[0] += 1;
+                t[3] += 1;
                 save_crash(targets[current].name, &input, &format!("abort: {status}"));
             }
         }
@@ -274,22 +288,23 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "| target | executions | exec/s | panics | aborts |\n|---|---:|---:|---:|---:|"
+        "| target | executions | seconds | exec/s | panics | aborts |\n|---|---:|---:|---:|---:|---:|"
     );
     let (mut all, mut bad) = (0, 0);
-    for (target, (execs, panics, aborts)) in targets.iter().zip(&totals) {
+    for (target, [execs, panics, nanos, aborts]) in targets.iter().zip(&totals) {
         all += execs;
         bad += panics + aborts;
+        let busy = *nanos as f64 / 1e9;
         let _ = writeln!(
             out,
-            "| {} | {execs} | {:.0} | {panics} | {aborts} |",
+            "| {} | {execs} | {busy:.0} | {:.0} | {panics} | {aborts} |",
             target.name,
-            *execs as f64 / secs
+            *execs as f64 / busy.max(1e-9)
         );
     }
     let _ = writeln!(
         out,
-        "| **all** | {all} | {:.0} | {bad} crashes | |",
+        "| **all** | {all} | {secs:.0} | {:.0} | {bad} crashes | |",
         all as f64 / secs
     );
     if bad > 0 {
