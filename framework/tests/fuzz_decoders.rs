@@ -82,6 +82,11 @@ fn log_datagram() {
 }
 
 #[test]
+fn log_socket() {
+    check("log_socket");
+}
+
+#[test]
 fn ipc_channel_message() {
     check("ipc_channel_message");
 }

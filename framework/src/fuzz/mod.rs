@@ -137,6 +137,13 @@ pub fn targets() -> Vec<Target> {
             run: decoders::log_datagram,
         },
         Target {
+            name: "log_socket",
+            about: "log/children.rs receive on a datagram socket with credentials, descriptors attached",
+            seeds: datagram_seeds,
+            max_len: datagram::MAX_DATAGRAM + 1024,
+            run: sockets::log_socket,
+        },
+        Target {
             name: "ipc_channel_message",
             about: "ipc/ipc_channel.rs checked receive of what a worker sends over ipc-channel",
             seeds: ipc::seeds,

@@ -114,3 +114,44 @@ pub(super) fn control_message(data: &[u8]) {
     }
     probe.assert_all_closed();
 }
+
+/// A child's log datagram as the daemon's receiving thread gets it: through
+/// a datagram socket with the sender's credentials, descriptors attached
+/// (closed at once), longer than the receive buffer at times (marked as
+/// truncated); then turned into lines (see `decoders::log_datagram`). The
+/// first byte says how many descriptors come with the bytes.
+pub(super) fn log_socket(data: &[u8]) {
+    use crate::log::datagram::MAX_DATAGRAM;
+    use crate::log::{lines_for, receive};
+    let (count, bytes) = split(data);
+    let probe = Probe::new(count);
+    {
+        let (rx, tx) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::PassCred, &true)
+            .expect("SO_PASSCRED");
+        wire::send_message(tx.as_fd(), bytes, &probe.raw()).expect("send");
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; 253]);
+        match receive(&rx, &mut buf, &mut cmsg) {
+            Ok(Some(received)) => {
+                assert_eq!(received.pid, std::process::id() as i32, "the kernel's pid");
+                assert_eq!(received.truncated, bytes.len() > MAX_DATAGRAM);
+                let mut lines = 0;
+                lines_for(&received, 1, |line, _| {
+                    lines += 1;
+                    assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+                });
+                assert!(lines >= 1);
+            }
+            Ok(None) => assert!(bytes.is_empty() && count == 0),
+            Err(e) => panic!("receiving a datagram failed: {e}"),
+        }
+    }
+    probe.assert_all_closed();
+}

@@ -20,7 +20,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use parking_lot::{Mutex, RwLock};
 use slog::Drain;
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -100,6 +100,8 @@ pub(crate) fn child_lines_dropped() -> u64 {
 /// draining.
 pub(crate) struct ChildLogReceiver {
     receiver: Option<Arc<OwnedFd>>,
+    /// Closed to stop the receiving thread.
+    wake: Option<OwnedFd>,
     queue: Option<Arc<Queue>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     #[cfg(test)]
@@ -116,8 +118,9 @@ pub(crate) struct Received<'a> {
 }
 
 /// Receives one datagram with the sender's credentials; descriptors a child
-/// sent along (it should not) are closed at once.
-fn receive<'b>(
+/// sent along (it should not) are closed at once. Never blocks (`EAGAIN`
+/// when nothing is queued); `Ok(None)` for an empty datagram.
+pub(crate) fn receive<'b>(
     fd: &OwnedFd,
     buf: &'b mut [u8],
     cmsg: &mut [u8],
@@ -129,16 +132,15 @@ fn receive<'b>(
             fd.as_raw_fd(),
             &mut iov,
             Some(cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
         )?;
-        if msg.bytes == 0 && !msg.flags.contains(MsgFlags::MSG_TRUNC) {
-            return Ok(None);
-        }
         let mut pid = 0;
+        let mut had_fds = false;
         for c in msg.cmsgs().into_iter().flatten() {
             match c {
                 ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid(),
                 ControlMessageOwned::ScmRights(fds) => {
+                    had_fds = true;
                     for fd in fds {
                         // SAFETY: received just now, owned by nothing else.
                         drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
@@ -147,7 +149,11 @@ fn receive<'b>(
                 _ => {}
             }
         }
-        (pid, msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC))
+        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+        if msg.bytes == 0 && !truncated && !had_fds {
+            return Ok(None);
+        }
+        (pid, msg.bytes, truncated)
     };
     Ok(Some(Received {
         pid,
@@ -210,6 +216,7 @@ impl ChildLogReceiver {
     pub(crate) fn start(config: &LogConfig, sink: LocalSink) -> Self {
         let none = Self {
             receiver: None,
+            wake: None,
             queue: None,
             threads: Vec::new(),
             #[cfg(test)]
@@ -236,22 +243,46 @@ impl ChildLogReceiver {
         let reader = rx.clone();
         let to_writer = queue.clone();
         let daemon_pid = config.daemon_pid;
+        // Closing the write end tells the receiving thread to read what is
+        // queued and stop. (Not a shutdown of the socket: a read of zero
+        // bytes would then be either the end or a child's empty datagram.)
+        let Ok((wake_r, wake_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+            return none;
+        };
         let receiving = std::thread::Builder::new()
             .name("daemonic-childlog".into())
             .spawn(move || {
                 let mut buf = vec![0u8; datagram::MAX_DATAGRAM];
                 let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; 253]);
-                loop {
-                    match receive(&reader, &mut buf, &mut cmsg) {
-                        Ok(Some(received)) => {
-                            let dropped = lines_for(&received, daemon_pid, |line, childs| {
-                                to_writer.push(line, childs)
-                            });
-                            to_writer.count_dropped(u64::from(dropped));
-                        }
-                        Ok(None) => break,
-                        Err(nix::errno::Errno::EINTR) => continue,
+                let mut stopping = false;
+                while !stopping {
+                    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                    let mut fds = [
+                        PollFd::new(reader.as_fd(), PollFlags::POLLIN),
+                        PollFd::new(wake_r.as_fd(), PollFlags::POLLIN),
+                    ];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                         Err(_) => break,
+                    }
+                    stopping = fds[1].revents().is_some_and(|r| !r.is_empty());
+                    // Everything queued now, without blocking.
+                    loop {
+                        match receive(&reader, &mut buf, &mut cmsg) {
+                            Ok(Some(received)) => {
+                                let dropped = lines_for(&received, daemon_pid, |line, childs| {
+                                    to_writer.push(line, childs)
+                                });
+                                to_writer.count_dropped(u64::from(dropped));
+                            }
+                            // A child's empty datagram: nothing to write.
+                            Ok(None) | Err(nix::errno::Errno::EINTR) => continue,
+                            Err(nix::errno::Errno::EAGAIN) => break,
+                            Err(_) => {
+                                stopping = true;
+                                break;
+                            }
+                        }
                     }
                 }
                 to_writer.close();
@@ -282,6 +313,7 @@ impl ChildLogReceiver {
         }));
         Self {
             receiver: Some(rx),
+            wake: Some(wake_w),
             queue: Some(queue),
             threads: vec![receiving, writing],
             #[cfg(test)]
@@ -298,9 +330,10 @@ impl Drop for ChildLogReceiver {
             return;
         };
         *SETTINGS.write() = None;
-        // Wakes the blocked recv with 0 once queued lines are read; the
-        // writer then drains the queue and stops.
-        let _ = nix::sys::socket::shutdown(rx.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        // The receiving thread reads what is queued and stops; the writer
+        // then drains the queue and stops.
+        drop(self.wake.take());
+        drop(rx);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -373,6 +406,28 @@ mod tests {
             text.contains(&format!("[4242/{me} worker:registered] INFO  hello\n")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_empty_datagram_neither_stops_the_receiver_nor_leaks_descriptors() {
+        use crate::ipc::frame::tests::{all_closed, pipe_copies};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let rx = receiver(Arc::new(LogFile::open(path.clone()).unwrap()));
+        let end = rx.sending_end.as_ref().unwrap();
+        // A child sends an empty datagram, then one with descriptors only.
+        let (probe, copies) = pipe_copies(2);
+        let raw: Vec<_> = copies.iter().map(|c| c.as_raw_fd()).collect();
+        crate::process::wire::send_message(end.as_fd(), b"", &[]).unwrap();
+        crate::process::wire::send_message(end.as_fd(), b"", &raw).unwrap();
+        drop(copies);
+        let child = sender(&rx, "task:after");
+        assert_eq!(child.send_line("INFO  still heard"), Sent::Delivered);
+        drop(child);
+        drop(rx);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("INFO  still heard\n"), "{text}");
+        assert!(all_closed(&probe), "descriptors sent along were leaked");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(crate) mod watcher;
 
 /// The receiving thread's decoding of one datagram, for the fuzz targets.
 #[cfg(feature = "testing")]
-pub(crate) use children::{lines_for, Received};
+pub(crate) use children::{lines_for, receive, Received};
 
 pub use self::tracing::layer as tracing_layer;
 pub(crate) use children::{child_lines_dropped, child_log_settings};
