@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! cargo bench -p daemonic --bench fuzz -- --secs 3600 [--seed N] [--target NAME]...
+//! cargo bench -p daemonic --bench fuzz -- --dump-seeds fuzz/corpus
 //! ```
+//!
+//! `--dump-seeds DIR` writes every target's seeds as a starting corpus for
+//! the coverage-guided targets in `fuzz/`: `DIR/<target>/` for one target,
+//! `DIR/all/` with the target's index as the first byte.
 //!
 //! A panic is caught and counted; an abort (a stack overflow, a failed
 //! allocation) ends the process, so the work runs in a child process and
@@ -36,6 +41,7 @@ struct Args {
     seed: u64,
     only: Vec<String>,
     child: Option<PathBuf>,
+    dump: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -44,6 +50,7 @@ fn args() -> Args {
         seed: 1,
         only: Vec::new(),
         child: None,
+        dump: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +60,7 @@ fn args() -> Args {
             "--seed" => args.seed = value("a number").parse().expect("--seed N"),
             "--target" => args.only.push(value("a name")),
             "--child" => args.child = Some(value("a path").into()),
+            "--dump-seeds" => args.dump = Some(value("a directory").into()),
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -189,6 +197,22 @@ fn save_crash(target: &str, input: &[u8], how: &str) {
     );
 }
 
+fn dump_seeds(dir: &std::path::Path) {
+    for (index, target) in fuzz::targets().iter().enumerate() {
+        let one = dir.join(target.name);
+        let all = dir.join("all");
+        std::fs::create_dir_all(&one).expect("corpus directory");
+        std::fs::create_dir_all(&all).expect("corpus directory");
+        for (n, seed) in (target.seeds)().iter().enumerate() {
+            std::fs::write(one.join(format!("seed-{n}")), seed).expect("write a seed");
+            let mut prefixed = vec![index as u8];
+            prefixed.extend_from_slice(seed);
+            std::fs::write(all.join(format!("{}-{n}", target.name)), prefixed)
+                .expect("write a seed");
+        }
+    }
+}
+
 /// The child: runs the targets until the deadline.
 fn child(args: &Args, shared: &PathBuf) {
     let targets = selected(&args.only);
@@ -230,6 +254,10 @@ fn child(args: &Args, shared: &PathBuf) {
 
 fn main() {
     let args = args();
+    if let Some(dir) = &args.dump {
+        dump_seeds(dir);
+        return;
+    }
     if let Some(shared) = &args.child {
         child(&args, shared);
         return;
