@@ -42,6 +42,56 @@ impl Hostile {
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
     }
+
+    /// Sends, on every SOCK_SEQPACKET socket, the first part of a 1 MiB
+    /// frame with the socket the rest would come on, hands the far end of
+    /// that socket to a process that outlives it (its pid appended to
+    /// `pids`), and exits.
+    pub fn hold_the_rest(&mut self, pids: String) -> u64 {
+        for (fd, kind) in sockets() {
+            if kind != libc::SOCK_SEQPACKET {
+                continue;
+            }
+            let mut message = ((1usize << 20) + 8).to_ne_bytes().to_vec();
+            message.extend_from_slice(&(1u64 << 20).to_le_bytes());
+            message.extend_from_slice(&[7u8; 64]);
+            let (near, far) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::SeqPacket,
+                None,
+                nix::sys::socket::SockFlag::empty(),
+            )
+            .unwrap();
+            send_with(fd, &message, &[near]);
+            let holder = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            drop(far);
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&pids)
+                .unwrap();
+            use std::io::Write;
+            let _ = writeln!(file, "{}", holder.id());
+        }
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) }
+    }
+}
+
+/// Kills the processes whose pids a hostile worker wrote to a file.
+struct Holders(std::path::PathBuf);
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            // SAFETY: signalling a process a test worker started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -196,9 +246,22 @@ async fn wait_ready(pool: &Addr<WorkerPool<Hostile>>) {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Drill {
+    Garble,
+    AnnounceHuge,
+    HoldTheRest,
+}
+
 /// `ROUNDS` hostile workers in a row; returns after checking the pool.
-async fn rounds(pool: &Addr<WorkerPool<Hostile>>, transport: Transport, huge: bool) {
-    for round in 0..ROUNDS {
+async fn rounds(
+    pool: &Addr<WorkerPool<Hostile>>,
+    transport: Transport,
+    drill: Drill,
+    holders: &str,
+) {
+    let rounds = if drill == Drill::Garble { ROUNDS } else { 4 };
+    for round in 0..rounds {
         wait_ready(pool).await;
         let pids: Vec<i32> = pool
             .send(GetPoolStats)
@@ -210,14 +273,20 @@ async fn rounds(pool: &Addr<WorkerPool<Hostile>>, transport: Transport, huge: bo
             .collect();
         // Callers busy on the other worker while one turns hostile.
         let bystanders: Vec<_> = (0..20u64).map(|x| pool.send(hostile::Echo { x })).collect();
-        let attack = if huge {
-            pool.send(hostile::AnnounceHuge {}).await.unwrap()
-        } else {
-            pool.send(hostile::Garble {
-                seed: round * 7919 + transport as u64,
-            })
-            .await
-            .unwrap()
+        let attack = match drill {
+            Drill::AnnounceHuge => pool.send(hostile::AnnounceHuge {}).await.unwrap(),
+            Drill::HoldTheRest => pool
+                .send(hostile::HoldTheRest {
+                    pids: holders.to_string(),
+                })
+                .await
+                .unwrap(),
+            Drill::Garble => pool
+                .send(hostile::Garble {
+                    seed: round * 7919 + transport as u64,
+                })
+                .await
+                .unwrap(),
         };
         match attack {
             Err(WorkerError::Died { pid, .. }) => {
@@ -244,8 +313,12 @@ async fn rounds(pool: &Addr<WorkerPool<Hostile>>, transport: Transport, huge: bo
     }
 }
 
-fn run(transport: Transport, huge: bool) {
+fn run(transport: Transport, drill: Drill) {
     daemonic::process::fork_server().prestart().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("holders");
+    let _holders = Holders(pids.clone());
+    let pids = pids.to_string_lossy().into_owned();
     let system = actix::System::new();
     let fds_before = system.block_on(async { fd_count() });
     system.block_on(async move {
@@ -257,7 +330,7 @@ fn run(transport: Transport, huge: bool) {
             .restart_limit(1000, Duration::from_secs(1))
             .start()
             .unwrap();
-        rounds(&pool, transport, huge).await;
+        rounds(&pool, transport, drill, &pids).await;
         pool.send(StopPool {
             grace: Duration::from_secs(5),
         })
@@ -280,7 +353,8 @@ fn run(transport: Transport, huge: bool) {
 #[test]
 fn hostile_workers_leave_the_daemon_unharmed() {
     // Sequential: descriptor counts stay meaningful.
-    run(Transport::Socket, false);
-    run(Transport::IpcChannel, false);
-    run(Transport::IpcChannel, true);
+    run(Transport::Socket, Drill::Garble);
+    run(Transport::IpcChannel, Drill::Garble);
+    run(Transport::IpcChannel, Drill::AnnounceHuge);
+    run(Transport::IpcChannel, Drill::HoldTheRest);
 }

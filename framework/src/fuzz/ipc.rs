@@ -127,7 +127,8 @@ pub(super) fn message(data: &[u8]) {
         send_message(worker.as_fd(), bytes, &attached.raw()).expect("send");
         attached.feed(&bytes[bytes.len() / 2..]);
         drop(worker);
-        match check_next(replies.as_fd()) {
+        let wakers = Wakers::default();
+        match check_next(replies.as_fd(), &wakers) {
             Ok(true) => {
                 // What passed is a byte string within the limit, whole or
                 // with a socket to read the rest from: ipc-channel reads it

@@ -74,7 +74,7 @@ impl IpcHostLink {
                 // link closes, or at the first message that is not a frame
                 // within the limit (the link is then dropped).
                 loop {
-                    match check_next(connected.raw_replies.as_fd()) {
+                    match check_next(connected.raw_replies.as_fd(), &accepting) {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(e) => {

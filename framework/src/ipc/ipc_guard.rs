@@ -110,11 +110,14 @@ pub(crate) fn check_message(len: usize, head: &[u8], fds: &[OwnedFd]) -> io::Res
 const SCM_MAX_FD: usize = 253;
 
 /// Peeks at the next message on `raw` (a worker's reply channel) and checks
-/// it; `Ok(false)` at the end of the stream.
-pub(crate) fn check_next(raw: BorrowedFd<'_>) -> io::Result<bool> {
+/// it; `Ok(false)` at the end of the stream. The socket the rest of a long
+/// message comes on goes to `wakers`: ipc-channel blocks on it until the
+/// rest arrives, and a worker that handed its far end to another process
+/// before exiting must not hold that thread forever.
+pub(crate) fn check_next(raw: BorrowedFd<'_>, wakers: &Wakers) -> io::Result<bool> {
     let mut head = [0u8; HEADER + BYTES_PREFIX];
     let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
-    let (len, fds) = loop {
+    let (len, mut fds) = loop {
         let mut iov = [IoSliceMut::new(&mut head)];
         // MSG_TRUNC: the length of the whole message, not of what fits.
         match socket::recvmsg::<()>(
@@ -144,6 +147,9 @@ pub(crate) fn check_next(raw: BorrowedFd<'_>) -> io::Result<bool> {
         return Ok(false);
     }
     check_message(len, &head[..len.min(head.len())], &fds)?;
+    if let Some(rest) = fds.pop() {
+        wakers.rest(rest);
+    }
     Ok(true)
 }
 
@@ -152,6 +158,8 @@ pub(crate) fn check_next(raw: BorrowedFd<'_>) -> io::Result<bool> {
 #[derive(Default)]
 pub(crate) struct Wakers {
     state: Mutex<(bool, Vec<OwnedFd>)>,
+    /// The socket the rest of the message being read comes on.
+    rest: Mutex<Option<OwnedFd>>,
 }
 
 impl Wakers {
@@ -166,11 +174,23 @@ impl Wakers {
         Ok(())
     }
 
+    /// Replaces the socket the rest of a message comes on.
+    fn rest(&self, fd: OwnedFd) {
+        let closed = self.state.lock().0;
+        if closed {
+            let _ = socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Both);
+        }
+        *self.rest.lock() = Some(fd);
+    }
+
     /// Shuts every socket down; later ones are shut down as they come.
     pub(crate) fn close(&self) {
         let mut state = self.state.lock();
         state.0 = true;
         for fd in &state.1 {
+            let _ = socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Both);
+        }
+        if let Some(fd) = self.rest.lock().as_ref() {
             let _ = socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Both);
         }
     }
@@ -363,7 +383,7 @@ mod tests {
         let mut reply = message(8 + 5, 5);
         reply.extend_from_slice(b"reply");
         send_message(replies_peer.as_fd(), &reply, &[]).unwrap();
-        assert!(check_next(replies.as_fd()).unwrap());
+        assert!(check_next(replies.as_fd(), &Wakers::default()).unwrap());
         assert_eq!(receiver.recv().unwrap().into_vec(), b"reply");
     }
 }
