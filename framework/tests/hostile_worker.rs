@@ -63,6 +63,8 @@ impl Hostile {
             )
             .unwrap();
             send_with(fd, &message, &[near]);
+            // It outlives this worker on purpose (the test kills it).
+            #[allow(clippy::zombie_processes)]
             let holder = std::process::Command::new("sleep")
                 .arg("60")
                 .spawn()
