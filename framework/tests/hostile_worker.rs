@@ -10,6 +10,7 @@ mod common;
 
 use common::{fd_count, wait_until, zombie_children};
 use daemonic::actix::Addr;
+use daemonic::fuzz::gen::Rng;
 use daemonic::ipc::Transport;
 use daemonic::worker::{GetPoolStats, StopPool, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
@@ -102,28 +103,6 @@ enum Attack {
     HugeAnnounced,
 }
 
-/// SplitMix64 (the same generator as `daemonic::fuzz::gen`, which the
-/// worker cannot rely on the `testing` feature for).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// The sockets this process holds, with their types.
 fn sockets() -> Vec<(RawFd, i32)> {
     let mut found = Vec::new();
@@ -193,7 +172,7 @@ fn send_with(fd: RawFd, bytes: &[u8], fds: &[OwnedFd]) {
 }
 
 fn garble_sockets(seed: u64, attack: Attack) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for (fd, kind) in sockets() {
         match (attack, kind) {
             (Attack::HugeAnnounced, libc::SOCK_SEQPACKET) => {
@@ -210,18 +189,18 @@ fn garble_sockets(seed: u64, attack: Attack) {
                     1 => (60u32 << 20).to_le_bytes().to_vec(),
                     _ => (rng.below(2000) as u32).to_le_bytes().to_vec(),
                 };
-                let n = rng.below(4096) as usize;
+                let n = rng.below(4096);
                 bytes.extend(rng.bytes(n));
                 let fds = attachments(&mut rng);
                 send_with(fd, &bytes, &fds);
             }
             (Attack::Random, _) => {
                 for _ in 0..1 + rng.below(4) {
-                    let n = rng.below(64) as usize;
+                    let n = rng.below(64);
                     let mut bytes = rng.bytes(n);
                     if n >= 8 && rng.below(2) == 0 {
                         // ipc-channel's header: the total size of the message.
-                        let total = [n - 8, n, 1 << 20, 1 << 40, usize::MAX][rng.below(5) as usize];
+                        let total = [n - 8, n, 1 << 20, 1 << 40, usize::MAX][rng.below(5)];
                         bytes[..8].copy_from_slice(&total.to_ne_bytes());
                     }
                     let fds = attachments(&mut rng);
