@@ -49,7 +49,9 @@ fn request(rng: &mut Rng) -> Vec<u8> {
     let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
     match rng.below(4) {
         0 => bytes.splice(0..0, b"status".iter().copied()).for_each(drop),
-        1 => bytes.splice(0..0, b"stop\xff\n".iter().copied()).for_each(drop),
+        1 => bytes
+            .splice(0..0, b"stop\xff\n".iter().copied())
+            .for_each(drop),
         2 => bytes.push(b'\n'),
         _ => {}
     }

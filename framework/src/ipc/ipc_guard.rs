@@ -284,16 +284,25 @@ impl Drop for Listener {
     }
 }
 
-/// Turns two raw channel ends (a sender's and a receiver's socket) into
-/// ipc-channel's types: they are sent, in the message ipc-channel itself
-/// would send for the pair, to a one-shot server of ours, whose `accept`
-/// decodes them. We wrote every byte it reads.
-pub(crate) fn adopt(
-    calls: &OwnedFd,
-    replies: &OwnedFd,
-) -> io::Result<(IpcSender<ByteBuf>, IpcReceiver<ByteBuf>)> {
-    type Pair = (IpcSender<ByteBuf>, IpcReceiver<ByteBuf>);
-    let (server, name) = IpcOneShotServer::<Pair>::new()?;
+type Pair = (IpcSender<ByteBuf>, IpcReceiver<ByteBuf>);
+
+/// A channel of this process that receives pairs of channel ends: we write
+/// its messages ourselves on the raw end, ipc-channel decodes them on the
+/// other. Made once, through a one-shot server (the only way ipc-channel
+/// takes a socket it did not create).
+struct Adopter {
+    raw: OwnedFd,
+    pairs: IpcReceiver<Pair>,
+}
+
+fn new_adopter() -> io::Result<Adopter> {
+    let (raw, far) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let (server, name) = IpcOneShotServer::<IpcReceiver<Pair>>::new()?;
     let sock = socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -301,16 +310,40 @@ pub(crate) fn adopt(
         None,
     )?;
     socket::connect(sock.as_raw_fd(), &UnixAddr::new(name.as_str())?)?;
+    // One channel: its index, 0.
+    let mut message = 8usize.to_ne_bytes().to_vec();
+    message.extend_from_slice(&0u64.to_le_bytes());
+    send_message(sock.as_fd(), &message, &[far.as_raw_fd()])?;
+    drop((sock, far));
+    let (_, pairs) = server
+        .accept()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Adopter { raw, pairs })
+}
+
+/// Turns two raw channel ends (a sender's and a receiver's socket) into
+/// ipc-channel's types: they are sent, in the message ipc-channel itself
+/// would send for the pair, to a channel of ours whose receiver decodes
+/// them. We wrote every byte it reads.
+pub(crate) fn adopt(calls: &OwnedFd, replies: &OwnedFd) -> io::Result<Pair> {
+    static ADOPTER: Mutex<Option<Adopter>> = Mutex::new(None);
+    let mut adopter = ADOPTER.lock();
+    if adopter.is_none() {
+        *adopter = Some(new_adopter()?);
+    }
+    let Some(a) = adopter.as_ref() else {
+        return Err(io::Error::other("no adopter"));
+    };
     send_message(
-        sock.as_fd(),
+        a.raw.as_fd(),
         &two_channels(),
         &[calls.as_raw_fd(), replies.as_raw_fd()],
     )?;
-    drop(sock);
-    let (_, pair) = server
-        .accept()
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(pair)
+    a.pairs.recv().map_err(|e| {
+        // Start afresh next time.
+        *adopter = None;
+        io::Error::other(e.to_string())
+    })
 }
 
 #[cfg(test)]
