@@ -36,8 +36,18 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
     let mut first_part = (100_000usize + 8).to_ne_bytes().to_vec();
     first_part.extend_from_slice(&100_000u64.to_le_bytes());
     first_part.extend_from_slice(&[0x41; 64]);
+    // Found by the driver: the first 17 bytes of a 16 MiB frame, a socket
+    // attached, and the rest never sent (ipc-channel reserves the whole).
+    let mut announced = (0xfe_86a8usize).to_ne_bytes().to_vec();
+    announced.extend_from_slice(&0xfe_86a0u64.to_le_bytes());
+    announced.extend_from_slice(b"AAAAAAAAA");
     let mut seeds = Vec::new();
-    for (attach, m) in [(0u8, whole), (1, first_part), (0, frame_message(b""))] {
+    for (attach, m) in [
+        (0u8, whole),
+        (1, first_part),
+        (0, frame_message(b"")),
+        (1, announced),
+    ] {
         let mut seed = vec![attach];
         seed.extend(m);
         seeds.push(seed);
