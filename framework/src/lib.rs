@@ -57,8 +57,9 @@ pub mod __private {
     pub use crate::process::{EntryPoint, ENTRY_POINTS};
     pub use crate::task::{run_in_child as run_task, RegisteredTask};
     pub use crate::worker::{
-        decode_args, encode_output, run_in_child as run_worker, Call, CallResponse, DispatchError,
-        Worker, WorkerContext, WorkerError, WorkerMethods, WorkerPool,
+        decode_args, encode_output, run_in_child as run_worker, AsyncCall, Call, CallResponse,
+        DispatchError, Executor, MethodKind, MethodResult, Worker, WorkerContext, WorkerError,
+        WorkerMethods, WorkerPool,
     };
     pub use actix;
     pub use linkme;
@@ -77,6 +78,29 @@ pub use log::{Level, Logger};
 
 /// Re-exported so daemons need not depend on actix directly.
 pub use actix;
+
+/// The names most daemons use, in one import.
+///
+/// ```
+/// use daemonic::prelude::*;
+///
+/// struct Tick;
+///
+/// impl Daemon for Tick {
+///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///         ctx.log("tick");
+///     }
+/// }
+/// # let _ = DaemonBuilder::new(Tick);
+/// ```
+pub mod prelude {
+    pub use crate::worker::{CallError, CallExt, WorkerPool};
+    pub use crate::{
+        BoxError, Daemon, DaemonBuilder, LoopContext, Task, TaskContext, WorkerContext,
+        WorkerError,
+    };
+    pub use actix::Addr;
+}
 
 /// The message of a caught panic payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

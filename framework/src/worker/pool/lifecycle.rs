@@ -204,6 +204,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let bootstrap = Bootstrap {
             ipc_server: ipc.as_ref().map(|l| l.server_name().to_string()),
             max_reply: self.config.max_payload + REPLY_OVERHEAD,
+            max_concurrent: self.config.max_concurrent,
         };
         let bootstrap = protocol::encode(&bootstrap)
             .map_err(|e| fail("bootstrap", std::io::Error::other(e)))?;
@@ -445,7 +446,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 pid,
                 exit: status.clone(),
             });
-            self.finish(call.name, pid, call.accepted, call.reply, result);
+            self.finish(call.name, call.id, pid, call.accepted, call.reply, result);
         }
         let requeued = requeue.len();
         if requeued > 0 {
@@ -598,6 +599,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             ));
             self.finish(
                 call.name,
+                call.id,
                 pid,
                 call.accepted,
                 call.reply,

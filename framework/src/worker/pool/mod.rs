@@ -136,6 +136,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
     fn finish(
         &mut self,
         name: &'static str,
+        id: u64,
         pid: i32,
         accepted: Instant,
         reply: reply::Reply,
@@ -152,6 +153,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             callback(&CallReturn {
                 pool: &self.config.name,
                 method: name,
+                call_id: id,
                 pid,
                 latency,
                 error,
@@ -183,7 +185,14 @@ impl<W: WorkerMethods> WorkerPool<W> {
     /// Resolves every queued call with `error`.
     fn fail_queue(&mut self, error: WorkerError) {
         while let Some(call) = self.pop_queue() {
-            self.finish(call.name, 0, call.accepted, call.reply, Err(error.clone()));
+            self.finish(
+                call.name,
+                call.id,
+                0,
+                call.accepted,
+                call.reply,
+                Err(error.clone()),
+            );
         }
     }
 
@@ -234,18 +243,18 @@ impl<W: WorkerMethods> WorkerPool<W> {
             return CallResponse::ready(Err(error));
         }
         let (response, reply) = CallResponse::pending(decode_output::<M::Output>);
+        let id = self.next_id;
+        self.next_id += 1;
         if let Some(inline) = &self.inline {
-            let answer = inline.call(M::METHOD, args);
+            let answer = inline.call(id, M::METHOD, args);
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
                     let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
-                    act.finish(M::NAME, 0, accepted, reply, result);
+                    act.finish(M::NAME, id, 0, accepted, reply, result);
                 }),
             );
             return response;
         }
-        let id = self.next_id;
-        self.next_id += 1;
         self.push_queue(Queued {
             id,
             method: M::METHOD,
