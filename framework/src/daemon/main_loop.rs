@@ -142,13 +142,82 @@ impl<D: Daemon> LoopContext<'_, D> {
             .do_send(RequestShutdown(ShutdownReason::Requested));
     }
 
-    /// Runs a future on the loop's thread without blocking the loop, e.g. to
-    /// `send` to a worker pool and act on the reply.
+    /// Runs a future on the loop's thread without blocking the loop. To
+    /// act on its result with the daemon's own state, use
+    /// [`spawn_then`](Self::spawn_then).
     pub fn spawn<F>(&mut self, future: F) -> SpawnHandle
     where
         F: std::future::Future<Output = ()> + 'static,
     {
         self.actix.spawn(actix::fut::wrap_future(future))
+    }
+
+    /// Runs `future` on the loop's thread without blocking the loop, then
+    /// `then(daemon, ctx, output)` with the daemon itself (`&mut self`) the
+    /// moment it completes, between ticks: the way to put a worker's reply
+    /// into the daemon's state.
+    ///
+    /// `then` runs like `execute` (a panic in it is a fatal error of the
+    /// daemon). If the daemon stops first, it does not run.
+    ///
+    /// ```no_run
+    /// use daemonic::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[daemonic::worker]
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct Squarer;
+    ///
+    /// #[daemonic::worker]
+    /// impl Squarer {
+    ///     pub fn square(&mut self, n: u64) -> u64 {
+    ///         n * n
+    ///     }
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Summer {
+    ///     pool: Option<Addr<WorkerPool<Squarer>>>,
+    ///     sum: u64,
+    /// }
+    ///
+    /// impl Daemon for Summer {
+    ///     fn initialize(&mut self, ctx: &mut LoopContext<'_, Self>) -> Result<(), BoxError> {
+    ///         self.pool = Some(ctx.workers(Squarer).size(2).start()?);
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+    ///         let Some(pool) = &self.pool else { return };
+    ///         let n = ctx.iteration();
+    ///         ctx.spawn_then(pool.call(squarer::Square { n }), |daemon, ctx, result| {
+    ///             match result {
+    ///                 Ok(square) => daemon.sum += square,
+    ///                 Err(e) => ctx.error(format_args!("square of {n}: {e}")),
+    ///             }
+    ///         });
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn spawn_then<F>(
+        &mut self,
+        future: F,
+        then: impl FnOnce(&mut D, &mut LoopContext<'_, D>, F::Output) + 'static,
+    ) -> SpawnHandle
+    where
+        F: std::future::Future + 'static,
+    {
+        self.actix.spawn(
+            actix::fut::wrap_future::<_, MainLoop<D>>(future).map(move |output, act, ctx| {
+                if act.stopping && !act.initialized {
+                    return; // the daemon's `shutdown` hook has run
+                }
+                act.with_daemon(ctx, "a spawn_then callback", |daemon, lctx| {
+                    then(daemon, lctx, output)
+                });
+            }),
+        )
     }
 
     /// The raw actix context of the main loop actor.
