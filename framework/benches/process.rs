@@ -71,6 +71,7 @@ fn server_latency(samples: usize) -> Vec<Duration> {
     let options = SpawnOptions {
         entry: "bench::ping".into(),
         role: "bench:ping".into(),
+        ..Default::default()
     };
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {

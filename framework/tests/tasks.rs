@@ -94,6 +94,7 @@ fn unknown_entry_point_is_a_clear_error() {
         .spawn(&daemonic::process::SpawnOptions {
             entry: "no::such::Task".into(),
             role: "task:none".into(),
+            ..Default::default()
         })
         .unwrap_err();
     let msg = err.to_string();

@@ -244,6 +244,21 @@ pub(crate) fn run(
     // Title first: tests (and people) wait for comm to change.
     set_title(&format!("{}: {}", request.daemon, request.role), arg_area);
     set_comm(&request.role);
+    // Before any user code, and before the entry point reads anything the
+    // daemon sent: a child that cannot give up what it was told to runs
+    // nothing.
+    if let Some(confinement) = &request.confinement {
+        if let Err(why) = super::confine::apply(confinement) {
+            let line = format!(
+                "{}: {}: cannot confine the child: {why}\n",
+                request.daemon, request.role
+            );
+            // SAFETY: a plain write to stderr (no logger exists yet).
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            // SAFETY: exit without running any of the fork server's state.
+            unsafe { libc::_exit(super::confine::EXIT_CONFINE) };
+        }
+    }
     // SAFETY: fd 3 is the channel placed above; we own it from here.
     let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let log = request.has_log.then(|| {

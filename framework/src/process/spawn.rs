@@ -34,12 +34,14 @@ use std::time::Duration;
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What to start in a child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
     /// Registered entry point.
     pub entry: String,
     /// Role for logs and the process title.
     pub role: String,
+    /// What the child gives up before the entry point runs.
+    pub confinement: Option<super::Confinement>,
 }
 
 /// A started child: its process handle and the host's end of its channel.
@@ -99,6 +101,7 @@ fn send(conn: Arc<Connection>, options: &SpawnOptions) -> Result<Pending> {
         debug_level: settings.debug_level,
         console: settings.console,
         has_log: settings.sink.is_some(),
+        confinement: options.confinement.clone(),
         #[cfg(feature = "testing")]
         fault: super::testing::take_fault(),
     };

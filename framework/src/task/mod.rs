@@ -271,6 +271,7 @@ pub fn spawn<T: RegisteredTask>(task: &T) -> Result<TaskChild> {
     let spawned = crate::process::spawn_blocking(&SpawnOptions {
         entry: T::NAME.to_string(),
         role: format!("task:{}", short_name(T::NAME)),
+        confinement: None,
     })?;
     let mut channel = spawned.channel;
     // The child reads its payload first thing, so this cannot block for

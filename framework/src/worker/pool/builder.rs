@@ -72,6 +72,39 @@ pub(super) struct PoolConfig {
     pub events: Events,
     pub logger: Logger,
     pub on_return: Option<OnReturn>,
+    /// The pool's own least privilege, before it is resolved at start.
+    pub privileges: PoolPrivileges,
+}
+
+/// What a pool's workers give up, as configured (see the builder's `user`,
+/// `group`, `no_new_privs` and `limit_*` methods).
+#[derive(Debug, Clone, Default)]
+pub(super) struct PoolPrivileges {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub no_new_privs: bool,
+    pub limits: Vec<crate::process::Limit>,
+    pub nice: Option<i32>,
+}
+
+impl PoolPrivileges {
+    /// Resolves names into what each child applies (`None`: nothing).
+    fn confinement(&self) -> Result<Option<crate::process::Confinement>> {
+        let identity =
+            crate::daemon::privilege::pool_identity(self.user.as_deref(), self.group.as_deref())?;
+        if let Some(nice) = self.nice {
+            if !(-20..=19).contains(&nice) {
+                return Err(Error::Config(format!("nice must be -20 to 19, got {nice}")));
+            }
+        }
+        let confinement = crate::process::Confinement {
+            limits: self.limits.clone(),
+            nice: self.nice,
+            identity,
+            no_new_privs: self.no_new_privs,
+        };
+        Ok((!confinement.is_empty()).then_some(confinement))
+    }
 }
 
 /// Default [`WorkerPoolBuilder::start_timeout`].
@@ -124,6 +157,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
                 events: Events::new(),
                 logger: Logger::discard(),
                 on_return: None,
+                privileges: PoolPrivileges::default(),
             },
             inline: false,
             arbiter: None,
@@ -305,6 +339,66 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self
     }
 
+    /// The pool's workers run as `user` (a name or a uid), with its
+    /// supplementary groups and its primary group unless
+    /// [`group`](Self::group) is given: a root daemon can hand hostile input
+    /// to workers that run as `nobody`. Needs a daemon running as root (not
+    /// one that dropped to `--user`). Check from outside: `/proc/<pid>/status`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.config.privileges.user = Some(user.into());
+        self
+    }
+
+    /// The pool's workers run with `group` (a name or a gid).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.config.privileges.group = Some(group.into());
+        self
+    }
+
+    /// The pool's workers, and every program they run, can never gain
+    /// privileges (`PR_SET_NO_NEW_PRIVS`: setuid bits and file capabilities
+    /// are ignored).
+    pub fn no_new_privs(mut self) -> Self {
+        self.config.privileges.no_new_privs = true;
+        self
+    }
+
+    /// Each worker may map at most `bytes` of address space (`RLIMIT_AS`):
+    /// an allocation beyond it fails, and a Rust worker aborts, which
+    /// resolves its call with [`WorkerError::Died`] (SIGABRT) and replaces it.
+    pub fn limit_memory(mut self, bytes: u64) -> Self {
+        self.set_limit(crate::process::Limit::AddressSpace(bytes));
+        self
+    }
+
+    /// Each worker may use at most this much CPU time over its life
+    /// (`RLIMIT_CPU`, rounded up to whole seconds): beyond it the kernel
+    /// sends SIGXCPU, and the call resolves with [`WorkerError::Died`].
+    pub fn limit_cpu(mut self, time: Duration) -> Self {
+        let secs = time.as_secs() + u64::from(time.subsec_nanos() > 0);
+        self.set_limit(crate::process::Limit::CpuSeconds(secs.max(1)));
+        self
+    }
+
+    /// Each worker may hold at most `files` open descriptors (`RLIMIT_NOFILE`).
+    pub fn limit_open_files(mut self, files: u64) -> Self {
+        self.set_limit(crate::process::Limit::OpenFiles(files));
+        self
+    }
+
+    /// The pool's workers run at this niceness (-20 to 19; higher is
+    /// kinder to the rest of the machine).
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.config.privileges.nice = Some(nice);
+        self
+    }
+
+    fn set_limit(&mut self, limit: crate::process::Limit) {
+        let limits = &mut self.config.privileges.limits;
+        limits.retain(|l| std::mem::discriminant(l) != std::mem::discriminant(&limit));
+        limits.push(limit);
+    }
+
     /// Run the pool actor on this arbiter instead of the current one.
     pub fn arbiter(mut self, arbiter: ArbiterHandle) -> Self {
         self.arbiter = Some(arbiter);
@@ -366,8 +460,9 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         } else {
             None
         };
+        let confinement = self.config.privileges.confinement()?;
         let config = self.config;
-        let pool = move || WorkerPool::<W>::new(config, template, inline);
+        let pool = move || WorkerPool::<W>::new(config, template, inline, confinement);
         let addr = match self.arbiter {
             Some(arbiter) => WorkerPool::start_in_arbiter(&arbiter, move |_| pool()),
             None => pool().start(),

@@ -135,6 +135,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let options = SpawnOptions {
             entry: W::NAME.to_string(),
             role: format!("worker:{}", self.config.name),
+            confinement: self.confinement.clone(),
         };
         let spawning = async move { crate::process::spawn(&options).await };
         ctx.spawn(

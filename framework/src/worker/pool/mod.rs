@@ -80,6 +80,8 @@ pub struct WorkerPool<W: WorkerMethods> {
     spawn_retry_pending: bool,
     spare_refill_pending: bool,
     returned_listeners: CachedListeners<WorkerReturned>,
+    /// What each worker gives up before user code runs.
+    confinement: Option<crate::process::Confinement>,
     _worker: PhantomData<fn() -> W>,
 }
 
@@ -89,7 +91,12 @@ impl<W: WorkerMethods> WorkerPool<W> {
         WorkerPoolBuilder::new(worker)
     }
 
-    fn new(config: PoolConfig, template: Vec<u8>, inline: Option<inline::Inline>) -> Self {
+    fn new(
+        config: PoolConfig,
+        template: Vec<u8>,
+        inline: Option<inline::Inline>,
+        confinement: Option<crate::process::Confinement>,
+    ) -> Self {
         let seed = ((std::process::id() as u64) << 32)
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -116,6 +123,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             spawn_retry_pending: false,
             spare_refill_pending: false,
             returned_listeners,
+            confinement,
             _worker: PhantomData,
         }
     }
