@@ -416,6 +416,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         slot.link_open = false;
         let pid = slot.pid;
         let exited = slot.exit.is_some();
+        let leaving = slot.state.expects_exit();
         if let Some(why) = &error {
             self.error("protocol");
             self.config.logger.error(format_args!(
@@ -424,6 +425,16 @@ impl<W: WorkerMethods> WorkerPool<W> {
         }
         if exited {
             self.settle(key, ctx);
+        } else if error.is_none() && leaving {
+            // It is leaving as it was asked to, and closed its link on the
+            // way out: its exit follows (the kernel closes a process's
+            // descriptors before its pidfd reports the exit). Kill it only
+            // if the exit does not come.
+            ctx.run_later(LINK_DRAIN, move |act, _| {
+                if act.slot_mut(key).is_some_and(|s| s.exit.is_none()) {
+                    act.kill(key, "link dropped");
+                }
+            });
         } else {
             self.kill(key, "link dropped");
         }
