@@ -5,8 +5,8 @@
 //! cargo bench -p daemonic --bench process
 //! ```
 
-use daemonic::process::{fork_server, ChildStart, EntryPoint, SpawnOptions, ENTRY_POINTS};
 use daemonic::task::{self, Task, TaskContext};
+use daemonic::testing::{fork_server, ChildStart, EntryPoint, SpawnOptions, ENTRY_POINTS};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

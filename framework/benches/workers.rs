@@ -18,7 +18,8 @@
 
 use actix::Addr;
 use daemonic::event::{Events, WorkerDied};
-use daemonic::worker::{GetPoolStats, KillWorker, PoolStats, WorkerError, WorkerPool};
+use daemonic::testing::KillWorker;
+use daemonic::worker::{GetPoolStats, PoolStats, WorkerError, WorkerPool};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
 use parking_lot::Mutex;
@@ -596,7 +597,7 @@ fn main() {
         None
     };
 
-    daemonic::process::fork_server().prestart().unwrap();
+    daemonic::testing::fork_server().prestart().unwrap();
     let (raw, raw_thread) = raw_ipc_thread();
 
     let system = actix::System::new();

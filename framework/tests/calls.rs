@@ -139,7 +139,10 @@ async fn a_worker_failure_is_call_error_worker() {
         matches!(&e, CallError::Worker(WorkerError::Panicked { message }) if message.contains("boom")),
         "{e:?}"
     );
-    assert!(e.to_string().starts_with("worker method panicked: boom"), "{e}");
+    assert!(
+        e.to_string().starts_with("worker method panicked: boom"),
+        "{e}"
+    );
     assert_eq!(e.kind(), "panicked");
     // Refused before it is sent.
     let e = pool
@@ -149,7 +152,10 @@ async fn a_worker_failure_is_call_error_worker() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, CallError::Worker(WorkerError::TooLarge { max: 1024, .. })),
+        matches!(
+            e,
+            CallError::Worker(WorkerError::TooLarge { max: 1024, .. })
+        ),
         "{e:?}"
     );
     assert_eq!(e.kind(), "too_large");
@@ -167,7 +173,10 @@ fn a_pool_that_is_gone_is_call_error_mailbox() {
         arbiter.stop();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while pool.connected() {
-            assert!(std::time::Instant::now() < deadline, "the arbiter never stopped");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the arbiter never stopped"
+            );
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
         let e = pool.call(calc::Add { a: 1, b: 1 }).await.unwrap_err();

@@ -8,7 +8,8 @@ mod common;
 
 use daemonic::event::{Events, WorkerRecycled};
 use daemonic::prelude::*;
-use daemonic::worker::{GetPoolStats, KillWorker, WorkerPoolBuilder};
+use daemonic::testing::KillWorker;
+use daemonic::worker::{GetPoolStats, WorkerPoolBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -232,7 +233,10 @@ async fn a_killed_worker_fails_the_calls_it_started_and_gives_back_the_others() 
         .await;
         let stats = pool.send(GetPoolStats).await.unwrap();
         assert_eq!(stats.in_flight, 3, "the worker holds all three: {stats:?}");
-        assert!(!std::path::Path::new(&flag("c")).exists(), "c did not start");
+        assert!(
+            !std::path::Path::new(&flag("c")).exists(),
+            "c did not start"
+        );
         let killed = pool
             .send(KillWorker {
                 index: 0,
@@ -311,7 +315,15 @@ async fn sigterm_finishes_running_calls_and_gives_back_the_others() {
         .unwrap();
     };
     let (a, b, c, ()) = futures_util::join!(a, b, c, terminate);
-    assert_eq!((a.unwrap(), b.unwrap()), (0, 1), "the running calls finished");
-    assert_eq!(c.unwrap(), 0, "the third ran on a fresh worker (its first call)");
+    assert_eq!(
+        (a.unwrap(), b.unwrap()),
+        (0, 1),
+        "the running calls finished"
+    );
+    assert_eq!(
+        c.unwrap(),
+        0,
+        "the third ran on a fresh worker (its first call)"
+    );
     assert_eq!(recycled.lock().as_slice(), &[(victim as i32, "terminated")]);
 }

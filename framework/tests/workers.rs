@@ -8,10 +8,9 @@
 mod common;
 
 use daemonic::event::{Events, WorkerDied, WorkerPoolFailed};
-use daemonic::ipc::Transport;
-use daemonic::worker::{
-    KillWorker, StopPool, WorkerContext, WorkerError, WorkerPool, WorkerPoolBuilder,
-};
+use daemonic::testing::KillWorker;
+use daemonic::worker::Transport;
+use daemonic::worker::{StopPool, WorkerContext, WorkerError, WorkerPool, WorkerPoolBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -23,7 +23,6 @@ pub(crate) mod server;
 pub(crate) use dir::{Location, Trusted};
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
 /// Answers on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,9 +34,4 @@ pub(crate) enum Reply {
     Error(String),
     /// The client's user may not use this daemon's control channel.
     Refused(String),
-}
-
-/// The control socket's path for daemon `name` with pid file `pidfile`.
-pub fn socket_path(name: &str, pidfile: Option<&Path>) -> PathBuf {
-    Location::current(name, pidfile).socket()
 }

@@ -118,11 +118,6 @@ impl DaemonHandle {
         &self.metrics
     }
 
-    /// The supervisor actor.
-    pub fn supervisor(&self) -> &Addr<Supervisor> {
-        &self.supervisor
-    }
-
     /// Waits until the daemon stopped; returns its exit code.
     pub async fn wait(self) -> ExitCode {
         self.done.await.unwrap_or(ExitCode::Software)

@@ -22,7 +22,7 @@ const BATCH_TICKS: u32 = 256;
 const BATCH_TIME: Duration = Duration::from_micros(500);
 
 /// The actor that owns the user's [`Daemon`] and runs its loop.
-pub struct MainLoop<D: Daemon> {
+pub(crate) struct MainLoop<D: Daemon> {
     // Boxed so the actor is `Unpin` whatever the user's type is.
     daemon: Box<D>,
     shared: Arc<Shared>,
@@ -190,7 +190,7 @@ impl<D: Daemon> LoopContext<'_, D> {
     ///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
     ///         let Some(pool) = &self.pool else { return };
     ///         let n = ctx.iteration();
-    ///         ctx.spawn_then(pool.call(squarer::Square { n }), |daemon, ctx, result| {
+    ///         ctx.spawn_then(pool.call(squarer::Square { n }), move |daemon, ctx, result| {
     ///             match result {
     ///                 Ok(square) => daemon.sum += square,
     ///                 Err(e) => ctx.error(format_args!("square of {n}: {e}")),
@@ -208,21 +208,17 @@ impl<D: Daemon> LoopContext<'_, D> {
     where
         F: std::future::Future + 'static,
     {
-        self.actix.spawn(
-            actix::fut::wrap_future::<_, MainLoop<D>>(future).map(move |output, act, ctx| {
-                if act.stopping && !act.initialized {
-                    return; // the daemon's `shutdown` hook has run
-                }
-                act.with_daemon(ctx, "a spawn_then callback", |daemon, lctx| {
-                    then(daemon, lctx, output)
-                });
-            }),
-        )
-    }
-
-    /// The raw actix context of the main loop actor.
-    pub fn actix(&mut self) -> &mut Context<MainLoop<D>> {
         self.actix
+            .spawn(actix::fut::wrap_future::<_, MainLoop<D>>(future).map(
+                move |output, act, ctx| {
+                    if act.stopping && !act.initialized {
+                        return; // the daemon's `shutdown` hook has run
+                    }
+                    act.with_daemon(ctx, "a spawn_then callback", |daemon, lctx| {
+                        then(daemon, lctx, output)
+                    });
+                },
+            ))
     }
 }
 

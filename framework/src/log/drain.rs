@@ -75,6 +75,9 @@ impl LogFile {
     }
 
     /// Lines that could not be written (disk full, ...).
+    // Counted, but not reported anywhere yet (it was reachable only as a
+    // public method before the public surface was curated).
+    #[allow(dead_code)]
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
     }

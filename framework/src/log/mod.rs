@@ -12,7 +12,7 @@
 //! start with their syslog priority (`<3>` for errors, `<6>` for info).
 //!
 //! The log file is reopened when it is renamed, deleted or truncated (a
-//! [`watcher`] stats the path four times a second, never per line) and on
+//! watcher stats the path four times a second, never per line) and on
 //! SIGHUP.
 //!
 //! [`LogEvent`]: crate::event::LogEvent
@@ -32,7 +32,7 @@ pub(crate) use children::{child_lines_dropped, child_log_settings};
 // The spawn path in process/ calls these with every child's pid and role.
 pub(crate) use children::{forget_child, register_child};
 
-pub use drain::LogFile;
+pub(crate) use drain::LogFile;
 
 use crate::error::{Error, Result};
 use crate::event::Events;
@@ -100,7 +100,7 @@ impl Level {
 
 /// Where and how a process logs.
 #[derive(Debug, Clone)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// Append to this file (created `0640` if missing, never through a symlink).
     pub file: Option<PathBuf>,
     /// Also write to stderr.
@@ -205,7 +205,7 @@ impl Logger {
 }
 
 /// Keeps the writer threads alive; dropping it flushes every queued line.
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     _async_guard: slog_async::AsyncGuard,
     children: Option<children::ChildLogReceiver>,
 }

@@ -141,6 +141,8 @@ impl ForkServer {
 
     /// Starts the fork server now instead of on first spawn (takes ~2 ms),
     /// blocking until it is up.
+    // Used by the test hooks (`testing.rs`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn prestart(&self) -> Result<()> {
         self.connection_blocking().map(|_| ())
     }

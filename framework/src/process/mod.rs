@@ -37,7 +37,7 @@ pub mod testing;
 pub(crate) mod wire;
 
 pub use child::{handle_termination_gracefully, termination_requested, ChildStart};
-pub use confine::{Confinement, Identity, Limit, EXIT_CONFINE};
+pub use confine::{Confinement, Identity, Limit};
 pub use launcher::{fork_server, ForkServer};
 pub(crate) use reap::Signaller;
 pub use reap::{ChildProcess, ExitStatus};

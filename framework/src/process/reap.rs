@@ -175,6 +175,8 @@ impl ChildProcess {
     }
 
     /// The exit status, once reaped.
+    // Used by the test hooks (`testing.rs`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn status(&self) -> Option<&ExitStatus> {
         self.status.as_ref()
     }

@@ -247,6 +247,8 @@ impl super::ForkServer {
     /// Forks a child running `options.entry`, blocking the calling thread
     /// until the fork server answered. Inside an actix arbiter, prefer the
     /// asynchronous path the worker pools use.
+    // Used by the test hooks (`testing.rs`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn spawn(&self, options: &SpawnOptions) -> Result<Spawned> {
         spawn_blocking(options)
     }

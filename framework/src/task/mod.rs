@@ -124,11 +124,11 @@ enum TaskReport {
 }
 
 /// Exit code of a task whose `run` returned `Err`.
-pub const EXIT_FAILED: i32 = 1;
+pub(crate) const EXIT_FAILED: i32 = 1;
 /// Exit code of a task that panicked (as for a Rust program).
-pub const EXIT_PANICKED: i32 = 101;
+pub(crate) const EXIT_PANICKED: i32 = 101;
 /// Exit code of a task whose payload could not be decoded.
-pub const EXIT_BAD_PAYLOAD: i32 = 65;
+pub(crate) const EXIT_BAD_PAYLOAD: i32 = 65;
 
 /// Entry point of every registered task (generated code calls it).
 #[doc(hidden)]

@@ -12,9 +12,9 @@ use crate::ipc::ChildLink;
 use crate::process::ChildStart;
 
 /// Exit code of a worker whose method panicked (it is replaced).
-pub const EXIT_PANICKED: i32 = 101;
+pub(crate) const EXIT_PANICKED: i32 = 101;
 /// Exit code of a worker that received a malformed frame.
-pub const EXIT_PROTOCOL: i32 = 76;
+pub(crate) const EXIT_PROTOCOL: i32 = 76;
 
 /// Entry point of every registered worker (generated code refers to it).
 #[doc(hidden)]
@@ -162,8 +162,8 @@ impl Serving {
             Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
             Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
             Err(payload) => {
-                let message = crate::panic_capture::take()
-                    .unwrap_or_else(|| crate::panic_message(&*payload));
+                let message =
+                    crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
                 ctx.error(format_args!("worker method panicked: {message}"));
                 (Outcome::Panicked(message), true)
             }

@@ -18,6 +18,8 @@
 mod budget;
 mod builder;
 mod inline;
+#[cfg(feature = "testing")]
+mod kill;
 mod lifecycle;
 mod reply;
 mod schedule;
@@ -26,6 +28,8 @@ mod traffic;
 
 pub(crate) use builder::PoolRegistry;
 pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_START_TIMEOUT};
+#[cfg(feature = "testing")]
+pub use kill::KillWorker;
 pub use reply::CallResponse;
 
 use super::stats::{ChildStats, Latencies, PoolStats};
@@ -385,33 +389,5 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
         Box::pin(async move {
             let _ = rx.await;
         })
-    }
-}
-
-/// Sends `signal` to one worker (tests, chaos drills). Returns its pid.
-#[derive(Message)]
-#[rtype(result = "Option<i32>")]
-pub struct KillWorker {
-    /// Which active worker (index among active workers, wrapping).
-    pub index: usize,
-    /// The signal.
-    pub signal: i32,
-}
-
-impl<W: WorkerMethods> Handler<KillWorker> for WorkerPool<W> {
-    type Result = Option<i32>;
-
-    fn handle(&mut self, msg: KillWorker, _: &mut Context<Self>) -> Option<i32> {
-        let active: Vec<&Slot> = self
-            .slots
-            .iter()
-            .filter(|s| s.state.is_active() && s.exit.is_none())
-            .collect();
-        if active.is_empty() {
-            return None;
-        }
-        let slot = active[msg.index % active.len()];
-        slot.signal(msg.signal);
-        Some(slot.pid)
     }
 }
