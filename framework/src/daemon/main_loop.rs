@@ -6,7 +6,7 @@ use super::supervisor::{RequestShutdown, Shared};
 use super::timer::{LoopTimer, PreciseSleep, Wait};
 use super::Daemon;
 use crate::event::{
-    CachedListeners, ErrorEvent, Events, Idle, PostExecute, PreExecute, ShutdownReason,
+    CachedListeners, ErrorOccurred, Events, IdleStarted, ShutdownReason, TickFinished, TickStarting,
 };
 use crate::log::Logger;
 use actix::prelude::*;
@@ -29,9 +29,9 @@ pub(crate) struct MainLoop<D: Daemon> {
     iteration: u64,
     timer: LoopTimer,
     sleeper: Option<Rc<PreciseSleep>>,
-    pre: CachedListeners<PreExecute>,
-    post: CachedListeners<PostExecute>,
-    idle: CachedListeners<Idle>,
+    pre: CachedListeners<TickStarting>,
+    post: CachedListeners<TickFinished>,
+    idle: CachedListeners<IdleStarted>,
     initialized: bool,
     stopping: bool,
     watchdog: Option<(Duration, Instant)>,
@@ -269,7 +269,7 @@ impl<D: Daemon> MainLoop<D> {
 
     fn fatal(&mut self, message: &str) {
         self.shared.logger.error(message);
-        self.shared.events.dispatch(&mut ErrorEvent {
+        self.shared.events.dispatch(&mut ErrorOccurred {
             context: "main loop".into(),
             message: message.into(),
         });
@@ -341,7 +341,7 @@ impl<D: Daemon> MainLoop<D> {
             .iterations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-        let mut pre = PreExecute::new(self.iteration);
+        let mut pre = TickStarting::new(self.iteration);
         self.pre.dispatch(&mut pre);
         if pre.is_skipped() {
             self.counters()
@@ -358,7 +358,7 @@ impl<D: Daemon> MainLoop<D> {
             let took = began.elapsed();
             self.counters().record_execute(took);
             if self.post.active() {
-                self.post.dispatch(&mut PostExecute {
+                self.post.dispatch(&mut TickFinished {
                     iteration: self.iteration,
                     duration: took,
                 });
@@ -382,7 +382,7 @@ impl<D: Daemon> MainLoop<D> {
             );
         }
         if let Some(available) = next.idle {
-            self.idle.dispatch(&mut Idle {
+            self.idle.dispatch(&mut IdleStarted {
                 iteration: self.iteration,
                 available,
             });

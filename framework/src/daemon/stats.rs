@@ -25,7 +25,7 @@ pub struct Stats {
     pub plugins: Vec<String>,
     /// Running tasks by name.
     pub tasks: Vec<(String, usize)>,
-    /// Fields added by [`StatsEvent`](crate::event::StatsEvent) listeners.
+    /// Fields added by [`StatsCollecting`](crate::event::StatsCollecting) listeners.
     pub extra: Vec<(String, String)>,
     /// Log lines of child processes dropped because the log sink was too
     /// slow: children never wait for it (they would stall their calls).

@@ -6,14 +6,15 @@ use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
 use crate::control::server::ControlActor;
 use crate::error::ExitCode;
-use crate::event::{AutoRestart, WorkerPoolFailed};
 use crate::event::{
-    ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent,
+    DaemonStarted, ErrorOccurred, Events, PidChanged, ShutdownReason, ShutdownStarted,
+    SignalReceived, StatsCollecting,
 };
+use crate::event::{RestartStarting, WorkerPoolFailed};
 use crate::log::watcher::LogWatcher;
 use crate::log::{LogFile, LogGuard, Logger};
 use crate::plugin::{Plugin, PluginActor, PluginContext, PluginStats, TearDown};
-use crate::signal::{SignalActor, SignalReceived};
+use crate::signal::{CaughtSignal, SignalActor};
 use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
 use actix::prelude::*;
@@ -171,7 +172,7 @@ impl Supervisor {
 
     fn start_failed(&mut self, ctx: &mut Context<Self>, code: ExitCode, message: String) {
         self.logger().error(&message);
-        self.shared.events.dispatch(&mut ErrorEvent {
+        self.shared.events.dispatch(&mut ErrorOccurred {
             context: "start-up".into(),
             message: message.clone(),
         });
@@ -185,11 +186,11 @@ impl Supervisor {
     fn became_ready(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Running;
         let pid = std::process::id() as i32;
-        self.shared.events.dispatch(&mut Init { pid });
+        self.shared.events.dispatch(&mut DaemonStarted { pid });
         if let Some(old) = self.config.previous_pid {
             self.shared
                 .events
-                .dispatch(&mut PidChange { old, new: pid });
+                .dispatch(&mut PidChanged { old, new: pid });
         }
         self.logger().log(format_args!(
             "{} started: pid {}, interval {:?}",
@@ -209,13 +210,13 @@ impl Supervisor {
         }
     }
 
-    /// A graceful restart, unless an `AutoRestart` listener cancels it.
+    /// A graceful restart, unless an `RestartStarting` listener cancels it.
     /// Returns whether the restart goes ahead.
     fn restart(&mut self, ctx: &mut Context<Self>, reason: String) -> bool {
         if self.state != State::Running || self.config.restart.is_none() {
             return false;
         }
-        let mut event = AutoRestart::new(reason.clone());
+        let mut event = RestartStarting::new(reason.clone());
         self.shared.events.dispatch(&mut event);
         if event.is_cancelled() {
             self.logger()
@@ -264,7 +265,7 @@ impl Supervisor {
             }
         }
         self.logger().log(format_args!("shutting down: {reason}"));
-        self.shared.events.dispatch(&mut Shutdown {
+        self.shared.events.dispatch(&mut ShutdownStarted {
             reason: reason.clone(),
         });
         match (&reason, self.config.in_place_restart) {
@@ -481,7 +482,7 @@ impl Supervisor {
                     );
                     stats.plugins.push(name);
                 }
-                let mut event = StatsEvent { stats };
+                let mut event = StatsCollecting { stats };
                 act.shared.events.dispatch(&mut event);
                 then(act, event.stats);
             }),
@@ -691,21 +692,21 @@ impl Handler<WorkerPoolFailed> for Supervisor {
     fn handle(&mut self, msg: WorkerPoolFailed, _: &mut Context<Self>) {
         let message = format!("worker pool {} failed: {}", msg.pool, msg.reason);
         self.logger().error(&message);
-        self.shared.events.dispatch(&mut ErrorEvent {
+        self.shared.events.dispatch(&mut ErrorOccurred {
             context: format!("worker pool {}", msg.pool),
             message,
         });
     }
 }
 
-impl Handler<SignalReceived> for Supervisor {
+impl Handler<CaughtSignal> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: SignalReceived, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: CaughtSignal, ctx: &mut Context<Self>) {
         let (signal, name) = (msg.signal, msg.name);
         self.shared
             .events
-            .dispatch(&mut SignalEvent { signal, name });
+            .dispatch(&mut SignalReceived { signal, name });
         match signal {
             libc::SIGTERM => self.begin_shutdown(ctx, ShutdownReason::Signal(name)),
             libc::SIGINT => {

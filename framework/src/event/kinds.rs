@@ -18,16 +18,16 @@ macro_rules! event {
 }
 
 event!(
-    Init,
-    PreExecute,
-    PostExecute,
-    Idle,
-    SignalEvent,
-    Shutdown,
-    ErrorEvent,
-    LogEvent,
-    StatsEvent,
-    PidChange,
+    DaemonStarted,
+    TickStarting,
+    TickFinished,
+    IdleStarted,
+    SignalReceived,
+    ShutdownStarted,
+    ErrorOccurred,
+    LogWriting,
+    StatsCollecting,
+    PidChanged,
     TaskExited,
     WorkerSpawned,
     WorkerReturned,
@@ -35,12 +35,35 @@ event!(
     WorkerTimedOut,
     WorkerRecycled,
     WorkerPoolFailed,
-    AutoRestart,
+    RestartStarting,
+);
+
+/// Old names of the events, for one release.
+macro_rules! renamed {
+    ($($old:ident => $new:ident: $note:literal),* $(,)?) => {$(
+        #[doc(hidden)]
+        #[deprecated(note = $note)]
+        pub type $old = $new;
+    )*};
+}
+
+renamed!(
+    Init => DaemonStarted: "renamed to `DaemonStarted`",
+    PreExecute => TickStarting: "renamed to `TickStarting`",
+    PostExecute => TickFinished: "renamed to `TickFinished`",
+    Idle => IdleStarted: "renamed to `IdleStarted`",
+    SignalEvent => SignalReceived: "renamed to `SignalReceived`",
+    Shutdown => ShutdownStarted: "renamed to `ShutdownStarted`",
+    ErrorEvent => ErrorOccurred: "renamed to `ErrorOccurred`",
+    LogEvent => LogWriting: "renamed to `LogWriting`",
+    StatsEvent => StatsCollecting: "renamed to `StatsCollecting`",
+    PidChange => PidChanged: "renamed to `PidChanged`",
+    AutoRestart => RestartStarting: "renamed to `RestartStarting`",
 );
 
 /// The daemon finished initializing and is about to run its first tick.
 #[derive(Debug, Clone)]
-pub struct Init {
+pub struct DaemonStarted {
     /// Pid of the daemon process.
     pub pid: i32,
 }
@@ -48,13 +71,13 @@ pub struct Init {
 /// Raised before every call of `execute`. A listener may [`skip`](Self::skip)
 /// this one tick; the next tick raises a fresh, unskipped event.
 #[derive(Debug, Clone)]
-pub struct PreExecute {
+pub struct TickStarting {
     /// 1-based number of the tick about to run.
     pub iteration: u64,
     skipped: bool,
 }
 
-impl PreExecute {
+impl TickStarting {
     /// A fresh event for tick `iteration`.
     pub fn new(iteration: u64) -> Self {
         Self {
@@ -76,7 +99,7 @@ impl PreExecute {
 
 /// Raised after `execute` returned.
 #[derive(Debug, Clone)]
-pub struct PostExecute {
+pub struct TickFinished {
     /// Number of the tick that ran.
     pub iteration: u64,
     /// How long `execute` took.
@@ -86,7 +109,7 @@ pub struct PostExecute {
 /// Raised when a tick finished early and the loop has time to spare before the
 /// next one: the place for housekeeping.
 #[derive(Debug, Clone)]
-pub struct Idle {
+pub struct IdleStarted {
     /// Number of the tick that just finished.
     pub iteration: u64,
     /// Time left until the next tick.
@@ -97,7 +120,7 @@ pub struct Idle {
 /// SIGALRM, SIGWINCH, real-time signals...), or one it handles (also raised
 /// for those, before the framework acts).
 #[derive(Debug, Clone)]
-pub struct SignalEvent {
+pub struct SignalReceived {
     /// Signal number.
     pub signal: i32,
     /// Signal name, e.g. `"SIGUSR2"`.
@@ -130,14 +153,14 @@ impl std::fmt::Display for ShutdownReason {
 
 /// The daemon began its graceful shutdown.
 #[derive(Debug, Clone)]
-pub struct Shutdown {
+pub struct ShutdownStarted {
     /// Why.
     pub reason: ShutdownReason,
 }
 
 /// Something failed that the daemon survived (or is about to stop for).
 #[derive(Debug, Clone)]
-pub struct ErrorEvent {
+pub struct ErrorOccurred {
     /// Where it happened ("initialize", "log file", ...).
     pub context: String,
     /// The error message.
@@ -147,7 +170,7 @@ pub struct ErrorEvent {
 /// A log line is about to be written. A listener may rewrite the message or
 /// [`suppress`](Self::suppress) this one line.
 #[derive(Debug, Clone)]
-pub struct LogEvent {
+pub struct LogWriting {
     /// Severity.
     pub level: Level,
     /// The message (without timestamp and prefix); listeners may change it.
@@ -155,7 +178,7 @@ pub struct LogEvent {
     suppressed: bool,
 }
 
-impl LogEvent {
+impl LogWriting {
     /// A fresh event for one line.
     pub fn new(level: Level, message: String) -> Self {
         Self {
@@ -178,12 +201,12 @@ impl LogEvent {
 
 /// Stats are being collected (SIGUSR1 dump, `status`). Listeners may add fields.
 #[derive(Debug, Clone)]
-pub struct StatsEvent {
+pub struct StatsCollecting {
     /// The stats collected by the framework.
     pub stats: Stats,
 }
 
-impl StatsEvent {
+impl StatsCollecting {
     /// Adds a `key = value` line to this report.
     pub fn add(&mut self, key: impl Into<String>, value: impl ToString) {
         self.stats.extra.push((key.into(), value.to_string()));
@@ -276,13 +299,13 @@ pub struct WorkerPoolFailed {
 /// The daemon is about to restart itself (max runtime, SIGHUP, fatal error).
 /// A listener may [`cancel`](Self::cancel) this one restart.
 #[derive(Debug, Clone)]
-pub struct AutoRestart {
+pub struct RestartStarting {
     /// Why.
     pub reason: String,
     cancelled: bool,
 }
 
-impl AutoRestart {
+impl RestartStarting {
     /// A fresh event.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
@@ -304,7 +327,7 @@ impl AutoRestart {
 
 /// The daemon's pid changed (daemonized, restarted).
 #[derive(Debug, Clone)]
-pub struct PidChange {
+pub struct PidChanged {
     /// The previous pid.
     pub old: i32,
     /// The new pid.
@@ -321,14 +344,14 @@ mod tests {
     #[test]
     fn a_cancelled_dispatch_does_not_leak_into_the_next() {
         let events = Events::new();
-        events.on(|e: &mut PreExecute| {
+        events.on(|e: &mut TickStarting| {
             if e.iteration == 2 {
                 e.skip();
             }
         });
         let skipped: Vec<bool> = (1..=4)
             .map(|i| {
-                let mut ev = PreExecute::new(i);
+                let mut ev = TickStarting::new(i);
                 events.dispatch(&mut ev);
                 ev.is_skipped()
             })
@@ -339,9 +362,9 @@ mod tests {
     #[test]
     fn cancelling_one_event_type_does_not_affect_another() {
         let events = Events::new();
-        events.on(|e: &mut PreExecute| e.skip());
-        events.on(|e: &mut LogEvent| e.message.push('!'));
-        let mut log = LogEvent::new(Level::Info, "hi".into());
+        events.on(|e: &mut TickStarting| e.skip());
+        events.on(|e: &mut LogWriting| e.message.push('!'));
+        let mut log = LogWriting::new(Level::Info, "hi".into());
         events.dispatch(&mut log);
         assert!(!log.is_suppressed());
         assert_eq!(log.message, "hi!");
@@ -352,16 +375,16 @@ mod tests {
         let events = Events::new();
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
-        let first = events.on(move |_: &mut Idle| {
+        let first = events.on(move |_: &mut IdleStarted| {
             c.fetch_add(1, Ordering::SeqCst);
         });
-        events.on(|e: &mut LogEvent| e.message = format!("[{}]", e.message));
-        events.on(|e: &mut LogEvent| e.message.push('x'));
-        let mut log = LogEvent::new(Level::Info, "m".into());
+        events.on(|e: &mut LogWriting| e.message = format!("[{}]", e.message));
+        events.on(|e: &mut LogWriting| e.message.push('x'));
+        let mut log = LogWriting::new(Level::Info, "m".into());
         events.dispatch(&mut log);
         assert_eq!(log.message, "[m]x");
 
-        let mut idle = Idle {
+        let mut idle = IdleStarted {
             iteration: 1,
             available: Duration::ZERO,
         };
@@ -370,16 +393,16 @@ mod tests {
         assert!(!events.unsubscribe(first));
         events.dispatch(&mut idle);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(!events.has_listeners::<Idle>());
+        assert!(!events.has_listeners::<IdleStarted>());
     }
 
     #[test]
     fn cached_listeners_see_new_subscriptions() {
         let events = Events::new();
-        let mut cache = events.cached::<PreExecute>();
+        let mut cache = events.cached::<TickStarting>();
         assert!(!cache.active());
-        events.on(|e: &mut PreExecute| e.skip());
-        let mut ev = PreExecute::new(1);
+        events.on(|e: &mut TickStarting| e.skip());
+        let mut ev = TickStarting::new(1);
         cache.dispatch(&mut ev);
         assert!(ev.is_skipped());
     }
@@ -391,18 +414,18 @@ mod tests {
         impl Actor for Sink {
             type Context = Context<Self>;
         }
-        impl Handler<LogEvent> for Sink {
+        impl Handler<LogWriting> for Sink {
             type Result = ();
-            fn handle(&mut self, msg: LogEvent, _: &mut Context<Self>) {
+            fn handle(&mut self, msg: LogWriting, _: &mut Context<Self>) {
                 self.0.lock().push(msg.message);
             }
         }
         let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let addr = Sink(seen.clone()).start();
         let events = Events::new();
-        events.subscribe(addr.recipient::<LogEvent>());
-        events.on(|e: &mut LogEvent| e.message.make_ascii_uppercase());
-        events.dispatch(&mut LogEvent::new(Level::Info, "abc".into()));
+        events.subscribe(addr.recipient::<LogWriting>());
+        events.on(|e: &mut LogWriting| e.message.make_ascii_uppercase());
+        events.dispatch(&mut LogWriting::new(Level::Info, "abc".into()));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while seen.lock().is_empty() && std::time::Instant::now() < deadline {
             actix_rt::task::yield_now().await;

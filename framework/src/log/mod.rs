@@ -1,7 +1,7 @@
 //! Logging: slog with an async writer thread that never drops a line.
 //!
 //! The chain is `Logger → level filter → log-event hook → slog-async (Block) →
-//! line writer`. The hook runs in the caller's thread so a [`LogEvent`]
+//! line writer`. The hook runs in the caller's thread so a [`LogWriting`]
 //! listener can rewrite or suppress a line before it is queued; the writer
 //! thread formats every line as
 //! `2026-11-24T19:14:27.123Z [<daemon pid>/<pid> <role>] INFO message k=v`
@@ -15,7 +15,7 @@
 //! watcher stats the path four times a second, never per line) and on
 //! SIGHUP.
 //!
-//! [`LogEvent`]: crate::event::LogEvent
+//! [`LogWriting`]: crate::event::LogWriting
 
 mod bridge;
 mod children;

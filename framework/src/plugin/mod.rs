@@ -33,7 +33,7 @@ pub struct PluginContext {
 ///
 /// ```
 /// use daemonic::plugin::{Plugin, PluginContext};
-/// use daemonic::event::Idle;
+/// use daemonic::event::IdleStarted;
 ///
 /// struct Heartbeat { every_ticks: u64 }
 ///
@@ -45,7 +45,7 @@ pub struct PluginContext {
 ///     }
 ///     fn setup(&mut self, ctx: &PluginContext) -> Result<(), daemonic::BoxError> {
 ///         let (logger, every) = (ctx.logger.clone(), self.every_ticks);
-///         ctx.events.on(move |e: &mut Idle| {
+///         ctx.events.on(move |e: &mut IdleStarted| {
 ///             if e.iteration % every == 0 { logger.log("still alive"); }
 ///         });
 ///         Ok(())
