@@ -95,7 +95,10 @@ impl Daemon for SimpleWorker {
             move |daemon, ctx, result| match result {
                 Ok(s) => {
                     daemon.received += 1;
-                    ctx.log(format_args!("result {}: {s}", daemon.received));
+                    ctx.log(format_args!(
+                        "random string: {s}; {} received so far",
+                        daemon.received
+                    ));
                 }
                 Err(e) => {
                     daemon.failed += 1;

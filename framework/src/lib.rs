@@ -53,6 +53,7 @@ mod error;
 pub mod event;
 pub mod guide;
 mod ipc;
+mod json;
 pub mod log;
 #[cfg(feature = "metrics")]
 pub mod metrics;

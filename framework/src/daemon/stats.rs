@@ -13,7 +13,8 @@ pub struct Stats {
     pub name: String,
     /// Pid of the daemon's main process.
     pub pid: i32,
-    /// Time since the daemon started.
+    /// Time since the daemon started (JSON: `uptime_seconds`).
+    #[serde(rename = "uptime_seconds", with = "crate::json::seconds")]
     pub uptime: Duration,
     /// Main loop figures.
     pub main_loop: LoopStats,
@@ -23,9 +24,12 @@ pub struct Stats {
     pub pools: Vec<crate::worker::PoolStats>,
     /// Plugins, in set-up order.
     pub plugins: Vec<String>,
-    /// Running tasks by name.
+    /// Running tasks by name (JSON: an object).
+    #[serde(with = "crate::json::pairs")]
     pub tasks: Vec<(String, usize)>,
-    /// Fields added by [`StatsCollecting`](crate::event::StatsCollecting) listeners.
+    /// Fields added by [`StatsCollecting`](crate::event::StatsCollecting)
+    /// listeners (JSON: an object).
+    #[serde(with = "crate::json::pairs")]
     pub extra: Vec<(String, String)>,
     /// Log lines of child processes dropped because the log sink was too
     /// slow: children never wait for it (they would stall their calls).
@@ -36,7 +40,9 @@ pub struct Stats {
 /// Main loop figures.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoopStats {
-    /// Configured interval (zero = as fast as possible).
+    /// Configured interval (zero = as fast as possible; JSON:
+    /// `interval_seconds`).
+    #[serde(rename = "interval_seconds", with = "crate::json::seconds")]
     pub interval: Duration,
     /// Ticks run (including skipped ones).
     pub iterations: u64,
@@ -44,11 +50,15 @@ pub struct LoopStats {
     pub skipped: u64,
     /// Ticks that did not finish before the next one was due.
     pub overruns: u64,
-    /// Mean duration of `execute`.
+    /// Mean duration of `execute` (JSON: `mean_execute_seconds`).
+    #[serde(rename = "mean_execute_seconds", with = "crate::json::seconds")]
     pub mean_execute: Duration,
-    /// Longest duration of `execute`.
+    /// Longest duration of `execute` (JSON: `max_execute_seconds`).
+    #[serde(rename = "max_execute_seconds", with = "crate::json::seconds")]
     pub max_execute: Duration,
-    /// Longest delay between when a tick was due and when it started.
+    /// Longest delay between when a tick was due and when it started
+    /// (JSON: `max_lateness_seconds`).
+    #[serde(rename = "max_lateness_seconds", with = "crate::json::seconds")]
     pub max_lateness: Duration,
     /// How late ticks started, as a histogram (only with a non-zero
     /// interval). Not part of the JSON document; `/metrics` exports it.
@@ -266,6 +276,54 @@ mod tests {
         assert_eq!(h.buckets[LATENESS_BUCKETS_US.len()], 1);
         assert_eq!(h.count, 4);
         assert_eq!(h.sum, Duration::from_micros(3_000_111));
+    }
+
+    #[test]
+    fn json_has_seconds_and_objects_not_secs_and_nanos() {
+        let stats = Stats {
+            name: "d".into(),
+            uptime: Duration::from_millis(1500),
+            main_loop: LoopStats {
+                interval: Duration::from_millis(250),
+                max_execute: Duration::from_micros(20),
+                ..LoopStats::default()
+            },
+            pools: vec![crate::worker::PoolStats {
+                name: "p".into(),
+                errors: vec![("timeout".into(), 2)],
+                latency: Some((
+                    Duration::from_millis(1),
+                    Duration::from_millis(2),
+                    Duration::from_millis(3),
+                )),
+                children: vec![crate::worker::ChildStats {
+                    uptime: Duration::from_secs(2),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            tasks: vec![("send_email".into(), 3)],
+            extra: vec![("queue".into(), "7".into())],
+            ..Stats::default()
+        };
+        let text = serde_json::to_string(&stats).unwrap();
+        assert!(!text.contains("nanos") && !text.contains("secs\""), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["uptime_seconds"], 1.5);
+        assert_eq!(json["main_loop"]["interval_seconds"], 0.25);
+        assert_eq!(json["main_loop"]["max_execute_seconds"], 0.00002);
+        assert_eq!(json["tasks"]["send_email"], 3);
+        assert_eq!(json["extra"]["queue"], "7");
+        let pool = &json["pools"][0];
+        assert_eq!(pool["errors"]["timeout"], 2);
+        assert_eq!(pool["latency_seconds"]["p99"], 0.003);
+        assert_eq!(pool["children"][0]["uptime_seconds"], 2.0);
+        // The control channel sends it this way and reads it back.
+        let back: Stats = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.uptime, stats.uptime);
+        assert_eq!(back.tasks, stats.tasks);
+        assert_eq!(back.pools[0].latency, stats.pools[0].latency);
+        assert_eq!(back.pools[0].errors, stats.pools[0].errors);
     }
 
     #[test]
