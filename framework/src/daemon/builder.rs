@@ -451,8 +451,13 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// [`run`](Self::run)s. Returns the process exit code:
     /// `fn main() -> ExitCode { builder.main() }`. A daemon with flags of its
     /// own parses with [`Program::parse`] instead and calls
-    /// [`args`](Self::args); its `--help` reads the same.
+    /// [`args`](Self::args); its `--help` reads the same. After
+    /// [`args`](Self::args), the command line is parsed already: `main` runs
+    /// with those flags, like [`run`](Self::run).
     pub fn main(self) -> std::process::ExitCode {
+        if self.command_line.is_some() {
+            return self.run();
+        }
         match self.program().parse::<NoArgs>() {
             Ok(cli) => self.args(&cli.daemon).run(),
             Err(code) => code.into(),
