@@ -28,6 +28,29 @@ use tokio::sync::oneshot;
 /// The builder's settings are defaults: options given on the command line
 /// ([`args`](Self::args), or [`main`](Self::main) parsing it) win over them,
 /// whatever order the methods are called in.
+///
+/// ```no_run
+/// use daemonic::{Daemon, DaemonBuilder, LoopContext};
+/// use std::time::Duration;
+///
+/// struct Poller;
+///
+/// impl Daemon for Poller {
+///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///         ctx.debug(1, "polling");
+///     }
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     DaemonBuilder::new(Poller)
+///         .name("poller")
+///         .version(env!("CARGO_PKG_VERSION"))
+///         .about("Polls every 250 ms.")
+///         .interval(Duration::from_millis(250))
+///         .shutdown_timeout(Duration::from_secs(30))
+///         .main() // `--interval 1s` on the command line still wins
+/// }
+/// ```
 pub struct DaemonBuilder<D: Daemon> {
     daemon: D,
     /// Name, version and description.
@@ -56,6 +79,30 @@ pub struct DaemonBuilder<D: Daemon> {
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
+///
+/// ```no_run
+/// use daemonic::{Daemon, DaemonBuilder, LoopContext};
+///
+/// struct Idle;
+///
+/// impl Daemon for Idle {
+///     fn execute(&mut self, _: &mut LoopContext<'_, Self>) {}
+/// }
+///
+/// fn main() -> Result<(), daemonic::Error> {
+///     daemonic::actix::System::new().block_on(async {
+///         // Inside an actix application that handles signals itself.
+///         let handle = DaemonBuilder::new(Idle).handle_signals(false).start()?;
+///         if let Some(stats) = handle.stats().await {
+///             println!("{} iterations", stats.main_loop.iterations);
+///         }
+///         handle.shutdown();
+///         let code = handle.wait().await;
+///         println!("stopped with {code:?}");
+///         Ok(())
+///     })
+/// }
+/// ```
 pub struct DaemonHandle {
     supervisor: Addr<Supervisor>,
     done: oneshot::Receiver<ExitCode>,

@@ -39,6 +39,23 @@ pub(crate) struct MainLoop<D: Daemon> {
 
 /// The handle `execute` and the hooks get: logging, events, the tick number,
 /// and the actix context of the loop for spawning futures.
+///
+/// ```
+/// use daemonic::{Daemon, LoopContext};
+///
+/// struct Every10th;
+///
+/// impl Daemon for Every10th {
+///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///         if ctx.iteration() % 10 == 0 {
+///             ctx.log(format_args!("tick {} (every {:?})", ctx.iteration(), ctx.interval()));
+///         }
+///         if ctx.iteration() == 1000 {
+///             ctx.shutdown();
+///         }
+///     }
+/// }
+/// ```
 pub struct LoopContext<'a, D: Daemon> {
     actix: &'a mut Context<MainLoop<D>>,
     shared: &'a Arc<Shared>,

@@ -7,6 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A snapshot of the daemon's stats.
+///
+/// ```no_run
+/// use daemonic::event::StatsCollecting;
+/// use daemonic::Stats;
+///
+/// // A listener sees them (SIGUSR1, `status`), and may add fields:
+/// let listener = |e: &mut StatsCollecting| {
+///     let stats: &Stats = &e.stats;
+///     let busy: usize = stats.pools.iter().map(|p| p.in_flight).sum();
+///     e.add("calls in flight", busy);
+/// };
+/// # let _ = listener;
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Daemon name.
@@ -38,6 +51,14 @@ pub struct Stats {
 }
 
 /// Main loop figures.
+///
+/// ```
+/// use daemonic::Stats;
+///
+/// let stats = Stats::default();
+/// assert_eq!(stats.main_loop.overruns, 0);
+/// println!("{}", stats.main_loop.mean_execute.as_secs_f64());
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoopStats {
     /// Configured interval (zero = as fast as possible; JSON:
@@ -67,12 +88,25 @@ pub struct LoopStats {
 }
 
 /// Upper bounds of the lateness histogram's buckets, in microseconds.
+///
+/// ```
+/// assert_eq!(daemonic::LATENESS_BUCKETS_US[0], 50);
+/// ```
 pub const LATENESS_BUCKETS_US: [u64; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000,
 ];
 
 /// Lateness of the main loop's ticks.
+///
+/// ```
+/// use daemonic::{LatenessHistogram, LATENESS_BUCKETS_US};
+///
+/// let h = LatenessHistogram::default();
+/// for (bound, n) in LATENESS_BUCKETS_US.iter().zip(&h.buckets) {
+///     println!("<= {bound} µs: {n}");
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct LatenessHistogram {
     /// Ticks per bucket (not cumulative), one per [`LATENESS_BUCKETS_US`]
@@ -85,6 +119,11 @@ pub struct LatenessHistogram {
 }
 
 /// Memory of one process, from `/proc/<pid>/statm`.
+///
+/// ```
+/// let me = daemonic::MemoryStats::current();
+/// assert!(me.private_bytes <= me.rss_bytes);
+/// ```
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Resident set size in bytes.
@@ -307,7 +346,10 @@ mod tests {
             ..Stats::default()
         };
         let text = serde_json::to_string(&stats).unwrap();
-        assert!(!text.contains("nanos") && !text.contains("secs\""), "{text}");
+        assert!(
+            !text.contains("nanos") && !text.contains("secs\""),
+            "{text}"
+        );
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["uptime_seconds"], 1.5);
         assert_eq!(json["main_loop"]["interval_seconds"], 0.25);

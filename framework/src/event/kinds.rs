@@ -62,6 +62,11 @@ renamed!(
 );
 
 /// The daemon finished initializing and is about to run its first tick.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::DaemonStarted| log::info!("up with pid {}", e.pid));
+/// ```
 #[derive(Debug, Clone)]
 pub struct DaemonStarted {
     /// Pid of the daemon process.
@@ -70,6 +75,17 @@ pub struct DaemonStarted {
 
 /// Raised before every call of `execute`. A listener may [`skip`](Self::skip)
 /// this one tick; the next tick raises a fresh, unskipped event.
+///
+/// ```
+/// use daemonic::event::TickStarting;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut TickStarting| {
+///     if std::path::Path::new("/run/myapp/paused").exists() {
+///         e.skip(); // this tick only
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct TickStarting {
     /// 1-based number of the tick about to run.
@@ -98,6 +114,15 @@ impl TickStarting {
 }
 
 /// Raised after `execute` returned.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::TickFinished| {
+///     if e.duration.as_millis() > 100 {
+///         log::warn!("tick {} took {:?}", e.iteration, e.duration);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct TickFinished {
     /// Number of the tick that ran.
@@ -108,6 +133,15 @@ pub struct TickFinished {
 
 /// Raised when a tick finished early and the loop has time to spare before the
 /// next one: the place for housekeeping.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::IdleStarted| {
+///     if e.available.as_millis() > 50 {
+///         // time for housekeeping before the next tick
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct IdleStarted {
     /// Number of the tick that just finished.
@@ -119,6 +153,15 @@ pub struct IdleStarted {
 /// A signal that the framework does not handle itself arrived (SIGUSR2,
 /// SIGALRM, SIGWINCH, real-time signals...), or one it handles (also raised
 /// for those, before the framework acts).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::SignalReceived| {
+///     if e.signal == libc::SIGUSR2 {
+///         log::info!("{} received: rotating the cache", e.name);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct SignalReceived {
     /// Signal number.
@@ -128,6 +171,18 @@ pub struct SignalReceived {
 }
 
 /// Why the daemon is stopping.
+///
+/// ```
+/// use daemonic::ShutdownReason;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ShutdownStarted| {
+///     if let ShutdownReason::Error(why) = &e.reason {
+///         log::error!("stopping after an error: {why}");
+///     }
+/// });
+/// assert_eq!(ShutdownReason::Signal("SIGTERM").to_string(), "signal SIGTERM");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShutdownReason {
     /// A signal asked for it (SIGTERM, SIGINT).
@@ -152,6 +207,11 @@ impl std::fmt::Display for ShutdownReason {
 }
 
 /// The daemon began its graceful shutdown.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ShutdownStarted| log::info!("goodbye ({})", e.reason));
+/// ```
 #[derive(Debug, Clone)]
 pub struct ShutdownStarted {
     /// Why.
@@ -159,6 +219,13 @@ pub struct ShutdownStarted {
 }
 
 /// Something failed that the daemon survived (or is about to stop for).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ErrorOccurred| {
+///     eprintln!("alert: {}: {}", e.context, e.message);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct ErrorOccurred {
     /// Where it happened ("initialize", "log file", ...).
@@ -169,6 +236,22 @@ pub struct ErrorOccurred {
 
 /// A log line is about to be written. A listener may rewrite the message or
 /// [`suppress`](Self::suppress) this one line.
+///
+/// ```
+/// use daemonic::event::LogWriting;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut LogWriting| {
+///     if e.message.contains("password=") {
+///         e.suppress();
+///     } else {
+///         e.message = e.message.replace("secret", "[redacted]");
+///     }
+/// });
+/// let mut line = LogWriting::new(daemonic::Level::Info, "the secret is 42".into());
+/// events.dispatch(&mut line);
+/// assert_eq!(line.message, "the [redacted] is 42");
+/// ```
 #[derive(Debug, Clone)]
 pub struct LogWriting {
     /// Severity.
@@ -200,6 +283,11 @@ impl LogWriting {
 }
 
 /// Stats are being collected (SIGUSR1 dump, `status`). Listeners may add fields.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::StatsCollecting| e.add("queue depth", 42));
+/// ```
 #[derive(Debug, Clone)]
 pub struct StatsCollecting {
     /// The stats collected by the framework.
@@ -214,6 +302,15 @@ impl StatsCollecting {
 }
 
 /// A task process ended.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::TaskExited| {
+///     if !e.status.success() {
+///         log::warn!("task {} (pid {}) after {:?}: {}", e.name, e.pid, e.runtime, e.status);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct TaskExited {
     /// The task's registered name.
@@ -227,6 +324,11 @@ pub struct TaskExited {
 }
 
 /// A worker process was started.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerSpawned| log::debug!("{}: worker {}", e.pool, e.pid));
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerSpawned {
     /// The pool's name.
@@ -236,6 +338,15 @@ pub struct WorkerSpawned {
 }
 
 /// A worker call finished (only raised when something listens: it is per call).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerReturned| {
+///     if let Some(error) = &e.error {
+///         log::warn!("{}::{} failed after {:?}: {error}", e.pool, e.method, e.latency);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerReturned {
     /// The pool's name.
@@ -251,6 +362,13 @@ pub struct WorkerReturned {
 }
 
 /// A worker process exited unexpectedly (crash, kill, OOM, timeout).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerDied| {
+///     log::error!("{}: worker {} died ({}), {} call(s) failed", e.pool, e.pid, e.exit, e.calls_failed);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerDied {
     /// The pool's name.
@@ -264,6 +382,13 @@ pub struct WorkerDied {
 }
 
 /// A call exceeded the pool's call timeout; its worker is being killed.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerTimedOut| {
+///     log::warn!("{}::{} ran over {:?}", e.pool, e.method, e.after);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerTimedOut {
     /// The pool's name.
@@ -277,6 +402,11 @@ pub struct WorkerTimedOut {
 }
 
 /// A worker is being replaced on purpose (max calls, max runtime, shutdown).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerRecycled| log::debug!("{} recycled ({})", e.pid, e.reason));
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerRecycled {
     /// The pool's name.
@@ -288,6 +418,13 @@ pub struct WorkerRecycled {
 }
 
 /// A pool exceeded its restart limit and stopped respawning.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerPoolFailed| {
+///     log::error!("pool {} gave up: {}", e.pool, e.reason);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerPoolFailed {
     /// The pool's name.
@@ -298,6 +435,15 @@ pub struct WorkerPoolFailed {
 
 /// The daemon is about to restart itself (max runtime, SIGHUP, fatal error).
 /// A listener may [`cancel`](Self::cancel) this one restart.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::RestartStarting| {
+///     if std::path::Path::new("/run/myapp/no-restart").exists() {
+///         e.cancel();
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct RestartStarting {
     /// Why.
@@ -326,6 +472,11 @@ impl RestartStarting {
 }
 
 /// The daemon's pid changed (daemonized, restarted).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::PidChanged| log::info!("pid {} is now {}", e.old, e.new));
+/// ```
 #[derive(Debug, Clone)]
 pub struct PidChanged {
     /// The previous pid.

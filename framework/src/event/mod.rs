@@ -60,6 +60,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An event that can be raised on an [`Events`] bus.
+///
+/// Any `Message<Result = ()> + Clone + Send` type is an event: a daemon
+/// may raise events of its own on its bus.
+///
+/// ```
+/// use daemonic::event::{Event, Events};
+///
+/// #[derive(Clone)]
+/// struct OrderPlaced {
+///     id: u64,
+/// }
+/// impl daemonic::actix::Message for OrderPlaced {
+///     type Result = ();
+/// }
+/// impl Event for OrderPlaced {}
+///
+/// let events = Events::new();
+/// events.on(|e: &mut OrderPlaced| println!("order {}", e.id));
+/// events.dispatch(&mut OrderPlaced { id: 7 });
+/// ```
 pub trait Event: Message<Result = ()> + Clone + Send + 'static {}
 
 type Closure<E> = Arc<dyn Fn(&mut E) + Send + Sync>;
@@ -112,6 +132,16 @@ impl<E: Event> ErasedList for Listeners<E> {
 }
 
 /// Identifies one subscription, for [`Events::unsubscribe`].
+///
+/// ```
+/// use daemonic::event::{Events, TickFinished};
+///
+/// let events = Events::new();
+/// let subscription = events.on(|_: &mut TickFinished| {});
+/// assert!(events.has_listeners::<TickFinished>());
+/// assert!(events.unsubscribe(subscription));
+/// assert!(!events.has_listeners::<TickFinished>());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Subscription {
     type_id: TypeId,

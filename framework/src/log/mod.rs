@@ -42,6 +42,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Severity of a log line.
+///
+/// ```
+/// use daemonic::event::LogWriting;
+/// use daemonic::Level;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut LogWriting| {
+///     if e.level <= Level::Warning {
+///         // errors and warnings: page someone
+///     }
+/// });
+/// assert!(Level::Error < Level::Info);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
     /// A failure.

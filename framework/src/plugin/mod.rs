@@ -17,6 +17,22 @@ use crate::log::Logger;
 use std::time::Duration;
 
 /// What a plugin gets from the daemon.
+///
+/// ```
+/// use daemonic::plugin::{Plugin, PluginContext};
+///
+/// struct Hello;
+///
+/// impl Plugin for Hello {
+///     fn name(&self) -> &str {
+///         "hello"
+///     }
+///     fn setup(&mut self, ctx: &PluginContext) -> Result<(), daemonic::BoxError> {
+///         ctx.logger.log(format_args!("set up in {}", ctx.name));
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PluginContext {
     /// The daemon's logger.

@@ -138,6 +138,21 @@ impl<T, E> MethodResult for Result<T, E> {
 
 /// An actor that runs the calls of one worker type: a [`WorkerPool`] (and
 /// any other pool kind that handles the same generated messages).
+///
+/// Code generic over the kind of pool names it:
+///
+/// ```
+/// use daemonic::worker::{Call, CallError, CallExt, PoolActor, WorkerError};
+/// use daemonic::actix::{Addr, Handler, Message};
+///
+/// async fn call_twice<A, M>(pool: &Addr<A>, a: M, b: M) -> Result<(M::Value, M::Value), CallError<M::Error>>
+/// where
+///     A: PoolActor + Handler<M>,
+///     M: Call<A::Worker> + Message<Result = Result<M::Output, WorkerError>>,
+/// {
+///     Ok((pool.call(a).await?, pool.call(b).await?))
+/// }
+/// ```
 pub trait PoolActor: Actor<Context = actix::Context<Self>> {
     /// The worker type whose methods it runs.
     type Worker: WorkerMethods;
@@ -197,6 +212,22 @@ impl<A: PoolActor> CallExt<A> for Addr<A> {
 }
 
 /// The future [`call`](CallExt::call) returns.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # async fn demo(pool: Addr<WorkerPool<Calc>>) {
+/// let pending = pool.call(calc::Add { a: 1, b: 2 }); // queued in the pool's mailbox now
+/// // ... other work ...
+/// assert_eq!(pending.await, Ok(3));
+/// # }
+/// ```
 #[must_use = "a call is sent only when its future is awaited"]
 pub struct CallFuture<A, M>
 where

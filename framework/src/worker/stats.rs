@@ -5,6 +5,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A snapshot of one pool.
+///
+/// ```
+/// let stats = daemonic::worker::PoolStats::default();
+/// for line in stats.lines() {
+///     println!("{line}"); // as in the SIGUSR1 dump
+/// }
+/// let errors: u64 = stats.errors.iter().map(|(_, n)| n).sum();
+/// assert_eq!(errors, 0);
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PoolStats {
     /// Pool name (the worker type's short name).
@@ -41,6 +50,13 @@ pub struct PoolStats {
 }
 
 /// One worker process.
+///
+/// ```
+/// let stats = daemonic::worker::PoolStats::default();
+/// for child in &stats.children {
+///     println!("pid {} {} for {:?}, {} calls", child.pid, child.state, child.uptime, child.calls);
+/// }
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChildStats {
     /// Its pid.

@@ -11,6 +11,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the `on_return` callback sees for every finished call.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # fn demo() -> Result<(), daemonic::Error> {
+/// let pool = WorkerPool::builder(Calc)
+///     .on_return(|r| {
+///         if r.latency.as_millis() > 100 {
+///             log::warn!("{}::{} call {} took {:?} (pid {})", r.pool, r.method, r.call_id, r.latency, r.pid);
+///         }
+///     })
+///     .start()?;
+/// # let _ = pool; Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CallReturn<'a> {
     /// The pool's name.
@@ -108,9 +128,35 @@ impl PoolPrivileges {
 }
 
 /// Default [`WorkerPoolBuilder::start_timeout`].
+///
+/// ```
+/// assert_eq!(daemonic::worker::DEFAULT_START_TIMEOUT.as_secs(), 30);
+/// ```
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Configures a [`WorkerPool`].
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// use std::time::Duration;
+/// # fn demo() -> Result<(), daemonic::Error> {
+/// let pool = WorkerPool::builder(Calc)
+///     .name("calculator")
+///     .size(4)
+///     .call_timeout(Duration::from_secs(5))
+///     .queue_capacity(256)
+///     .max_calls_per_child(10_000)
+///     .restart_limit(5, Duration::from_secs(60))
+///     .start()?; // inside an actix System
+/// # let _ = pool; Ok(()) }
+/// ```
 pub struct WorkerPoolBuilder<W: WorkerMethods> {
     worker: W,
     config: PoolConfig,

@@ -65,6 +65,26 @@ struct Counters {
 
 /// The proxy actor of a pool of worker processes. Send it the message types
 /// `#[daemonic::worker]` generates.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # fn main() -> Result<(), daemonic::Error> {
+/// daemonic::actix::System::new().block_on(async {
+///     let pool: Addr<WorkerPool<Calc>> = WorkerPool::builder(Calc).size(2).start()?;
+///     assert_eq!(pool.call(calc::Add { a: 2, b: 3 }).await, Ok(5));
+///     // actix's own idiom works too: mailbox, then worker, then the method's value.
+///     assert_eq!(pool.send(calc::Add { a: 2, b: 3 }).await, Ok(Ok(5)));
+///     Ok(())
+/// })
+/// # }
+/// ```
 pub struct WorkerPool<W: WorkerMethods> {
     config: PoolConfig,
     template: Arc<Vec<u8>>,
@@ -341,6 +361,23 @@ impl<W: WorkerMethods> Actor for WorkerPool<W> {
 }
 
 /// Current stats of the pool.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # async fn demo(pool: Addr<WorkerPool<Calc>>) -> Result<(), daemonic::actix::MailboxError> {
+/// use daemonic::worker::GetPoolStats;
+///
+/// let stats = pool.send(GetPoolStats).await?;
+/// println!("{} calls, {} queued, {} restarts", stats.calls, stats.queued, stats.restarts);
+/// # Ok(()) }
+/// ```
 #[derive(Message)]
 #[rtype(result = "PoolStats")]
 pub struct GetPoolStats;
@@ -356,6 +393,24 @@ impl<W: WorkerMethods> Handler<GetPoolStats> for WorkerPool<W> {
 /// Graceful stop: new calls get `ShuttingDown`, queued ones too; calls
 /// already held by workers get until `grace`, then workers are killed.
 /// Resolves when every worker has exited.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # async fn demo(pool: Addr<WorkerPool<Calc>>) {
+/// use daemonic::worker::StopPool;
+/// use std::time::Duration;
+///
+/// // Calls held by workers get 5 s to finish; every worker has exited after.
+/// let _ = pool.send(StopPool { grace: Duration::from_secs(5) }).await;
+/// # }
+/// ```
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopPool {
