@@ -4,12 +4,10 @@
 //! ones it did not). Nothing here depends on timing: overlapping calls meet
 //! at a barrier that only opens when they all run at once.
 
-mod common;
-
 use daemonic::event::{Events, WorkerRecycled};
 use daemonic::prelude::*;
 use daemonic::testing::KillWorker;
-use daemonic::worker::{GetPoolStats, WorkerPoolBuilder};
+use daemonic::worker::{CallFuture, GetPoolStats, WorkerPoolBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -206,37 +204,47 @@ async fn calls_over_max_concurrent_wait_their_turn() {
     assert_eq!(orders, [0, 1, 2, 3]);
 }
 
+/// Three `hold` calls to a pool that runs two at once and lets a worker
+/// hold three: `a` and `b` (holding for `ms`) start, `c` waits in the
+/// worker. Returns them with a future that resolves once `a` and `b` have
+/// started.
+fn three_holds<'a>(
+    pool: &Addr<WorkerPool<Gate>>,
+    dir: &'a std::path::Path,
+    ms: u64,
+) -> (
+    [CallFuture<WorkerPool<Gate>, gate::Hold>; 3],
+    impl std::future::Future<Output = ()> + 'a,
+) {
+    let flag = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let call = |name: &str, ms| {
+        pool.call(gate::Hold {
+            flag: flag(name),
+            ms,
+        })
+    };
+    let calls = [call("a", ms), call("b", ms), call("c", 0)];
+    let started = async move {
+        wait_for("both calls started", || {
+            dir.join("a").exists() && dir.join("b").exists()
+        })
+        .await;
+        assert!(!dir.join("c").exists(), "c did not start");
+    };
+    (calls, started)
+}
+
 #[actix::test]
 async fn a_killed_worker_fails_the_calls_it_started_and_gives_back_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let flag = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     // Two run at once; the worker holds a third it cannot start yet.
     let pool = gate(2).max_in_flight(3).start().unwrap();
     let victim = pool.call(gate::Pid {}).await.unwrap();
-    let a = pool.call(gate::Hold {
-        flag: flag("a"),
-        ms: 60_000,
-    });
-    let b = pool.call(gate::Hold {
-        flag: flag("b"),
-        ms: 60_000,
-    });
-    let c = pool.call(gate::Hold {
-        flag: flag("c"),
-        ms: 0,
-    });
+    let ([a, b, c], started) = three_holds(&pool, dir.path(), 60_000);
     let waiting = async {
-        let (a_flag, b_flag) = (flag("a"), flag("b"));
-        wait_for("both calls started", || {
-            std::path::Path::new(&a_flag).exists() && std::path::Path::new(&b_flag).exists()
-        })
-        .await;
+        started.await;
         let stats = pool.send(GetPoolStats).await.unwrap();
         assert_eq!(stats.in_flight, 3, "the worker holds all three: {stats:?}");
-        assert!(
-            !std::path::Path::new(&flag("c")).exists(),
-            "c did not start"
-        );
         let killed = pool
             .send(KillWorker {
                 index: 0,
@@ -282,31 +290,15 @@ async fn a_panic_fails_its_call_and_lets_the_running_ones_finish() {
 #[actix::test]
 async fn sigterm_finishes_running_calls_and_gives_back_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let flag = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let events = Events::new();
     let recycled = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let seen = recycled.clone();
     events.on(move |e: &mut WorkerRecycled| seen.lock().push((e.pid, e.reason)));
     let pool = gate(2).max_in_flight(3).events(events).start().unwrap();
     let victim = pool.call(gate::Pid {}).await.unwrap();
-    let a = pool.call(gate::Hold {
-        flag: flag("a"),
-        ms: 300,
-    });
-    let b = pool.call(gate::Hold {
-        flag: flag("b"),
-        ms: 300,
-    });
-    let c = pool.call(gate::Hold {
-        flag: flag("c"),
-        ms: 0,
-    });
+    let ([a, b, c], started) = three_holds(&pool, dir.path(), 300);
     let terminate = async {
-        let (a_flag, b_flag) = (flag("a"), flag("b"));
-        wait_for("both calls started", || {
-            std::path::Path::new(&a_flag).exists() && std::path::Path::new(&b_flag).exists()
-        })
-        .await;
+        started.await;
         pool.send(KillWorker {
             index: 0,
             signal: libc::SIGTERM,
