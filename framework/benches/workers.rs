@@ -45,7 +45,9 @@ const PIPE_MAX_IN_FLIGHT: usize = 64;
 /// Timed kills, and kills for the descriptor/memory check.
 const KILLS: usize = 500;
 const RESPAWNS: usize = 10_000;
-/// Calls held by the worker at the moment it is killed.
+/// Calls held by the worker at the moment it is killed: the one it runs,
+/// and the rest pipelined behind it (never started: they run on the
+/// replacement).
 const HELD: usize = 4;
 
 #[daemonic::worker]
@@ -63,8 +65,10 @@ impl Echo {
         std::process::id() as i32
     }
 
-    /// Holds the call (the worker is killed while it sleeps).
-    pub fn hold(&mut self, ms: u64) -> i32 {
+    /// Holds the call (the worker is killed while it sleeps); first writes
+    /// its pid to `flag`, so the bench knows the call started.
+    pub fn hold(&mut self, flag: String, ms: u64) -> i32 {
+        let _ = std::fs::write(&flag, std::process::id().to_string());
         std::thread::sleep(Duration::from_millis(ms));
         std::process::id() as i32
     }
@@ -442,8 +446,11 @@ struct CrashSample {
     noticed: Duration,
     /// Kill → stats show `size` ready workers, none of them the victim.
     ready: Duration,
-    /// Kill → the last held call resolved with `Died`.
-    died_all: Duration,
+    /// Kill → the call it was running resolved with `Died`.
+    died_running: Duration,
+    /// Kill → the last of the calls it held but never started was answered
+    /// by the replacement.
+    requeued: Duration,
     /// Kill → the next call answered by the replacement.
     first_call: Duration,
 }
@@ -455,20 +462,38 @@ struct DeathSignal {
     notify: tokio::sync::Notify,
 }
 
-async fn crash_once(pool: &Pool, died_at: &DeathSignal) -> CrashSample {
+async fn crash_once(pool: &Pool, died_at: &DeathSignal, flag: &std::path::Path) -> CrashSample {
     wait_stats(pool, |s| settled(s, 1, 1, 0)).await;
-    // Calls the worker holds when it dies: one running, the rest pipelined.
+    let _ = std::fs::remove_file(flag);
+    // Calls the worker holds when it dies: one running, the rest pipelined
+    // behind it (quick ones, which the replacement answers).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..HELD {
-        let fut = pool.send(echo::Hold { ms: 60_000 });
+    let running = pool.send(echo::Hold {
+        flag: flag.to_string_lossy().into_owned(),
+        ms: 60_000,
+    });
+    let queued: Vec<_> = (1..HELD).map(|_| pool.send(echo::Pid {})).collect();
+    {
+        let tx = tx.clone();
+        actix_rt::spawn(async move {
+            let r = running.await.unwrap();
+            let _ = tx.send((true, Instant::now(), r));
+        });
+    }
+    for fut in queued {
         let tx = tx.clone();
         actix_rt::spawn(async move {
             let r = fut.await.unwrap();
-            let _ = tx.send((Instant::now(), r));
+            let _ = tx.send((false, Instant::now(), r));
         });
     }
     drop(tx);
     wait_stats(pool, |s| s.in_flight == HELD).await;
+    // The worker must run the slow call when killed (else all four would be
+    // unstarted and run on the replacement, the slow one for 60 s).
+    while !flag.exists() {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     *died_at.at.lock() = None;
 
     let t0 = Instant::now();
@@ -496,21 +521,25 @@ async fn crash_once(pool: &Pool, died_at: &DeathSignal) -> CrashSample {
     let pid = pool.send(echo::Pid {}).await.unwrap().unwrap();
     let first_call_at = Instant::now();
     assert_ne!(pid, victim, "the replacement answered");
-    let mut last = t0;
+    let (mut died_at_time, mut requeued_last) = (t0, t0);
     for _ in 0..HELD {
-        let (at, r) = rx.recv().await.expect("every held call resolves");
-        match r {
-            Err(WorkerError::Died { pid, .. }) if pid == victim => {}
-            other => panic!("expected Died from {victim}, got {other:?}"),
+        let (was_running, at, r) = rx.recv().await.expect("every held call resolves");
+        match (was_running, r) {
+            (true, Err(WorkerError::Died { pid, .. })) if pid == victim => died_at_time = at,
+            (false, Ok(pid)) if pid != victim => requeued_last = requeued_last.max(at),
+            (running, other) => panic!(
+                "expected {} from {victim}, got {other:?}",
+                if running { "Died" } else { "an answer by the replacement" }
+            ),
         }
-        last = last.max(at);
     }
     let (dead, noticed_at) = died_at.at.lock().take().expect("WorkerDied raised");
     assert_eq!(dead, victim);
     CrashSample {
         noticed: noticed_at - t0,
         ready: ready_at - t0,
-        died_all: last - t0,
+        died_running: died_at_time - t0,
+        requeued: requeued_last - t0,
         first_call: first_call_at - t0,
     }
 }
@@ -745,14 +774,16 @@ fn main() {
             .start()
             .unwrap();
         eprintln!("crash → replacement ({KILLS} kills)…");
+        let flag_dir = tempfile::tempdir().unwrap();
+        let flag = flag_dir.path().join("running");
         for _ in 0..10 {
-            let _ = crash_once(&crash, &died_at).await; // warm up
+            let _ = crash_once(&crash, &died_at, &flag).await; // warm up
         }
         // One raw kill beside each pool kill, so both see the same machine.
         let mut samples = Vec::with_capacity(KILLS);
         let mut raw_notice = Vec::with_capacity(KILLS);
         for _ in 0..KILLS {
-            samples.push(crash_once(&crash, &died_at).await);
+            samples.push(crash_once(&crash, &died_at, &flag).await);
             raw_notice.extend(raw_kill_notice(1));
         }
         raw_notice.sort();
@@ -763,7 +794,8 @@ fn main() {
         };
         let noticed = sorted(|s| s.noticed);
         let ready = sorted(|s| s.ready);
-        let died_all = sorted(|s| s.died_all);
+        let died_running = sorted(|s| s.died_running);
+        let requeued = sorted(|s| s.requeued);
         let first_call = sorted(|s| s.first_call);
         let pct = |v: &[Duration], p| us(percentile(v, p));
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
@@ -789,12 +821,12 @@ fn main() {
         }
         let late = samples
             .iter()
-            .filter(|s| s.died_all > Duration::from_millis(1))
+            .filter(|s| s.died_running > Duration::from_millis(1))
             .count();
         for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-            let v = pct(&died_all, p);
+            let v = pct(&died_running, p);
             rows.push(row(
-                format!("SIGKILL → all {HELD} held calls resolved `Died`, {label}"),
+                format!("SIGKILL → the call it ran resolved `Died`, {label}"),
                 format!("{v:.1} µs"),
                 format!("raw pidfd poll {:.1} µs", pct(&raw_notice, p)),
                 format!("{:.2}×", v / pct(&raw_notice, p)),
@@ -804,6 +836,26 @@ fn main() {
                     "—".into()
                 },
                 (p == 1.0).then_some(late == 0),
+            ));
+        }
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let v = pct(&requeued, p);
+            rows.push(row(
+                format!(
+                    "SIGKILL → the {} calls it never started answered by the replacement, {label}",
+                    HELD - 1
+                ),
+                format!("{v:.1} µs"),
+                format!(
+                    "raw pidfd + ping-pong {:.1} µs",
+                    pct(&raw_notice, p) + us(percentile(&raw_unpinned, p))
+                ),
+                format!(
+                    "{:.2}×",
+                    v / (pct(&raw_notice, p) + us(percentile(&raw_unpinned, p)))
+                ),
+                "—",
+                None,
             ));
         }
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
