@@ -529,7 +529,11 @@ async fn crash_once(pool: &Pool, died_at: &DeathSignal, flag: &std::path::Path) 
             (false, Ok(pid)) if pid != victim => requeued_last = requeued_last.max(at),
             (running, other) => panic!(
                 "expected {} from {victim}, got {other:?}",
-                if running { "Died" } else { "an answer by the replacement" }
+                if running {
+                    "Died"
+                } else {
+                    "an answer by the replacement"
+                }
             ),
         }
     }
