@@ -32,19 +32,24 @@ const IPC_ECHO_ENV: &str = "DAEMONIC_BENCH_IPC_ECHO";
 const PAYLOAD: usize = 64;
 
 /// Sequential round trips per side, in `ROUNDS` alternating rounds.
-const SEQ_CALLS: usize = 20_000;
+const SEQ_CALLS_FULL: usize = 20_000;
+const SEQ_CALLS_QUICK: usize = 2_000;
 const ROUNDS: usize = 4;
 /// Pipelined calls per run (`PIPE_RUNS` runs; together the "1 M calls" of
 /// the memory check).
-const PIPE_CALLS: usize = 1_000_000;
-const PIPE_RUNS: usize = 3;
+const PIPE_CALLS_FULL: usize = 1_000_000;
+const PIPE_CALLS_QUICK: usize = 100_000;
+const PIPE_RUNS_FULL: usize = 3;
+const PIPE_RUNS_QUICK: usize = 1;
 /// Calls kept outstanding by the pipelined client (`addr.send` futures).
 const PIPE_WINDOW: usize = 1024;
 /// Per worker.
 const PIPE_MAX_IN_FLIGHT: usize = 64;
 /// Timed kills, and kills for the descriptor/memory check.
-const KILLS: usize = 500;
-const RESPAWNS: usize = 10_000;
+const KILLS_FULL: usize = 500;
+const KILLS_QUICK: usize = 50;
+const RESPAWNS_FULL: usize = 10_000;
+const RESPAWNS_QUICK: usize = 300;
 /// Calls held by the worker at the moment it is killed: the one it runs,
 /// and the rest pipelined behind it (never started: they run on the
 /// replacement).
@@ -609,20 +614,44 @@ fn row(
     }
 }
 
+/// `--quick`: a few seconds of each measure instead of minutes, for CI's log
+/// (a regression shows as a ratio that jumps; the figures themselves are
+/// noisier than a full run's).
+fn quick() -> bool {
+    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *QUICK.get_or_init(|| std::env::args().any(|a| a == "--quick"))
+}
+
+fn sized(full: usize, quick_size: usize) -> usize {
+    if quick() {
+        quick_size
+    } else {
+        full
+    }
+}
+
 fn main() {
+    let (seq_calls, pipe_calls, pipe_runs, kills, respawns) = (
+        sized(SEQ_CALLS_FULL, SEQ_CALLS_QUICK),
+        sized(PIPE_CALLS_FULL, PIPE_CALLS_QUICK),
+        sized(PIPE_RUNS_FULL, PIPE_RUNS_QUICK),
+        sized(KILLS_FULL, KILLS_QUICK),
+        sized(RESPAWNS_FULL, RESPAWNS_QUICK),
+    );
     if let Ok(name) = std::env::var(IPC_ECHO_ENV) {
         ipc_echo_child(name);
     }
-    // Cargo passes `--bench`; nothing to parse.
+    // Cargo passes `--bench`; `--quick` is ours (see `quick`).
     let started = Instant::now();
 
     eprintln!("python baseline…");
-    let python = if Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let python = if !quick()
+        && Command::new("python3")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     {
         python_baseline()
     } else {
@@ -656,7 +685,7 @@ fn main() {
             regimes.push(("across cores", Some((0, 1))));
         }
         regimes.push(("unpinned", None));
-        let per_round = SEQ_CALLS / ROUNDS;
+        let per_round = seq_calls / ROUNDS;
         let (mut seq_p50, mut seq_p99) = (Duration::ZERO, Duration::ZERO);
         let mut raw_unpinned = Vec::new();
         for (regime, cpus) in regimes {
@@ -693,7 +722,7 @@ fn main() {
                 let ratio = us(a) / us(b);
                 let target = judged && p == 0.5;
                 rows.push(row(
-                    format!("call round trip, 64 B, pool of 1, {regime}, {label} ({SEQ_CALLS} calls)"),
+                    format!("call round trip, 64 B, pool of 1, {regime}, {label} ({seq_calls} calls)"),
                     format!("{:.1} µs", us(a)),
                     format!("raw ipc-channel {:.1} µs", us(b)),
                     format!("{ratio:.2}×"),
@@ -723,10 +752,10 @@ fn main() {
         let before_calls = footprint();
         let mut after_each = Vec::new();
         let (mut ours_runs, mut raw_runs) = (Vec::new(), Vec::new());
-        for _ in 0..PIPE_RUNS {
-            ours_runs.push(pipelined(&pipe, PIPE_CALLS, PIPE_WINDOW).await);
+        for _ in 0..pipe_runs {
+            ours_runs.push(pipelined(&pipe, pipe_calls, PIPE_WINDOW).await);
             after_each.push(footprint());
-            raw_runs.push(raw_pipelined(&raw, PIPE_CALLS / 4, PIPE_MAX_IN_FLIGHT));
+            raw_runs.push(raw_pipelined(&raw, pipe_calls / 4, PIPE_MAX_IN_FLIGHT));
         }
         let after_calls = footprint();
         let median = |v: &mut Vec<f64>| {
@@ -746,7 +775,7 @@ fn main() {
         rows.push(row(
             format!(
                 "pipelined calls/s, 64 B, pool of 2, {PIPE_MAX_IN_FLIGHT} in flight per worker, \
-                 median of {PIPE_RUNS} × {PIPE_CALLS} (runs: {ours_list} k/s)"
+                 median of {pipe_runs} × {pipe_calls} (runs: {ours_list} k/s)"
             ),
             fmt_rate(ours_tp),
             format!(
@@ -777,16 +806,16 @@ fn main() {
             .events(events)
             .start()
             .unwrap();
-        eprintln!("crash → replacement ({KILLS} kills)…");
+        eprintln!("crash → replacement ({kills} kills)…");
         let flag_dir = tempfile::tempdir().unwrap();
         let flag = flag_dir.path().join("running");
         for _ in 0..10 {
             let _ = crash_once(&crash, &died_at, &flag).await; // warm up
         }
         // One raw kill beside each pool kill, so both see the same machine.
-        let mut samples = Vec::with_capacity(KILLS);
-        let mut raw_notice = Vec::with_capacity(KILLS);
-        for _ in 0..KILLS {
+        let mut samples = Vec::with_capacity(kills);
+        let mut raw_notice = Vec::with_capacity(kills);
+        for _ in 0..kills {
             samples.push(crash_once(&crash, &died_at, &flag).await);
             raw_notice.extend(raw_kill_notice(1));
         }
@@ -835,7 +864,7 @@ fn main() {
                 format!("raw pidfd poll {:.1} µs", pct(&raw_notice, p)),
                 format!("{:.2}×", v / pct(&raw_notice, p)),
                 if p == 1.0 {
-                    format!("every one ≤ 1 ms ({late}/{KILLS} over)")
+                    format!("every one ≤ 1 ms ({late}/{kills} over)")
                 } else {
                     "—".into()
                 },
@@ -898,9 +927,9 @@ fn main() {
         ));
 
         // ---- 4. respawn storm (descriptor and memory check)
-        eprintln!("{RESPAWNS} respawns…");
+        eprintln!("{respawns} respawns…");
         let before_respawns = footprint();
-        let respawn_rate = respawn_storm(&crash, RESPAWNS).await;
+        let respawn_rate = respawn_storm(&crash, respawns).await;
         let after_respawns = footprint();
 
         // ---- 5. memory of a worker child
@@ -925,7 +954,7 @@ fn main() {
         rows.push(row(
             format!(
                 "worker child private memory (after {} calls; idle spare {})",
-                SEQ_CALLS + 2000,
+                seq_calls + 2000,
                 fmt_kib(spare_priv)
             ),
             format!(
@@ -968,7 +997,7 @@ fn main() {
         rows.push(flat(
             &format!(
                 "parent across {} pipelined calls (RSS after each 1 M: {})",
-                PIPE_RUNS * PIPE_CALLS,
+                pipe_runs * pipe_calls,
                 after_each
                     .iter()
                     .map(|f| fmt_kib(f.rss_kib))
@@ -980,7 +1009,7 @@ fn main() {
         ));
         rows.push(flat(
             &format!(
-                "parent across {RESPAWNS} kills + respawns ({:.0} respawns/s)",
+                "parent across {respawns} kills + respawns ({:.0} respawns/s)",
                 respawn_rate
             ),
             before_respawns,
@@ -1032,7 +1061,12 @@ fn main() {
     let _ = raw_thread.join();
 
     println!(
-        "workers (release build; {} s total; 64 B arguments)",
+        "workers ({} build; {} s total; 64 B arguments)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         started.elapsed().as_secs()
     );
     println!("| measure | daemonic | baseline (same run) | ratio | target | |");
