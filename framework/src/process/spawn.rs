@@ -16,9 +16,10 @@
 //! service thread (see `orphans.rs`): it keeps blocking on the channel we
 //! keep open until then, so it never runs its entry point.
 
-use super::launcher::{fork_server, wait_readable, Connection};
+use super::launcher::{fork_server, Connection};
 use super::orphans::inode_of;
 use super::reap::{ChildProcess, Registered};
+use super::service::wait_readable;
 use super::wire::{self, SpawnReply, SpawnRequest};
 use crate::error::{Error, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
