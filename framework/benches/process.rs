@@ -119,9 +119,10 @@ fn assert_single_threaded() {
 }
 
 fn main() {
-    // Cargo passes `--bench`; nothing to parse.
-    let samples = 2000;
-    let n = 3000;
+    // Cargo passes `--bench`; `--quick` (CI's log) takes a tenth of the samples.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let samples = if quick { 200 } else { 2000 };
+    let n = if quick { 300 } else { 3000 };
     // The raw baselines fork this process itself: measure them first, while
     // it is still single-threaded (the fork server's launcher thread does
     // not exist yet), as the fork-safety rule demands.
@@ -138,7 +139,14 @@ fn main() {
     raw.sort();
     srv.sort();
 
-    println!("process layer ({samples} samples, {n} tasks; release build)");
+    println!(
+        "process layer ({samples} samples, {n} tasks; {} build)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     println!("| measure | daemonic | raw fork() | ratio |");
     println!("|---|---|---|---|");
     for (label, p) in [

@@ -31,6 +31,7 @@ mod launcher;
 mod orphans;
 mod reap;
 pub(crate) mod server;
+mod service;
 mod spawn;
 #[cfg(feature = "testing")]
 pub mod testing;
