@@ -330,6 +330,10 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 }
             }
 
+            // The borrow lives across the method's awaits on purpose: the
+            // worker starts an exclusive call only when no other runs
+            // (framework/src/worker/concurrent.rs), so it never conflicts.
+            #[allow(clippy::await_holding_refcell_ref)]
             fn dispatch_async(
                 this: ::std::rc::Rc<::core::cell::RefCell<Self>>,
                 ctx: ::daemonic::__private::WorkerContext,
