@@ -1,0 +1,114 @@
+//! Pure decisions of a serving host: how much it takes, and how a waiting
+//! call may be handed to the local pool.
+
+use crate::worker::PoolLimits;
+
+/// What a host takes for one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// Calls held at most (waiting on the host or handed to the pool):
+    /// what the pool can hold, running and queued. Beyond it: `Busy`.
+    pub capacity: usize,
+    /// Calls handed to the pool at most at once: enough to keep every
+    /// worker busy while the next ones are synced (one more per worker),
+    /// never more than the pool would accept.
+    pub window: usize,
+}
+
+impl Limits {
+    pub(super) fn of(pool: PoolLimits) -> Self {
+        let running = pool.size.saturating_mul(pool.max_in_flight).max(1);
+        let capacity = running.saturating_add(pool.queue_capacity);
+        Self {
+            capacity,
+            window: running.saturating_add(pool.size).min(capacity),
+        }
+    }
+
+    /// Whether a new call fits next to the `held` ones.
+    pub(super) fn admits(&self, held: usize) -> bool {
+        held < self.capacity
+    }
+}
+
+/// Where a call held by a host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HeldState {
+    /// Waiting on the host. Once a heartbeat listed it as queued
+    /// (`mentioned`), the host promised its caller not to start it before
+    /// saying so: the caller runs it elsewhere if the host is lost.
+    Queued { mentioned: bool },
+    /// Its "running" notice is on its way; it is handed to the pool once
+    /// the server confirmed the notice (a sync message came back).
+    Releasing,
+    /// Handed to the pool: it may have started.
+    Released,
+}
+
+/// How a call leaving the host's queue reaches the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// Nobody was told it waits: hand it over now.
+    Now,
+    /// Its caller was told it waits: tell it that it runs, sync, then hand
+    /// it over.
+    AfterSync,
+}
+
+pub(super) fn release(state: HeldState) -> Option<Release> {
+    match state {
+        HeldState::Queued { mentioned: false } => Some(Release::Now),
+        HeldState::Queued { mentioned: true } => Some(Release::AfterSync),
+        HeldState::Releasing | HeldState::Released => None,
+    }
+}
+
+/// How a call appears in a heartbeat: `true` as queued, `false` as
+/// running.
+pub(super) fn listed_as_queued(state: HeldState) -> bool {
+    matches!(state, HeldState::Queued { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(size: usize, max_in_flight: usize, queue_capacity: usize) -> PoolLimits {
+        PoolLimits {
+            size,
+            max_in_flight,
+            queue_capacity,
+            max_payload: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn a_host_holds_what_its_pool_can_hold() {
+        let limits = Limits::of(pool(2, 1, 10));
+        assert_eq!(limits.capacity, 12);
+        assert_eq!(limits.window, 4, "one more than runs, per worker");
+        assert!(limits.admits(11) && !limits.admits(12));
+    }
+
+    #[test]
+    fn without_a_queue_the_window_is_what_runs() {
+        let limits = Limits::of(pool(1, 1, 0));
+        assert_eq!((limits.capacity, limits.window), (1, 1));
+        assert!(limits.admits(0) && !limits.admits(1));
+    }
+
+    #[test]
+    fn a_call_a_caller_knows_as_queued_waits_for_a_sync() {
+        assert_eq!(
+            release(HeldState::Queued { mentioned: false }),
+            Some(Release::Now)
+        );
+        assert_eq!(
+            release(HeldState::Queued { mentioned: true }),
+            Some(Release::AfterSync)
+        );
+        assert_eq!(release(HeldState::Released), None);
+        assert!(listed_as_queued(HeldState::Queued { mentioned: true }));
+        assert!(!listed_as_queued(HeldState::Releasing), "announced as running");
+    }
+}
