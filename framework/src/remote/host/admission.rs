@@ -18,7 +18,12 @@ pub(super) struct Limits {
 impl Limits {
     pub(super) fn of(pool: PoolLimits) -> Self {
         let running = pool.size.saturating_mul(pool.max_in_flight).max(1);
-        let capacity = running.saturating_add(pool.queue_capacity);
+        // Every call passes through the pool's queue: without one, it
+        // takes nothing (see `WorkerPool::accept`).
+        let capacity = match pool.queue_capacity {
+            0 => 0,
+            queue => running.saturating_add(queue),
+        };
         Self {
             capacity,
             window: running.saturating_add(pool.size).min(capacity),
@@ -91,10 +96,18 @@ mod tests {
     }
 
     #[test]
-    fn without_a_queue_the_window_is_what_runs() {
-        let limits = Limits::of(pool(1, 1, 0));
-        assert_eq!((limits.capacity, limits.window), (1, 1));
-        assert!(limits.admits(0) && !limits.admits(1));
+    fn a_small_queue_limits_the_window() {
+        let limits = Limits::of(pool(1, 1, 1));
+        assert_eq!((limits.capacity, limits.window), (2, 2));
+        assert!(limits.admits(1) && !limits.admits(2));
+        let limits = Limits::of(pool(4, 1, 1));
+        assert_eq!(limits.window, 5, "no more than the pool takes");
+    }
+
+    #[test]
+    fn a_pool_without_a_queue_takes_nothing() {
+        let limits = Limits::of(pool(2, 1, 0));
+        assert!(!limits.admits(0));
     }
 
     #[test]
