@@ -58,7 +58,10 @@ impl Transcoder {
         if let Some(path) = &self.journal {
             // One short O_APPEND write per job: lines never interleave.
             let line = format!("{job} {} {pid}\n", self.host);
-            let file = std::fs::OpenOptions::new().append(true).create(true).open(path);
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path);
             if let Ok(mut file) = file {
                 let _ = file.write_all(line.as_bytes());
             }
@@ -77,7 +80,10 @@ impl Transcoder {
 }
 
 #[derive(Parser)]
-#[command(name = "remote_workers", about = "Worker pools served across hosts through NATS.")]
+#[command(
+    name = "remote_workers",
+    about = "Worker pools served across hosts through NATS."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -305,7 +311,11 @@ async fn call(args: CallArgs) -> Result<Tally, BoxError> {
         println!("{line}");
     }
     if !tally.failed.is_empty() {
-        let kinds: Vec<String> = tally.failed.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let kinds: Vec<String> = tally
+            .failed
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
         println!("failed by kind: {}", kinds.join(" "));
     }
     Ok(tally)

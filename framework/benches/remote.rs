@@ -206,7 +206,10 @@ fn figures((mut latencies, mut rates): (Vec<Duration>, Vec<f64>)) -> Figures {
 
 async fn remote_call(pool: &Addr<RemotePool<Echo>>, data: &ByteBuf) {
     let answer = pool.send(echo::Echo { data: data.clone() }).await;
-    assert!(matches!(answer, Ok(Ok(_))), "remote call failed: {answer:?}");
+    assert!(
+        matches!(answer, Ok(Ok(_))),
+        "remote call failed: {answer:?}"
+    );
 }
 
 async fn local_call(pool: &Addr<WorkerPool<Echo>>, data: &ByteBuf) {
@@ -235,7 +238,9 @@ fn main() {
             .push(spawn_self(HOST_ENV, &format!("{url} {name}")));
         children.0.push(spawn_self(ECHO_ENV, &url));
     }
-    daemonic::process::fork_server().prestart().expect("fork server");
+    daemonic::process::fork_server()
+        .prestart()
+        .expect("fork server");
 
     let system = actix::System::new();
     let (raw, remote, local) = system.block_on(async move {
@@ -257,8 +262,15 @@ fn main() {
         let client = async_nats::connect(url).await.expect("connect");
         let raw_data = bytes::Bytes::from(vec![7u8; PAYLOAD]);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while client.request("bench.echo", raw_data.clone()).await.is_err() {
-            assert!(Instant::now() < deadline, "the echo responders did not come up");
+        while client
+            .request("bench.echo", raw_data.clone())
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the echo responders did not come up"
+            );
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         let local = WorkerPool::builder(Echo {})

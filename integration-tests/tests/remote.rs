@@ -108,7 +108,12 @@ impl Host {
     fn journal(&self) -> Vec<u64> {
         read_lines(&self.journal)
             .iter()
-            .map(|l| l.split(' ').next().and_then(|j| j.parse().ok()).expect("a job"))
+            .map(|l| {
+                l.split(' ')
+                    .next()
+                    .and_then(|j| j.parse().ok())
+                    .expect("a job")
+            })
             .collect()
     }
 }
@@ -163,7 +168,13 @@ fn start_call(dir: &Path, url: &str, args: &[&str]) -> (Daemon, PathBuf) {
 #[track_caller]
 fn finish_call(mut call: Daemon, report: &Path, timeout: Duration) -> (String, Vec<Outcome>) {
     let exit = call.wait_exit(timeout);
-    assert_eq!(exit, Exit::Code(0), "call failed: {}{}", call.stdout(), call.stderr());
+    assert_eq!(
+        exit,
+        Exit::Code(0),
+        "call failed: {}{}",
+        call.stdout(),
+        call.stderr()
+    );
     (call.stdout(), parse_report(report))
 }
 
@@ -173,7 +184,10 @@ fn last_line(stdout: &str) -> &str {
 
 /// A number that follows `key` in `text` (`retries 12`).
 fn number_after(text: &str, key: &str) -> u64 {
-    let rest = &text[text.find(key).unwrap_or_else(|| panic!("no {key:?} in\n{text}")) + key.len()..];
+    let rest = &text[text
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in\n{text}"))
+        + key.len()..];
     rest.split_whitespace()
         .next()
         .and_then(|n| n.trim_end_matches(',').parse().ok())
@@ -194,7 +208,16 @@ fn calls_spread_across_two_hosts_with_correct_results() {
     let nats = NatsServer::start(&[]);
     let a = Host::start(dir.path(), &nats.url(), "a", &[]);
     let b = Host::start(dir.path(), &nats.url(), "b", &[]);
-    let args = ["--calls", "200", "--concurrency", "20", "--work-ms", "2", "--wait-hosts", "2"];
+    let args = [
+        "--calls",
+        "200",
+        "--concurrency",
+        "20",
+        "--work-ms",
+        "2",
+        "--wait-hosts",
+        "2",
+    ];
     let (call, report) = start_call(dir.path(), &nats.url(), &args);
     let (stdout, outcomes) = finish_call(call, &report, DEADLINE * 3);
     assert_eq!(last_line(&stdout), "ok=200 failed=0 hosts=2", "{stdout}");
@@ -202,7 +225,12 @@ fn calls_spread_across_two_hosts_with_correct_results() {
     assert_eq!(jobs, (0..200).collect(), "one answer per job");
     for o in &outcomes {
         assert_eq!(o.kind, "ok", "{o:?}");
-        assert_eq!(o.digest, Some(digest(o.job)), "job {} computed wrongly", o.job);
+        assert_eq!(
+            o.digest,
+            Some(digest(o.job)),
+            "job {} computed wrongly",
+            o.job
+        );
     }
     let served: BTreeSet<&str> = outcomes.iter().map(|o| o.host.as_str()).collect();
     assert_eq!(served, BTreeSet::from(["a", "b"]), "both hosts served");
@@ -212,14 +240,26 @@ fn calls_spread_across_two_hosts_with_correct_results() {
 
     // `status` on a host shows the connection and what it serves.
     let status = a.status();
-    assert!(status.contains("nats      connected 127.0.0.1:"), "{status}");
+    assert!(
+        status.contains("nats      connected 127.0.0.1:"),
+        "{status}"
+    );
     assert!(
         status.contains("serving   transcoder as host a on daemonic.remote_workers.Transcoder"),
         "{status}"
     );
-    assert_eq!(number_after(&status, "remote_workers.Transcoder: "), ja.len() as u64, "{status}");
+    assert_eq!(
+        number_after(&status, "remote_workers.Transcoder: "),
+        ja.len() as u64,
+        "{status}"
+    );
     // The caller prints its remote pool's stats.
-    assert!(stdout.contains("remote pool transcoder on daemonic.remote_workers.Transcoder: calls 200 returned 200"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "remote pool transcoder on daemonic.remote_workers.Transcoder: calls 200 returned 200"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("latency p50"), "{stdout}");
     drop((a, b));
 }
@@ -241,7 +281,10 @@ fn no_host_is_unavailable_at_once() {
         assert_eq!(o.kind, "unavailable", "{o:?}");
     }
     let text = std::fs::read_to_string(&report).unwrap();
-    assert!(text.contains("no host serves daemonic.remote_workers.Transcoder"), "{text}");
+    assert!(
+        text.contains("no host serves daemonic.remote_workers.Transcoder"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -254,14 +297,26 @@ fn a_host_killed_under_load_loses_only_what_it_may_have_run() {
     let b = Host::start(dir.path(), &nats.url(), "b", &room);
     let jobs = 1500u64;
     let args = [
-        "--calls", "1500", "--concurrency", "1200", "--work-ms", "5", "--wait-hosts", "2",
-        "--host-timeout", "1s",
+        "--calls",
+        "1500",
+        "--concurrency",
+        "1200",
+        "--work-ms",
+        "5",
+        "--wait-hosts",
+        "2",
+        "--host-timeout",
+        "1s",
     ];
     let spawned = Instant::now();
     let (call, report) = start_call(dir.path(), &nats.url(), &args);
     // Under load: a few jobs done, over a thousand in flight, a busy.
     wait_for(DEADLINE, "jobs answered by host a", || {
-        parse_report(&report).iter().filter(|o| o.host == "a").count() >= 20
+        parse_report(&report)
+            .iter()
+            .filter(|o| o.host == "a")
+            .count()
+            >= 20
     });
     assert!(a.journal().len() < 600, "a still holds most of its share");
     let mut a = a;
@@ -303,8 +358,14 @@ fn a_host_killed_under_load_loses_only_what_it_may_have_run() {
     }
     // Jobs the dead host held without starting ran on the survivor.
     assert!(number_after(&stdout, "retries ") > 0, "{stdout}");
-    let ok_on_b = outcomes.iter().filter(|o| o.kind == "ok" && o.host == "b").count();
-    assert!(ok_on_b as u64 > jobs / 2, "b took over: {ok_on_b} ok\n{stdout}");
+    let ok_on_b = outcomes
+        .iter()
+        .filter(|o| o.kind == "ok" && o.host == "b")
+        .count();
+    assert!(
+        ok_on_b as u64 > jobs / 2,
+        "b took over: {ok_on_b} ok\n{stdout}"
+    );
     assert!(a.process.try_exit().is_some());
 }
 
@@ -313,11 +374,24 @@ fn a_saturated_host_answers_busy_and_the_retry_lands_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(&[]);
     // `a` holds two jobs at most (one runs, one waits); `b` has room.
-    let a = Host::start(dir.path(), &nats.url(), "a", &["--workers", "1", "--queue", "1"]);
+    let a = Host::start(
+        dir.path(),
+        &nats.url(),
+        "a",
+        &["--workers", "1", "--queue", "1"],
+    );
     let b = Host::start(dir.path(), &nats.url(), "b", &[]);
     let args = [
-        "--calls", "100", "--concurrency", "20", "--work-ms", "20", "--wait-hosts", "2",
-        "--retries", "3",
+        "--calls",
+        "100",
+        "--concurrency",
+        "20",
+        "--work-ms",
+        "20",
+        "--wait-hosts",
+        "2",
+        "--retries",
+        "3",
     ];
     let (call, report) = start_call(dir.path(), &nats.url(), &args);
     let (stdout, outcomes) = finish_call(call, &report, DEADLINE * 3);
@@ -326,7 +400,10 @@ fn a_saturated_host_answers_busy_and_the_retry_lands_elsewhere() {
     let status = a.status();
     let busy = number_after(&status, "errors: busy ");
     assert!(busy > 0, "a answered Busy:\n{status}");
-    assert!(number_after(&stdout, "retries ") >= busy, "every Busy was retried\n{stdout}");
+    assert!(
+        number_after(&stdout, "retries ") >= busy,
+        "every Busy was retried\n{stdout}"
+    );
     // Busy jobs never ran on `a`: each job ran once, on one host.
     let (ja, jb) = (a.journal(), b.journal());
     assert_eq!(ja.len() + jb.len(), 100);
@@ -344,11 +421,21 @@ fn the_nats_server_restarted_mid_run() {
     let port = nats.port;
     let host = Host::start(dir.path(), &nats.url(), "a", &[]);
     let args = [
-        "--calls", "600", "--concurrency", "4", "--work-ms", "2", "--pace", "20ms",
-        "--wait-hosts", "1",
+        "--calls",
+        "600",
+        "--concurrency",
+        "4",
+        "--work-ms",
+        "2",
+        "--pace",
+        "20ms",
+        "--wait-hosts",
+        "1",
     ];
     let (call, report) = start_call(dir.path(), &nats.url(), &args);
-    wait_for(DEADLINE, "50 jobs done", || parse_report(&report).len() >= 50);
+    wait_for(DEADLINE, "50 jobs done", || {
+        parse_report(&report).len() >= 50
+    });
     drop(nats); // SIGKILL: the server is gone
     wait_for(DEADLINE, "a job failing during the outage", || {
         parse_report(&report).iter().any(|o| o.kind != "ok")
@@ -358,7 +445,10 @@ fn the_nats_server_restarted_mid_run() {
     assert_eq!(outcomes.len(), 600, "{stdout}");
     let mut by_job = outcomes.clone();
     by_job.sort_by_key(|o| o.job);
-    assert!(by_job[..50].iter().all(|o| o.kind == "ok"), "before the outage");
+    assert!(
+        by_job[..50].iter().all(|o| o.kind == "ok"),
+        "before the outage"
+    );
     let failed: Vec<&Outcome> = by_job.iter().filter(|o| o.kind != "ok").collect();
     assert!(!failed.is_empty());
     for o in &failed {
@@ -368,8 +458,14 @@ fn the_nats_server_restarted_mid_run() {
         );
     }
     let last_failed = failed.iter().map(|o| o.job).max().unwrap_or(0);
-    assert!(last_failed < 580, "later calls succeed (last failure: job {last_failed})\n{stdout}");
-    assert!(by_job[580..].iter().all(|o| o.kind == "ok"), "after the restart");
+    assert!(
+        last_failed < 580,
+        "later calls succeed (last failure: job {last_failed})\n{stdout}"
+    );
+    assert!(
+        by_job[580..].iter().all(|o| o.kind == "ok"),
+        "after the restart"
+    );
     // The host saw the connection go and come back.
     wait_for_line(&host.log, "event: connected");
     let status = host.status();
@@ -390,7 +486,12 @@ fn a_wrong_password_is_a_clear_start_up_error() {
     let mut cmd = Command::new(bin());
     cmd.args(["host", "--nats", &wrong, "--name", "x"]);
     let finished = run_command(cmd);
-    assert_eq!(finished.exit, Exit::Code(77), "EX_NOPERM; stderr:\n{}", finished.stderr);
+    assert_eq!(
+        finished.exit,
+        Exit::Code(77),
+        "EX_NOPERM; stderr:\n{}",
+        finished.stderr
+    );
     assert!(
         finished
             .stderr
@@ -398,8 +499,15 @@ fn a_wrong_password_is_a_clear_start_up_error() {
         "{}",
         finished.stderr
     );
-    assert!(finished.stderr.contains("refused the credentials"), "{}", finished.stderr);
-    assert!(!finished.stderr.contains("wrong"), "the password never reaches the log");
+    assert!(
+        finished.stderr.contains("refused the credentials"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stderr.contains("wrong"),
+        "the password never reaches the log"
+    );
     // The right one serves.
     let right = format!("nats://app:right@127.0.0.1:{}", nats.port);
     let host = Host::start(dir.path(), &right, "a", &[]);

@@ -521,8 +521,8 @@ impl Supervisor {
             let nats = None;
             (pools, plugins, nats)
         };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(asks).map(move |(pools, plugins, nats), act, _| {
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(asks).map(
+            move |(pools, plugins, nats), act, _| {
                 let mut stats = act.shared.stats();
                 stats.pools = pools.into_iter().filter_map(|r| r.ok()).collect();
                 stats.nats = nats;
@@ -537,8 +537,8 @@ impl Supervisor {
                 let mut event = StatsEvent { stats };
                 act.shared.events.dispatch(&mut event);
                 then(act, event.stats);
-            }),
-        );
+            },
+        ));
     }
 
     fn immediate_exit(&mut self) -> ! {

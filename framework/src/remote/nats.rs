@@ -107,7 +107,9 @@ impl Nats {
             return Ok(());
         }
         let Some(arbiter) = actix_rt::Arbiter::try_current() else {
-            return Err(ConnectError::no_system(self.inner.options.display_servers()));
+            return Err(ConnectError::no_system(
+                self.inner.options.display_servers(),
+            ));
         };
         let (client, events) = self.inner.options.connect().await?;
         let logger = self.inner.logger.lock().clone();
@@ -160,9 +162,7 @@ impl Nats {
         })
     }
 
-    pub(crate) fn client_and_prefix(
-        &self,
-    ) -> Option<(Client, Arc<ConnectionEvents>, String)> {
+    pub(crate) fn client_and_prefix(&self) -> Option<(Client, Arc<ConnectionEvents>, String)> {
         let link = self.inner.link.get()?;
         Some((
             link.client.clone(),
@@ -258,11 +258,12 @@ impl Nats {
             Some(host) => host.send(GetHostStats).await.ok(),
             None => None,
         };
-        let remote_pools = futures_util::future::join_all(remotes.iter().map(|r| r.send(GetRemotePoolStats)))
-            .await
-            .into_iter()
-            .filter_map(|r| r.ok())
-            .collect();
+        let remote_pools =
+            futures_util::future::join_all(remotes.iter().map(|r| r.send(GetRemotePoolStats)))
+                .await
+                .into_iter()
+                .filter_map(|r| r.ok())
+                .collect();
         let (state, disconnects, errors, last_error) = match self.inner.link.get() {
             Some(link) => (
                 state_name(&link.client.connection_state()).to_string(),
@@ -296,8 +297,9 @@ impl Nats {
             .drain(..)
             .map(|r| r.stop)
             .collect();
-        let stopping_remotes =
-            futures_util::future::join_all(remotes.iter().map(|r| r.send(StopRemotePool { grace })));
+        let stopping_remotes = futures_util::future::join_all(
+            remotes.iter().map(|r| r.send(StopRemotePool { grace })),
+        );
         let drained = async {
             if let Some(host) = &host {
                 let _ = actix_rt::time::timeout(grace, host.send(StopServing)).await;

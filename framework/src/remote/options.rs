@@ -207,7 +207,10 @@ impl NatsOptions {
             .collect()
     }
 
-    async fn client_options(&self, events: Arc<ConnectionEvents>) -> Result<ConnectOptions, String> {
+    async fn client_options(
+        &self,
+        events: Arc<ConnectionEvents>,
+    ) -> Result<ConnectOptions, String> {
         let mut options = ConnectOptions::new();
         let addr_credentials = self.servers.iter().find_map(|s| {
             let addr = s.parse::<ServerAddr>().ok()?;

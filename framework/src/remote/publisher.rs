@@ -4,11 +4,11 @@
 //! "running" notice must reach the server before the sync message that
 //! follows it (see `host/mod.rs`).
 
+use super::options::ConnectionEvents;
 use async_nats::message::OutboundMessage;
 use async_nats::{Client, Subject, SubscribeError, Subscriber};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use super::options::ConnectionEvents;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -91,5 +91,4 @@ impl Publisher {
         let _ = self.tx.send(Outgoing::Subscribe(subject, tx));
         rx
     }
-
 }

@@ -238,8 +238,7 @@ pub(crate) fn valid_prefix(prefix: &str) -> bool {
     !prefix.is_empty()
         && prefix.split('.').all(|t| {
             !t.is_empty()
-                && t
-                    .chars()
+                && t.chars()
                     .all(|c| !c.is_whitespace() && c != '*' && c != '>')
         })
 }

@@ -42,12 +42,12 @@ mod stats;
 
 pub use child::{run_in_child, WorkerContext};
 pub(crate) use pool::PoolRegistry;
-#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
-pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
 pub use pool::{
     CallResponse, CallReturn, GetPoolStats, KillWorker, StopPool, WorkerPool, WorkerPoolBuilder,
     DEFAULT_START_TIMEOUT,
 };
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
 pub use stats::{ChildStats, PoolStats};
 
 use crate::process::ExitStatus;

@@ -262,13 +262,15 @@ impl<W: WorkerMethods> RemotePool<W> {
         self.tracker.heard(&host, now, None);
         match outcome {
             Ok(range) => self.settle(call, Ok(payload.slice(range)), Some(&host)),
-            Err(error) => match tracker::after_error(&error, call.attempts, self.tracker.max_attempts()) {
-                Verdict::Retry => {
-                    call.avoid.push(host);
-                    self.send(call)
+            Err(error) => {
+                match tracker::after_error(&error, call.attempts, self.tracker.max_attempts()) {
+                    Verdict::Retry => {
+                        call.avoid.push(host);
+                        self.send(call)
+                    }
+                    Verdict::Fail(e) => self.settle(call, Err(e), Some(&host)),
                 }
-                Verdict::Fail(e) => self.settle(call, Err(e), Some(&host)),
-            },
+            }
         }
     }
 
@@ -292,7 +294,10 @@ impl<W: WorkerMethods> RemotePool<W> {
             } => {
                 let host = self.tracker.intern(&host);
                 let interval = Duration::from_millis(interval_ms);
-                for (call, verdict) in self.tracker.heartbeat(&host, interval, &queued, &running, now) {
+                for (call, verdict) in self
+                    .tracker
+                    .heartbeat(&host, interval, &queued, &running, now)
+                {
                     self.apply(call, verdict);
                 }
             }

@@ -58,8 +58,8 @@ pub(super) enum Verdict {
 }
 
 /// After an answer that is an error: errors that mean "this host did not
-/// run it" (full, stopping, failed pool, no worker started) are retried
-/// elsewhere while attempts are left.
+/// run it" (full, stopping, failed pool, no worker started, a promise it
+/// could not keep) are retried elsewhere while attempts are left.
 pub(super) fn after_error(error: &WorkerError, attempts: u32, max_attempts: u32) -> Verdict {
     let elsewhere = matches!(
         error,
@@ -67,6 +67,7 @@ pub(super) fn after_error(error: &WorkerError, attempts: u32, max_attempts: u32)
             | WorkerError::ShuttingDown
             | WorkerError::PoolFailed { .. }
             | WorkerError::StartTimeout { .. }
+            | WorkerError::Unavailable { .. }
     );
     if elsewhere && attempts < max_attempts {
         Verdict::Retry
@@ -81,7 +82,9 @@ pub(super) fn after_loss<T>(call: &Tracked<T>, silent: Duration, max_attempts: u
     match &call.at {
         Where::Queued { .. } if left => Verdict::Retry,
         Where::Queued { host, .. } => Verdict::Fail(WorkerError::Unavailable {
-            reason: format!("host {host} was lost before it started the call, and no attempt is left"),
+            reason: format!(
+                "host {host} was lost before it started the call, and no attempt is left"
+            ),
         }),
         _ if call.may_repeat && left => Verdict::Retry,
         Where::Sent { to, .. } => Verdict::Fail(WorkerError::HostLost {
@@ -321,7 +324,10 @@ mod tests {
         };
         assert_eq!(after_error(&busy, 1, 3), Verdict::Retry);
         assert_eq!(after_error(&busy, 3, 3), Verdict::Fail(busy));
-        assert_eq!(after_error(&WorkerError::ShuttingDown, 1, 3), Verdict::Retry);
+        assert_eq!(
+            after_error(&WorkerError::ShuttingDown, 1, 3),
+            Verdict::Retry
+        );
         let panicked = WorkerError::Panicked {
             message: "x".into(),
         };
@@ -340,11 +346,19 @@ mod tests {
         assert!(lost.is_empty());
         assert!(tracker.expired(t0 + DEADLINE).is_empty(), "not yet");
         let mut lost = tracker.expired(t0 + DEADLINE + Duration::from_millis(1));
-        lost.sort_by_key(|(c, _)| matches!(c.at, Where::Running { .. }) as u8 * 10 + c.may_repeat as u8);
+        lost.sort_by_key(|(c, _)| {
+            matches!(c.at, Where::Running { .. }) as u8 * 10 + c.may_repeat as u8
+        });
         assert_eq!(lost.len(), 3);
         assert_eq!(lost[0].1, Verdict::Retry, "queued: never started");
-        assert_eq!(lost[0].0.avoid, vec![h.clone()], "and not to that host again");
-        assert!(matches!(&lost[1].1, Verdict::Fail(WorkerError::HostLost { host, .. }) if host == "h1"));
+        assert_eq!(
+            lost[0].0.avoid,
+            vec![h.clone()],
+            "and not to that host again"
+        );
+        assert!(
+            matches!(&lost[1].1, Verdict::Fail(WorkerError::HostLost { host, .. }) if host == "h1")
+        );
         assert_eq!(lost[2].1, Verdict::Retry, "idempotent");
     }
 
@@ -365,7 +379,9 @@ mod tests {
         let mut tracker = Tracker::new(DEADLINE, 3);
         tracker.insert(1, call(sent(t0), false));
         let lost = tracker.expired(t0 + DEADLINE * 2);
-        assert!(matches!(&lost[0].1, Verdict::Fail(WorkerError::HostLost { host, .. }) if host == "unknown"));
+        assert!(
+            matches!(&lost[0].1, Verdict::Fail(WorkerError::HostLost { host, .. }) if host == "unknown")
+        );
     }
 
     #[test]
@@ -380,7 +396,10 @@ mod tests {
         // h1 no longer holds 1, and no answer came: it was lost.
         let lost = tracker.heartbeat(&h1, Duration::from_millis(200), &[], &[], t0);
         assert_eq!(lost.len(), 1);
-        assert!(matches!(lost[0].1, Verdict::Fail(WorkerError::HostLost { .. })));
+        assert!(matches!(
+            lost[0].1,
+            Verdict::Fail(WorkerError::HostLost { .. })
+        ));
         assert_eq!(tracker.len(), 1, "h2's call is untouched");
     }
 
@@ -393,7 +412,10 @@ mod tests {
         tracker.running(&h, &[1], t0);
         tracker.heartbeat(&h, Duration::from_millis(200), &[1], &[], t0);
         let lost = tracker.expired(t0 + DEADLINE * 2);
-        assert!(matches!(lost[0].1, Verdict::Fail(WorkerError::HostLost { .. })));
+        assert!(matches!(
+            lost[0].1,
+            Verdict::Fail(WorkerError::HostLost { .. })
+        ));
         let mut last = call(
             Where::Queued {
                 host: h.clone(),
@@ -418,7 +440,11 @@ mod tests {
         assert_eq!(tracker.pick(&[], t0), Some(h2.clone()));
         assert_eq!(tracker.pick(&[h2.clone()], t0), Some(h1.clone()));
         assert_eq!(tracker.pick(&[h1.clone(), h2.clone()], t0), None);
-        assert_eq!(tracker.pick(&[], t0 + DEADLINE * 3), None, "silent hosts are not picked");
+        assert_eq!(
+            tracker.pick(&[], t0 + DEADLINE * 3),
+            None,
+            "silent hosts are not picked"
+        );
         assert_eq!(tracker.live_hosts(t0), 2);
         tracker.forget("h2");
         assert_eq!(tracker.live_hosts(t0), 1);

@@ -37,20 +37,26 @@ impl Limits {
 }
 
 /// Where a call held by a host is.
+///
+/// `mentioned` is the connection's epoch (its count of connects) when a
+/// heartbeat first listed the call as queued: from then on the host
+/// promised its caller not to start it before saying so, and the caller
+/// runs it elsewhere if the host goes silent. A host that lost its
+/// connection since may have been given up by that caller, so it must
+/// never start the call: it refuses it instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum HeldState {
-    /// Waiting on the host. Once a heartbeat listed it as queued
-    /// (`mentioned`), the host promised its caller not to start it before
-    /// saying so: the caller runs it elsewhere if the host is lost.
-    Queued { mentioned: bool },
+    /// Waiting on the host.
+    Queued { mentioned: Option<u64> },
     /// Its "running" notice is on its way; it is handed to the pool once
     /// the server confirmed the notice (a sync message came back).
-    Releasing,
+    Releasing { mentioned: u64 },
     /// Handed to the pool: it may have started.
     Released,
 }
 
-/// How a call leaving the host's queue reaches the pool.
+/// How a call leaving the host's queue goes on, in connection epoch
+/// `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Release {
     /// Nobody was told it waits: hand it over now.
@@ -58,13 +64,26 @@ pub(super) enum Release {
     /// Its caller was told it waits: tell it that it runs, sync, then hand
     /// it over.
     AfterSync,
+    /// Its caller may have sent it elsewhere: answer that it did not run.
+    Refuse,
 }
 
-pub(super) fn release(state: HeldState) -> Option<Release> {
+pub(super) fn release(state: HeldState, epoch: u64) -> Option<Release> {
     match state {
-        HeldState::Queued { mentioned: false } => Some(Release::Now),
-        HeldState::Queued { mentioned: true } => Some(Release::AfterSync),
-        HeldState::Releasing | HeldState::Released => None,
+        HeldState::Queued { mentioned: None } => Some(Release::Now),
+        HeldState::Queued {
+            mentioned: Some(at),
+        } if at == epoch => Some(Release::AfterSync),
+        HeldState::Queued { .. } => Some(Release::Refuse),
+        HeldState::Releasing { .. } | HeldState::Released => None,
+    }
+}
+
+/// When the sync came back: whether a releasing call may start now.
+pub(super) fn confirmed(state: HeldState, epoch: u64) -> Option<bool> {
+    match state {
+        HeldState::Releasing { mentioned } => Some(mentioned == epoch),
+        _ => None,
     }
 }
 
@@ -112,16 +131,30 @@ mod tests {
 
     #[test]
     fn a_call_a_caller_knows_as_queued_waits_for_a_sync() {
+        let queued = |mentioned| HeldState::Queued { mentioned };
+        assert_eq!(release(queued(None), 1), Some(Release::Now));
+        assert_eq!(release(queued(Some(1)), 1), Some(Release::AfterSync));
+        assert_eq!(release(HeldState::Released, 1), None);
+        assert!(listed_as_queued(queued(Some(1))));
+        let releasing = HeldState::Releasing { mentioned: 1 };
+        assert!(!listed_as_queued(releasing), "announced as running");
+        assert_eq!(confirmed(releasing, 1), Some(true));
+    }
+
+    #[test]
+    fn after_a_reconnect_a_promised_call_never_starts() {
+        // The caller may have given the host up meanwhile and run the
+        // call elsewhere.
+        let queued = HeldState::Queued { mentioned: Some(1) };
+        assert_eq!(release(queued, 2), Some(Release::Refuse));
         assert_eq!(
-            release(HeldState::Queued { mentioned: false }),
+            confirmed(HeldState::Releasing { mentioned: 1 }, 2),
+            Some(false)
+        );
+        // A call nobody heard of may still start.
+        assert_eq!(
+            release(HeldState::Queued { mentioned: None }, 2),
             Some(Release::Now)
         );
-        assert_eq!(
-            release(HeldState::Queued { mentioned: true }),
-            Some(Release::AfterSync)
-        );
-        assert_eq!(release(HeldState::Released), None);
-        assert!(listed_as_queued(HeldState::Queued { mentioned: true }));
-        assert!(!listed_as_queued(HeldState::Releasing), "announced as running");
     }
 }

@@ -16,7 +16,9 @@
 //!   notice, then a sync message to itself, and waits for it to come back:
 //!   messages of one connection are handled in order). So if the host is
 //!   lost, a call its caller last knew as queued never started, and runs
-//!   elsewhere. The other calls resolve `HostLost`.
+//!   elsewhere. The other calls resolve `HostLost`. A host that lost its
+//!   connection meanwhile (its caller may have given it up) never starts
+//!   such a call: it answers `Unavailable` (did not run) instead.
 
 mod admission;
 
@@ -31,6 +33,7 @@ use admission::{HeldState, Limits, Release};
 use async_nats::{Client, Message as NatsMessage};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -143,7 +146,13 @@ impl Host {
         }
     }
 
-    fn subscribe(&self, subscriber: async_nats::Subscriber, service: usize, kind: Kind, ctx: &mut Context<Self>) {
+    fn subscribe(
+        &self,
+        subscriber: async_nats::Subscriber,
+        service: usize,
+        kind: Kind,
+        ctx: &mut Context<Self>,
+    ) {
         let mut stop = self.unsubscribe.subscribe();
         let until = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -160,7 +169,8 @@ impl Host {
         let max = self.client.max_payload();
         if payload.len() > max {
             let size = payload.len();
-            payload = wire::encode_answer(&self.name, &Err(WorkerError::ReplyTooLarge { size, max }));
+            payload =
+                wire::encode_answer(&self.name, &Err(WorkerError::ReplyTooLarge { size, max }));
         }
         self.out.publish(reply.to_string(), None, payload);
     }
@@ -174,7 +184,8 @@ impl Host {
 
     fn on_call(&mut self, service: usize, message: NatsMessage, ctx: &mut Context<Self>) {
         let Some(reply) = message.reply.map(|r| r.to_string()) else {
-            self.logger.debug(1, "nats: a call without a reply subject was dropped");
+            self.logger
+                .debug(1, "nats: a call without a reply subject was dropped");
             return;
         };
         let Some(s) = self.services.get_mut(service) else {
@@ -182,7 +193,9 @@ impl Host {
         };
         s.calls += 1;
         let Some((caller, id)) = wire::split_reply(&reply) else {
-            let error = WorkerError::Protocol(format!("reply subject {reply:?} is not a daemonic caller's"));
+            let error = WorkerError::Protocol(format!(
+                "reply subject {reply:?} is not a daemonic caller's"
+            ));
             return self.refuse(service, &reply, error);
         };
         let (schema, method) = match wire::decode_call_head(&message.payload) {
@@ -220,7 +233,7 @@ impl Host {
                 reply,
                 method,
                 args,
-                state: HeldState::Queued { mentioned: false },
+                state: HeldState::Queued { mentioned: None },
             },
         );
         self.pump(service, ctx);
@@ -228,6 +241,7 @@ impl Host {
 
     /// Hands waiting calls to the pool while its window has room.
     fn pump(&mut self, service: usize, ctx: &mut Context<Self>) {
+        let epoch = self.epoch();
         loop {
             let Some(s) = self.services.get_mut(service) else {
                 return;
@@ -243,16 +257,46 @@ impl Host {
             };
             s.queued_bytes -= held.args.len();
             s.outstanding += 1;
-            match admission::release(held.state) {
-                Some(Release::Now) => self.release(key, ctx),
-                Some(Release::AfterSync) => {
-                    held.state = HeldState::Releasing;
+            match (admission::release(held.state, epoch), held.state) {
+                (Some(Release::Now), _) => self.release(key, ctx),
+                (
+                    Some(Release::AfterSync),
+                    HeldState::Queued {
+                        mentioned: Some(at),
+                    },
+                ) => {
+                    held.state = HeldState::Releasing { mentioned: at };
                     self.sync.next.push(key);
                 }
-                None => {}
+                (Some(Release::Refuse), _) => self.refuse_promised(key),
+                _ => {}
             }
         }
         self.start_sync();
+    }
+
+    /// The connection's epoch: how many times it was established.
+    fn epoch(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::Relaxed)
+    }
+
+    /// A call promised as queued before the connection was lost: its
+    /// caller may have run it elsewhere, so it must not start here.
+    fn refuse_promised(&mut self, key: u64) {
+        let Some(held) = self.calls.remove(&key) else {
+            return;
+        };
+        if let Some(s) = self.services.get_mut(held.service) {
+            s.outstanding -= 1;
+        }
+        let error = WorkerError::Unavailable {
+            reason: format!(
+                "host {} lost its NATS connection while the call waited; it did not run",
+                self.name
+            ),
+        };
+        self.refuse(held.service, &held.reply, error);
+        self.notify_if_drained();
     }
 
     fn release(&mut self, key: u64, ctx: &mut Context<Self>) {
@@ -314,7 +358,10 @@ impl Host {
         let mut by_caller: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
         for key in &keys {
             if let Some(held) = self.calls.get(key) {
-                by_caller.entry(held.caller.clone()).or_default().push(held.id);
+                by_caller
+                    .entry(held.caller.clone())
+                    .or_default()
+                    .push(held.id);
             }
         }
         for (caller, ids) in by_caller {
@@ -345,13 +392,16 @@ impl Host {
         let Some((_, keys, _)) = self.sync.in_flight.take() else {
             return;
         };
+        let epoch = self.epoch();
         for key in keys {
-            if self
+            match self
                 .calls
                 .get(&key)
-                .is_some_and(|h| h.state == HeldState::Releasing)
+                .map(|h| admission::confirmed(h.state, epoch))
             {
-                self.release(key, ctx);
+                Some(Some(true)) => self.release(key, ctx),
+                Some(Some(false)) => self.refuse_promised(key),
+                _ => {}
             }
         }
         self.start_sync();
@@ -369,12 +419,17 @@ impl Host {
 
     /// Every interval: each caller hears which of its calls the host holds.
     fn beat(&mut self) {
+        let epoch = self.epoch();
         let mut lists: HashMap<Arc<str>, (Vec<u64>, Vec<u64>)> = HashMap::new();
         for held in self.calls.values_mut() {
             let (queued, running) = lists.entry(held.caller.clone()).or_default();
             if admission::listed_as_queued(held.state) {
                 queued.push(held.id);
-                held.state = HeldState::Queued { mentioned: true };
+                if held.state == (HeldState::Queued { mentioned: None }) {
+                    held.state = HeldState::Queued {
+                        mentioned: Some(epoch),
+                    };
+                }
             } else {
                 running.push(held.id);
             }
@@ -436,14 +491,14 @@ impl Actor for Host {
         let client = self.client.clone();
         let subject = wire::sync_subject(&self.prefix, &self.name);
         let subscribed = async move { client.subscribe(subject).await };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(subscribed).map(|result, act, ctx| match result {
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(subscribed).map(
+            |result, act, ctx| match result {
                 Ok(subscriber) => act.subscribe(subscriber, 0, Kind::Sync, ctx),
-                Err(e) => act
-                    .logger
-                    .error(format_args!("nats: cannot subscribe to the sync subject: {e}")),
-            }),
-        );
+                Err(e) => act.logger.error(format_args!(
+                    "nats: cannot subscribe to the sync subject: {e}"
+                )),
+            },
+        ));
         ctx.run_interval(self.heartbeat, |act, _| act.beat());
     }
 }
@@ -482,38 +537,40 @@ impl Handler<Serve> for Host {
             let ping = client.subscribe(ping).await?;
             Ok::<_, async_nats::SubscribeError>((shared, direct, ping))
         };
-        Box::pin(actix::fut::wrap_future::<_, Self>(subscribe).map(
-            move |result, act, ctx| match result {
-                Ok((shared, direct, ping)) => {
-                    let index = act.services.len();
-                    act.logger.log(format_args!(
-                        "nats: host {} serves pool {} on {} (queue group), {}",
-                        act.name,
-                        spec.pool,
-                        subjects.calls,
-                        subjects.direct(&act.name)
-                    ));
-                    act.services.push(Service {
-                        limits: Limits::of(spec.limits),
-                        spec,
-                        subjects,
-                        queue: VecDeque::new(),
-                        queued_bytes: 0,
-                        outstanding: 0,
-                        calls: 0,
-                        returned: 0,
-                        errors: BTreeMap::new(),
-                    });
-                    act.subscribe(shared, index, Kind::Call, ctx);
-                    act.subscribe(direct, index, Kind::Call, ctx);
-                    act.subscribe(ping, index, Kind::Ping, ctx);
-                }
-                Err(e) => act.logger.error(format_args!(
-                    "nats: cannot serve pool {} on {}: {e}",
-                    spec.pool, subjects.calls
-                )),
-            },
-        ))
+        Box::pin(
+            actix::fut::wrap_future::<_, Self>(subscribe).map(
+                move |result, act, ctx| match result {
+                    Ok((shared, direct, ping)) => {
+                        let index = act.services.len();
+                        act.logger.log(format_args!(
+                            "nats: host {} serves pool {} on {} (queue group), {}",
+                            act.name,
+                            spec.pool,
+                            subjects.calls,
+                            subjects.direct(&act.name)
+                        ));
+                        act.services.push(Service {
+                            limits: Limits::of(spec.limits),
+                            spec,
+                            subjects,
+                            queue: VecDeque::new(),
+                            queued_bytes: 0,
+                            outstanding: 0,
+                            calls: 0,
+                            returned: 0,
+                            errors: BTreeMap::new(),
+                        });
+                        act.subscribe(shared, index, Kind::Call, ctx);
+                        act.subscribe(direct, index, Kind::Call, ctx);
+                        act.subscribe(ping, index, Kind::Ping, ctx);
+                    }
+                    Err(e) => act.logger.error(format_args!(
+                        "nats: cannot serve pool {} on {}: {e}",
+                        spec.pool, subjects.calls
+                    )),
+                },
+            ),
+        )
     }
 }
 
