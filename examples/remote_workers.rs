@@ -92,7 +92,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a pool of transcoding workers on NATS (a daemon: standard flags apply).
-    Host(HostArgs),
+    Host(Box<HostArgs>),
     /// Send jobs to the hosts and report.
     Call(CallArgs),
 }
@@ -330,7 +330,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Host(args) => host(args),
+        Command::Host(args) => host(*args),
         Command::Call(args) => match System::new().block_on(call(args)) {
             Ok(tally) => {
                 println!("{}", tally.line());

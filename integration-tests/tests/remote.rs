@@ -32,7 +32,8 @@ fn free_port() -> u16 {
 
 /// A real NATS server on loopback, killed when dropped.
 struct NatsServer {
-    process: Daemon,
+    /// Held for its guard: dropping it kills the server.
+    _process: Daemon,
     port: u16,
 }
 
@@ -49,7 +50,10 @@ impl NatsServer {
         wait_for(DEADLINE, &format!("nats-server on port {port}"), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Self { process, port }
+        Self {
+            _process: process,
+            port,
+        }
     }
 
     fn url(&self) -> String {

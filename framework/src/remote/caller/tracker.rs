@@ -438,7 +438,10 @@ mod tests {
         tracker.heard(&h1, t0, None);
         tracker.heard(&h2, t0 + Duration::from_millis(1), None);
         assert_eq!(tracker.pick(&[], t0), Some(h2.clone()));
-        assert_eq!(tracker.pick(&[h2.clone()], t0), Some(h1.clone()));
+        assert_eq!(
+            tracker.pick(std::slice::from_ref(&h2), t0),
+            Some(h1.clone())
+        );
         assert_eq!(tracker.pick(&[h1.clone(), h2.clone()], t0), None);
         assert_eq!(
             tracker.pick(&[], t0 + DEADLINE * 3),
