@@ -108,6 +108,20 @@ impl Host {
         finished.stdout
     }
 
+    /// Jobs that callers know wait on this host (`status --json`).
+    fn promised(&self) -> u64 {
+        let mut cmd = Command::new(bin());
+        cmd.args(["host", "--name", &self.name])
+            .arg("--pidfile")
+            .arg(&self.pidfile)
+            .args(["status", "--json"]);
+        let finished = run_command(cmd);
+        let json: serde_json::Value = serde_json::from_str(&finished.stdout).unwrap_or_default();
+        json["nats"]["host"]["services"][0]["promised"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     /// Jobs its workers started.
     fn journal(&self) -> Vec<u64> {
         read_lines(&self.journal)
@@ -314,13 +328,18 @@ fn a_host_killed_under_load_loses_only_what_it_may_have_run() {
     ];
     let spawned = Instant::now();
     let (call, report) = start_call(dir.path(), &nats.url(), &args);
-    // Under load: a few jobs done, over a thousand in flight, a busy.
+    // Under load: jobs answered, over a thousand in flight, and `a` has
+    // told the caller which of its jobs wait (heartbeats): those must run
+    // on `b` once `a` is gone.
     wait_for(DEADLINE, "jobs answered by host a", || {
         parse_report(&report)
             .iter()
             .filter(|o| o.host == "a")
             .count()
             >= 20
+    });
+    wait_for(DEADLINE, "host a to promise waiting jobs", || {
+        a.promised() >= 50
     });
     assert!(a.journal().len() < 600, "a still holds most of its share");
     let mut a = a;

@@ -273,14 +273,15 @@ fn render_nats(n: &crate::remote::NatsStats) -> String {
     if let Some(host) = &n.host {
         for s in &host.services {
             out += &format!(
-                "serving   {} as host {} on {}: {} calls, {} returned, {} running, {} queued\n",
+                "serving   {} as host {} on {}: {} calls, {} returned, {} running, {} queued ({} promised)\n",
                 printable(&s.pool),
                 printable(&host.name),
                 printable(&s.subject),
                 s.calls,
                 s.returned,
                 s.running,
-                s.queued
+                s.queued,
+                s.promised
             );
             if !s.errors.is_empty() {
                 out += &format!("          errors: {}\n", counts(&s.errors));

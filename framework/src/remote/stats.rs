@@ -53,6 +53,10 @@ pub struct ServiceStats {
     pub running: usize,
     /// Calls waiting on the host for room in the local pool.
     pub queued: usize,
+    /// Of those, the ones their callers know as waiting: if this host is
+    /// lost, they run elsewhere (the others resolve `HostLost`).
+    #[serde(default)]
+    pub promised: usize,
 }
 
 /// A remote pool, as its caller sees it.

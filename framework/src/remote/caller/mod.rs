@@ -2,12 +2,15 @@
 //! types `#[daemonic::worker]` generates by sending them to serving hosts.
 //!
 //! - `tracker.rs`: what is known of each call, and the verdicts (pure);
-//! - `builder.rs`: its settings.
+//! - `builder.rs`: its settings; `response.rs`: how an answer reaches its
+//!   caller.
 
 mod builder;
+mod response;
 mod tracker;
 
 pub use builder::RemotePoolBuilder;
+pub use response::RemoteResponse;
 
 use super::options::ConnectionEvents;
 use super::publisher::Publisher;
@@ -34,7 +37,7 @@ type Answer = Result<Bytes, WorkerError>;
 struct Pending {
     /// The call's payload, kept to send it again.
     payload: Bytes,
-    reply: oneshot::Sender<Answer>,
+    deliver: response::Deliver,
     accepted: Instant,
 }
 
@@ -119,7 +122,8 @@ impl<W: WorkerMethods> RemotePool<W> {
         &mut self,
         method: u16,
         args: Result<Vec<u8>, rmp_serde::encode::Error>,
-    ) -> Result<oneshot::Receiver<Answer>, WorkerError> {
+        deliver: response::Deliver,
+    ) -> Result<(), WorkerError> {
         self.counters.calls += 1;
         let refused = |act: &mut Self, e: WorkerError| {
             *act.counters.errors.entry(e.kind()).or_default() += 1;
@@ -154,10 +158,9 @@ impl<W: WorkerMethods> RemotePool<W> {
             return refused(self, e);
         }
         let payload = Bytes::from(wire::encode_call(self.schema, method, &args));
-        let (reply, answer) = oneshot::channel();
         let pending = Pending {
             payload,
-            reply,
+            deliver,
             accepted: Instant::now(),
         };
         let may_repeat =
@@ -172,7 +175,7 @@ impl<W: WorkerMethods> RemotePool<W> {
             may_repeat,
             data: pending,
         });
-        Ok(answer)
+        Ok(())
     }
 
     /// Sends an attempt: the first to the queue group, a retry to a live
@@ -212,7 +215,7 @@ impl<W: WorkerMethods> RemotePool<W> {
         if let Some(host) = host {
             *self.counters.hosts.entry(host.clone()).or_default() += 1;
         }
-        let _ = call.data.reply.send(answer);
+        (call.data.deliver)(answer);
         if self.stopping && self.tracker.len() == 0 {
             for waiter in self.drained.drain(..) {
                 let _ = waiter.send(());
@@ -390,7 +393,7 @@ impl<W: WorkerMethods> Actor for RemotePool<W> {
                 Where::Queued { host, .. } | Where::Running { host, .. } => host.to_string(),
                 Where::Sent { .. } => "unknown".into(),
             };
-            let _ = call.data.reply.send(Err(WorkerError::HostLost {
+            (call.data.deliver)(Err(WorkerError::HostLost {
                 host,
                 silent: Duration::ZERO,
             }));
@@ -418,15 +421,14 @@ where
     W: WorkerMethods,
     M: Call<W> + Message<Result = Result<<M as Call<W>>::Output, WorkerError>>,
 {
-    type Result = ResponseFuture<Result<M::Output, WorkerError>>;
+    type Result = RemoteResponse<M::Output>;
 
     fn handle(&mut self, message: M, _: &mut Context<Self>) -> Self::Result {
-        let answer = self.call(M::METHOD, rmp_serde::to_vec(&message));
-        Box::pin(async move {
-            let bytes = answer?.await.unwrap_or(Err(WorkerError::ShuttingDown))?;
-            rmp_serde::from_slice(&bytes)
-                .map_err(|e| WorkerError::Protocol(format!("cannot decode the result: {e}")))
-        })
+        let (response, deliver) = RemoteResponse::pending();
+        match self.call(M::METHOD, rmp_serde::to_vec(&message), deliver) {
+            Ok(()) => response,
+            Err(e) => RemoteResponse::ready(Err(e)),
+        }
     }
 }
 

@@ -464,12 +464,24 @@ impl Host {
     }
 
     fn stats(&self) -> HostStats {
+        let mut promised = vec![0; self.services.len()];
+        for held in self.calls.values() {
+            if matches!(
+                held.state,
+                HeldState::Queued { mentioned: Some(_) } | HeldState::Releasing { .. }
+            ) {
+                if let Some(n) = promised.get_mut(held.service) {
+                    *n += 1;
+                }
+            }
+        }
         HostStats {
             name: self.name.clone(),
             services: self
                 .services
                 .iter()
-                .map(|s| ServiceStats {
+                .zip(promised)
+                .map(|(s, promised)| ServiceStats {
                     pool: s.spec.pool.clone(),
                     subject: s.subjects.calls.clone(),
                     calls: s.calls,
@@ -477,6 +489,7 @@ impl Host {
                     errors: s.errors.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
                     running: s.outstanding,
                     queued: s.queue.len(),
+                    promised,
                 })
                 .collect(),
         }
