@@ -536,3 +536,43 @@ fn a_wrong_password_is_a_clear_start_up_error() {
     let host = Host::start(dir.path(), &right, "a", &[]);
     assert!(host.status().contains("serving   transcoder as host a"));
 }
+
+#[test]
+fn a_host_stopped_gracefully_hands_its_waiting_calls_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&[]);
+    let a = Host::start(dir.path(), &nats.url(), "a", &[]);
+    let b = Host::start(dir.path(), &nats.url(), "b", &[]);
+    let args = [
+        "--calls",
+        "1500",
+        "--concurrency",
+        "300",
+        "--work-ms",
+        "5",
+        "--wait-hosts",
+        "2",
+    ];
+    let (call, report) = start_call(dir.path(), &nats.url(), &args);
+    wait_for(DEADLINE, "jobs answered by host a", || {
+        parse_report(&report)
+            .iter()
+            .filter(|o| o.host == "a")
+            .count()
+            >= 50
+    });
+    let mut a = a;
+    a.process.signal(Sig::SIGTERM);
+    // Calls still on their way to `a` when it unsubscribed are answered
+    // `ShuttingDown` (not dropped), and run on `b`; those `a` runs finish.
+    let (stdout, outcomes) = finish_call(call, &report, Duration::from_secs(60));
+    assert_eq!(last_line(&stdout), "ok=1500 failed=0 hosts=2", "{stdout}");
+    assert_eq!(a.process.wait_exit(DEADLINE), Exit::Code(0));
+    let mut runs: BTreeMap<u64, usize> = BTreeMap::new();
+    for job in a.journal().into_iter().chain(b.journal()) {
+        *runs.entry(job).or_default() += 1;
+    }
+    assert_eq!(runs.len(), 1500, "every job ran");
+    assert!(runs.values().all(|n| *n == 1), "none twice");
+    assert_eq!(outcomes.len(), 1500);
+}

@@ -153,11 +153,36 @@ impl Host {
         kind: Kind,
         ctx: &mut Context<Self>,
     ) {
-        let mut stop = self.unsubscribe.subscribe();
-        let until = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        ctx.add_stream(subscriber.take_until(until).map(move |message| Incoming {
+        // On stop the subscription is drained, not dropped: calls the
+        // server sent before it saw the unsubscribe still arrive (and are
+        // answered `ShuttingDown`, so their callers send them elsewhere)
+        // instead of being discarded unanswered.
+        let stop = self.unsubscribe.subscribe();
+        let messages = futures_util::stream::unfold(
+            (subscriber, stop, false),
+            |(mut subscriber, mut stop, draining)| async move {
+                let mut draining = draining;
+                if !draining {
+                    let next = tokio::select! {
+                        biased;
+                        message = subscriber.next() => Some(message),
+                        _ = stop.wait_for(|stopped| *stopped) => None,
+                    };
+                    match next {
+                        Some(message) => {
+                            return message.map(|m| (m, (subscriber, stop, false)));
+                        }
+                        None => {
+                            let _ = subscriber.drain().await;
+                            draining = true;
+                        }
+                    }
+                }
+                let message = subscriber.next().await;
+                message.map(|m| (m, (subscriber, stop, draining)))
+            },
+        );
+        ctx.add_stream(messages.map(move |message| Incoming {
             service,
             kind,
             message,
