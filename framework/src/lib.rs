@@ -41,6 +41,7 @@ pub mod metrics;
 mod panic_capture;
 pub mod plugin;
 pub mod process;
+pub mod remote;
 pub mod signal;
 pub mod task;
 mod text;
