@@ -43,6 +43,9 @@ pub enum ExitCode {
     NotRunning = 3,
     /// The command line could not be parsed (`EX_USAGE`).
     Usage = 64,
+    /// A service the daemon needs could not be reached (`EX_UNAVAILABLE`):
+    /// no NATS server answered.
+    Unavailable = 69,
     /// The daemon failed at run time (`EX_SOFTWARE`): an `initialize` hook
     /// failed, or a graceful shutdown did not finish in time.
     Software = 70,

@@ -60,6 +60,7 @@ pub mod metrics;
 mod panic_capture;
 pub mod plugin;
 mod process;
+pub mod remote;
 mod signal;
 mod surface;
 pub mod task;

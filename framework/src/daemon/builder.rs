@@ -76,6 +76,8 @@ pub struct DaemonBuilder<D: Daemon> {
     metrics_addr: Option<String>,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::Metrics,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::remote::Nats>,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
@@ -228,6 +230,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             metrics_addr: None,
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::Metrics::new(),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 
@@ -395,6 +399,20 @@ impl<D: Daemon> DaemonBuilder<D> {
     #[cfg(feature = "metrics")]
     pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// Connect `nats` at start-up, before `initialize` (so pools can be
+    /// served and remote pools started there): the daemon is ready only once
+    /// connected, and a server that cannot be reached (exit 69) or that
+    /// refuses the credentials (exit 77) stops the start with a clear
+    /// message. At shutdown it stops serving before the pools stop, and is
+    /// closed after. `status` shows the connection, the pools served and the
+    /// remote pools. Needs the `nats` cargo feature (see
+    /// [`remote`](crate::remote)).
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, nats: &crate::remote::Nats) -> Self {
+        self.nats = Some(nats.clone());
+        self
     }
 
     /// Adds a plugin, set up in the order added.
@@ -758,6 +776,8 @@ impl<D: Daemon> DaemonBuilder<D> {
         let config = SupervisorConfig {
             #[cfg(feature = "metrics")]
             metrics: metrics_server,
+            #[cfg(feature = "nats")]
+            nats: self.nats,
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
             in_place_restart: !self.daemonize,

@@ -48,6 +48,10 @@ pub struct Stats {
     /// slow: children never wait for it (they would stall their calls).
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// The NATS connection, served pools and remote pools (daemons given a
+    /// [`Nats`](crate::remote) handle).
+    #[serde(default)]
+    pub nats: Option<crate::remote::NatsStats>,
 }
 
 /// Main loop figures.
@@ -187,6 +191,9 @@ impl Stats {
         }
         for (name, n) in &self.tasks {
             lines.push(format!("tasks running {name}: {n}"));
+        }
+        if let Some(nats) = &self.nats {
+            lines.extend(nats.lines());
         }
         if self.log_lines_dropped > 0 {
             lines.push(format!(

@@ -59,6 +59,7 @@ impl Shared {
                 .collect(),
             extra: Vec::new(),
             log_lines_dropped: crate::log::child_lines_dropped(),
+            nats: None,
         }
     }
 }
@@ -95,6 +96,9 @@ pub(crate) struct SupervisorConfig {
     /// Serve `/metrics`, the status page and `/status.json` (`--metrics`).
     #[cfg(feature = "metrics")]
     pub metrics: Option<crate::metrics::server::ServerConfig>,
+    /// Connected before `initialize`, closed after the pools stopped.
+    #[cfg(feature = "nats")]
+    pub nats: Option<crate::remote::Nats>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -315,9 +319,28 @@ impl Supervisor {
     /// Worker pools finish the calls their workers hold (new calls get
     /// `ShuttingDown`), within the remaining shutdown time.
     fn stop_pools(&mut self, ctx: &mut Context<Self>) {
+        // A NATS host stops taking calls first (the ones waiting on it go
+        // elsewhere); the calls its pools run finish below.
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.config.nats.clone() {
+            let grace = self.remaining_grace();
+            let stopped = async move { nats.stop_serving(grace).await };
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+                    if act.state == State::Stopping {
+                        act.stop_local_pools(ctx);
+                    }
+                }),
+            );
+            return;
+        }
+        self.stop_local_pools(ctx);
+    }
+
+    fn stop_local_pools(&mut self, ctx: &mut Context<Self>) {
         let pools = self.shared.pools.all();
         if pools.is_empty() {
-            return self.stop_tasks(ctx);
+            return self.close_nats(ctx);
         }
         let grace = self.remaining_grace();
         let stopped = futures_util::future::join_all(
@@ -328,10 +351,30 @@ impl Supervisor {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                 if act.state == State::Stopping {
-                    act.stop_tasks(ctx);
+                    act.close_nats(ctx);
                 }
             }),
         );
+    }
+
+    /// The pools' last answers out, then the NATS connection closed.
+    fn close_nats(&mut self, ctx: &mut Context<Self>) {
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.config.nats.clone() {
+            let grace = self.remaining_grace();
+            let closed = async move {
+                let _ = actix_rt::time::timeout(grace, nats.close()).await;
+            };
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(closed).map(|_, act, ctx| {
+                    if act.state == State::Stopping {
+                        act.stop_tasks(ctx);
+                    }
+                }),
+            );
+            return;
+        }
+        self.stop_tasks(ctx);
     }
 
     /// Running tasks get SIGTERM, and SIGKILL shortly before the shutdown
@@ -461,6 +504,8 @@ impl Supervisor {
     ) {
         let pools = self.shared.pools.all();
         let plugins = self.plugin_actors.clone();
+        #[cfg(feature = "nats")]
+        let nats = self.config.nats.clone();
         let asks = async move {
             let pools = futures_util::future::join_all(
                 pools.into_iter().map(|p| p.stats.send(GetPoolStats)),
@@ -468,12 +513,20 @@ impl Supervisor {
             .await;
             let plugins =
                 futures_util::future::join_all(plugins.iter().map(|p| p.send(PluginStats))).await;
-            (pools, plugins)
+            #[cfg(feature = "nats")]
+            let nats = match nats {
+                Some(nats) => Some(nats.stats().await),
+                None => None,
+            };
+            #[cfg(not(feature = "nats"))]
+            let nats = None;
+            (pools, plugins, nats)
         };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(asks).map(move |(pools, plugins), act, _| {
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(asks).map(
+            move |(pools, plugins, nats), act, _| {
                 let mut stats = act.shared.stats();
                 stats.pools = pools.into_iter().filter_map(|r| r.ok()).collect();
+                stats.nats = nats;
                 for (name, lines) in plugins.into_iter().filter_map(|r| r.ok()) {
                     stats.extra.extend(
                         lines
@@ -485,8 +538,8 @@ impl Supervisor {
                 let mut event = StatsCollecting { stats };
                 act.shared.events.dispatch(&mut event);
                 then(act, event.stats);
-            }),
-        );
+            },
+        ));
     }
 
     fn immediate_exit(&mut self) -> ! {
@@ -594,6 +647,32 @@ impl Actor for Supervisor {
                 self.config.restart = None;
             }
         }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.config.nats.clone() {
+            // The daemon is ready only once connected; `initialize` may
+            // serve pools and start remote pools.
+            nats.set_logger(self.shared.logger.clone());
+            let connected = async move { nats.connect().await };
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(connected).map(|res, act, ctx| {
+                    if act.state != State::Starting {
+                        return;
+                    }
+                    match res {
+                        Ok(()) => act.initialize_loop(ctx),
+                        Err(e) => act.start_failed(ctx, e.exit_code(), e.to_string()),
+                    }
+                }),
+            );
+            return;
+        }
+        self.initialize_loop(ctx);
+    }
+}
+
+impl Supervisor {
+    /// The main loop's `initialize`, then ticking.
+    fn initialize_loop(&mut self, ctx: &mut Context<Self>) {
         let Some(link) = self.main_loop.as_ref() else {
             return;
         };

@@ -77,6 +77,8 @@ pub use pool::{
     CallResponse, CallReturn, GetPoolStats, StopPool, WorkerPool, WorkerPoolBuilder,
     DEFAULT_START_TIMEOUT,
 };
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
 pub use stats::{ChildStats, PoolStats};
 
 use crate::process::ExitStatus;
@@ -242,8 +244,9 @@ pub trait Call<W: WorkerMethods>: Serialize + DeserializeOwned + Send + 'static 
 /// Why a call did not return the method's value.
 ///
 /// Each variant says whether the method may have run: only `Died`,
-/// `Timeout` and `Panicked` come from a call a worker started. Every other
-/// error means the method never ran for this call.
+/// `Timeout`, `Panicked` and (for a remote pool) `HostLost` come from a call
+/// a worker may have started. Every other error means the method never ran
+/// for this call.
 ///
 /// ```no_run
 /// # use daemonic::prelude::*;
@@ -337,6 +340,23 @@ pub enum WorkerError {
     /// Arguments or results could not be encoded or decoded.
     #[error("worker protocol error: {0}")]
     Protocol(String),
+    /// A remote pool found no host to take the call: none serves its
+    /// subject, or this process is not connected to NATS. The call did not
+    /// run, so it is safe to retry.
+    #[error("no host available: {reason}")]
+    Unavailable {
+        /// Why (which subject nobody serves, or the connection's state).
+        reason: String,
+    },
+    /// A remote pool's host stopped answering while it held the call (its
+    /// heartbeats stopped, or its answer was lost): the call may have run.
+    #[error("host {host} went silent for {silent:?} while it held the call; it may have run")]
+    HostLost {
+        /// The host's name (`unknown` if no host had claimed the call).
+        host: String,
+        /// How long nothing was heard about the call.
+        silent: Duration,
+    },
 }
 
 impl WorkerError {
@@ -354,6 +374,8 @@ impl WorkerError {
             WorkerError::PoolFailed { .. } => "pool_failed",
             WorkerError::ShuttingDown => "shutting_down",
             WorkerError::Protocol(_) => "protocol",
+            WorkerError::Unavailable { .. } => "unavailable",
+            WorkerError::HostLost { .. } => "host_lost",
         }
     }
 }

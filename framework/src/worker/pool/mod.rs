@@ -13,7 +13,8 @@
 //! - `lifecycle.rs`: spawning, readiness, recycling, deaths, restart limit;
 //! - `traffic.rs`: handing calls to workers and reading their replies;
 //! - `schedule.rs`, `budget.rs`: the pure decisions, unit-tested;
-//! - `reply.rs`: how an answer reaches its caller; `inline.rs`: inline mode.
+//! - `reply.rs`: how an answer reaches its caller; `inline.rs`: inline mode;
+//! - `raw.rs`: calls as bytes, for transports of their own (NATS hosts).
 
 mod budget;
 mod builder;
@@ -21,6 +22,7 @@ mod inline;
 #[cfg(feature = "testing")]
 mod kill;
 mod lifecycle;
+mod raw;
 mod reply;
 mod schedule;
 mod slot;
@@ -30,6 +32,7 @@ pub(crate) use builder::PoolRegistry;
 pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_START_TIMEOUT};
 #[cfg(feature = "testing")]
 pub use kill::KillWorker;
+pub(crate) use raw::{GetPoolLimits, PoolLimits, RawCall};
 pub use reply::CallResponse;
 
 use super::stats::{ChildStats, Latencies, PoolStats};
@@ -246,6 +249,27 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 ))));
             }
         };
+        self.accept(
+            M::METHOD,
+            M::NAME,
+            args,
+            accepted,
+            decode_output::<M::Output>,
+            ctx,
+        )
+    }
+
+    /// Queues a call whose arguments are encoded (typed calls, and raw ones
+    /// from `raw.rs`), or refuses it at once.
+    fn accept<T: 'static>(
+        &mut self,
+        method: u16,
+        name: &'static str,
+        args: Vec<u8>,
+        accepted: Instant,
+        decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
+        ctx: &mut Context<Self>,
+    ) -> CallResponse<T> {
         if args.len() > self.config.max_payload {
             self.error("too_large");
             return CallResponse::ready(Err(WorkerError::TooLarge {
@@ -274,23 +298,23 @@ impl<W: WorkerMethods> WorkerPool<W> {
             self.error(error.kind());
             return CallResponse::ready(Err(error));
         }
-        let (response, reply) = CallResponse::pending(decode_output::<M::Output>);
+        let (response, reply) = CallResponse::pending(decode);
         let id = self.next_id;
         self.next_id += 1;
         if let Some(inline) = &self.inline {
-            let answer = inline.call(id, M::METHOD, args);
+            let answer = inline.call(id, method, args);
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
                     let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
-                    act.finish(M::NAME, id, 0, accepted, reply, result);
+                    act.finish(name, id, 0, accepted, reply, result);
                 }),
             );
             return response;
         }
         self.push_queue(Queued {
             id,
-            method: M::METHOD,
-            name: M::NAME,
+            method,
+            name,
             args,
             accepted,
             reply,
