@@ -367,6 +367,25 @@ mod tests {
         assert_eq!(pool["errors"]["timeout"], 2);
         assert_eq!(pool["latency_seconds"]["p99"], 0.003);
         assert_eq!(pool["children"][0]["uptime_seconds"], 2.0);
+        // The NATS sections follow the same conventions.
+        let with_nats = Stats {
+            nats: Some(crate::remote::NatsStats {
+                remote_pools: vec![crate::remote::RemotePoolStats {
+                    errors: vec![("host_lost".into(), 1)],
+                    hosts: vec![("a".into(), 5)],
+                    latency: stats.pools[0].latency,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..stats.clone()
+        };
+        let nats: serde_json::Value = serde_json::to_value(&with_nats).unwrap();
+        let remote = &nats["nats"]["remote_pools"][0];
+        assert_eq!(remote["errors"]["host_lost"], 1);
+        assert_eq!(remote["hosts"]["a"], 5);
+        assert_eq!(remote["latency_seconds"]["p50"], 0.001);
+        assert!(!nats.to_string().contains("nanos"));
         // The control channel sends it this way and reads it back.
         let back: Stats = serde_json::from_str(&text).unwrap();
         assert_eq!(back.uptime, stats.uptime);

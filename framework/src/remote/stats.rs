@@ -47,7 +47,9 @@ pub struct ServiceStats {
     pub calls: u64,
     /// Calls answered with the method's value.
     pub returned: u64,
-    /// Answers that were errors, by kind (`busy`, `died`, ...).
+    /// Answers that were errors, by kind (`busy`, `died`, ...; JSON: an
+    /// object).
+    #[serde(with = "crate::json::pairs")]
     pub errors: Vec<(String, u64)>,
     /// Calls handed to the local pool, not answered yet.
     pub running: usize,
@@ -72,18 +74,23 @@ pub struct RemotePoolStats {
     pub returned: u64,
     /// Calls waiting for an answer now.
     pub in_flight: usize,
-    /// Errors by kind (`unavailable`, `host_lost`, `busy`, ...).
+    /// Errors by kind (`unavailable`, `host_lost`, `busy`, ...; JSON: an
+    /// object).
+    #[serde(with = "crate::json::pairs")]
     pub errors: Vec<(String, u64)>,
     /// Calls sent again (to another host, after `Busy` or a host lost
     /// before it started them).
     pub retries: u64,
     /// Answers that came after their call was settled (ignored).
     pub late_answers: u64,
-    /// Answers per host.
+    /// Answers per host (JSON: an object).
+    #[serde(with = "crate::json::pairs")]
     pub hosts: Vec<(String, u64)>,
     /// Hosts heard from recently (answers, heartbeats, presence).
     pub live_hosts: usize,
-    /// Round-trip latency percentiles (p50, p90, p99) of answered calls.
+    /// Round-trip latency percentiles (p50, p90, p99) of answered calls
+    /// (JSON: `latency_seconds`, an object with `p50`, `p90` and `p99`).
+    #[serde(rename = "latency_seconds", with = "crate::json::percentiles")]
     pub latency: Option<(Duration, Duration, Duration)>,
 }
 
