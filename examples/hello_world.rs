@@ -7,7 +7,7 @@
 //! Stop it with Ctrl-C (or SIGTERM); send SIGUSR1 for a stats dump and SIGHUP
 //! to reopen the log file.
 
-use daemonic::event::Shutdown;
+use daemonic::event::ShutdownStarted;
 use daemonic::{Daemon, DaemonBuilder, LoopContext};
 use std::time::Duration;
 
@@ -25,6 +25,6 @@ fn main() -> std::process::ExitCode {
         .version(env!("CARGO_PKG_VERSION"))
         .about("Logs `Hello World. Loop N` every second.")
         .interval(Duration::from_secs(1))
-        .on(|e: &mut Shutdown| log::info!("goodbye ({})", e.reason))
+        .on(|e: &mut ShutdownStarted| log::info!("goodbye ({})", e.reason))
         .main()
 }

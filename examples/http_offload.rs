@@ -10,8 +10,7 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
-use daemonic::actix::Addr;
-use daemonic::worker::{WorkerError, WorkerPool};
+use daemonic::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -62,15 +61,18 @@ fn default_rounds() -> u64 {
 
 async fn hash(pool: web::Data<Addr<WorkerPool<Hasher>>>, query: web::Query<Query>) -> HttpResponse {
     let Query { input, rounds } = query.into_inner();
-    match pool.send(hasher::Digest { input, rounds }).await {
-        Ok(Ok(Ok(digest))) => HttpResponse::Ok().body(format!("{digest}\n")),
-        Ok(Ok(Err(bad_request))) => HttpResponse::BadRequest().body(format!("{bad_request}\n")),
-        Ok(Err(WorkerError::Timeout { .. })) => HttpResponse::GatewayTimeout().body("timed out\n"),
-        Ok(Err(WorkerError::Busy { .. })) => {
+    match pool.call(hasher::Digest { input, rounds }).await {
+        Ok(digest) => HttpResponse::Ok().body(format!("{digest}\n")),
+        Err(CallError::Method(bad_request)) => {
+            HttpResponse::BadRequest().body(format!("{bad_request}\n"))
+        }
+        Err(CallError::Worker(WorkerError::Timeout { .. })) => {
+            HttpResponse::GatewayTimeout().body("timed out\n")
+        }
+        Err(CallError::Worker(WorkerError::Busy { .. })) => {
             HttpResponse::ServiceUnavailable().body("busy, retry later\n")
         }
-        Ok(Err(e)) => HttpResponse::InternalServerError().body(format!("{e}\n")),
-        Err(e) => HttpResponse::InternalServerError().body(format!("pool unavailable: {e}\n")),
+        Err(e) => HttpResponse::InternalServerError().body(format!("{e}\n")),
     }
 }
 

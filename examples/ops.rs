@@ -14,12 +14,9 @@
 //! the status page), `--fail-every N` makes every Nth job return an error.
 
 use clap::Args;
-use daemonic::actix::Addr;
 use daemonic::cli::Program;
 use daemonic::metrics::prometheus_client::metrics::counter::Counter;
-use daemonic::task::{Task, TaskContext};
-use daemonic::worker::{WorkerContext, WorkerPool};
-use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext};
+use daemonic::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -132,11 +129,12 @@ impl Daemon for Ops {
         self.jobs_submitted.inc();
         ctx.spawn(async move {
             let data = format!("job {job} payload");
-            match pool.send(checksummer::Checksum { job, data }).await {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(refused))) => tracing::warn!(job, reason = %refused, "job refused"),
-                Ok(Err(e)) => tracing::error!(job, error = %e, "job failed"),
-                Err(e) => tracing::error!(error = %e, "pool unavailable"),
+            match pool.call(checksummer::Checksum { job, data }).await {
+                Ok(_) => {}
+                Err(CallError::Method(refused)) => {
+                    tracing::warn!(job, reason = %refused, "job refused")
+                }
+                Err(e) => tracing::error!(job, error = %e, kind = e.kind(), "job failed"),
             }
         });
     }

@@ -9,7 +9,7 @@
 
 use clap::Args;
 use daemonic::cli::{parse_positive_duration, Program};
-use daemonic::event::Idle;
+use daemonic::event::IdleStarted;
 use daemonic::plugin::{FileLock, Plugin, PluginContext, ShmLock};
 use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext, MemoryStats};
 use parking_lot::Mutex;
@@ -32,7 +32,7 @@ impl Plugin for MemoryPlugin {
         let logger = ctx.logger.clone();
         let every = self.every;
         let last = Arc::new(Mutex::new(Instant::now()));
-        ctx.events.on(move |_: &mut Idle| {
+        ctx.events.on(move |_: &mut IdleStarted| {
             let mut last = last.lock();
             if last.elapsed() >= every {
                 *last = Instant::now();

@@ -9,10 +9,7 @@
 //!     --pidfile /run/privileges/p.pid --interval 2
 //! ```
 
-use daemonic::actix::Addr;
-use daemonic::task::{Task, TaskContext};
-use daemonic::worker::WorkerPool;
-use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext};
+use daemonic::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -113,14 +110,13 @@ impl Daemon for Privileges {
         let Some(pool) = self.pool.clone() else {
             return;
         };
-        let logger = ctx.logger().clone();
-        ctx.spawn(async move {
-            match pool.send(inspector::Credentials {}).await {
-                Ok(Ok(report)) => logger.log(report),
-                Ok(Err(e)) => logger.error(format_args!("worker call failed: {e}")),
-                Err(e) => logger.error(format_args!("pool unavailable: {e}")),
-            }
-        });
+        ctx.spawn_then(
+            pool.call(inspector::Credentials {}),
+            |_, ctx, result| match result {
+                Ok(report) => ctx.log(report),
+                Err(e) => ctx.error(format_args!("worker call failed: {e}")),
+            },
+        );
     }
 }
 

@@ -1,16 +1,16 @@
 //! SimpleWorker: a pool of 2 worker processes with a
 //! `random_string` method that takes 100–500 ms; each worker is recycled
-//! after 10 calls. The main loop sends one call per tick and logs each
-//! result the moment it arrives (not at the next tick).
+//! after 10 calls. The main loop sends one call per tick; each result is
+//! counted in the daemon's own state the moment it arrives (not at the
+//! next tick), through `spawn_then`.
 //!
 //! ```text
 //! cargo run --example simple_worker -- --interval 0.2 -v
 //! ```
 
-use daemonic::actix::Addr;
 use daemonic::event::{WorkerRecycled, WorkerSpawned};
-use daemonic::worker::{WorkerContext, WorkerPool};
-use daemonic::{BoxError, Daemon, DaemonBuilder, LoopContext};
+use daemonic::prelude::*;
+use daemonic::ShutdownReason;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +62,10 @@ impl Generator {
 #[derive(Default)]
 struct SimpleWorker {
     pool: Option<Addr<WorkerPool<Generator>>>,
+    /// Results received, and calls that failed: the daemon's own state,
+    /// updated as replies arrive.
+    received: u64,
+    failed: u64,
 }
 
 impl Daemon for SimpleWorker {
@@ -84,15 +88,31 @@ impl Daemon for SimpleWorker {
             return;
         };
         let call = ctx.iteration();
-        let logger = ctx.logger().clone();
-        // The reply is handled when it arrives; the loop does not wait.
-        ctx.spawn(async move {
-            match pool.send(generator::RandomString { call }).await {
-                Ok(Ok(s)) => logger.log(format_args!("random string: {s}")),
-                Ok(Err(e)) => logger.error(format_args!("call {call} failed: {e}")),
-                Err(e) => logger.error(format_args!("pool unavailable: {e}")),
-            }
-        });
+        // The reply is handled when it arrives, with the daemon's own state;
+        // the loop does not wait.
+        ctx.spawn_then(
+            pool.call(generator::RandomString { call }),
+            move |daemon, ctx, result| match result {
+                Ok(s) => {
+                    daemon.received += 1;
+                    ctx.log(format_args!(
+                        "random string: {s}; {} received so far",
+                        daemon.received
+                    ));
+                }
+                Err(e) => {
+                    daemon.failed += 1;
+                    ctx.error(format_args!("call {call} failed: {e}"));
+                }
+            },
+        );
+    }
+
+    fn shutdown(&mut self, ctx: &mut LoopContext<'_, Self>, _: &ShutdownReason) {
+        ctx.log(format_args!(
+            "{} results received, {} calls failed",
+            self.received, self.failed
+        ));
     }
 }
 

@@ -5,8 +5,8 @@
 //! cargo bench -p daemonic --bench process
 //! ```
 
-use daemonic::process::{fork_server, ChildStart, EntryPoint, SpawnOptions, ENTRY_POINTS};
 use daemonic::task::{self, Task, TaskContext};
+use daemonic::testing::{fork_server, ChildStart, EntryPoint, SpawnOptions, ENTRY_POINTS};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -71,6 +71,7 @@ fn server_latency(samples: usize) -> Vec<Duration> {
     let options = SpawnOptions {
         entry: "bench::ping".into(),
         role: "bench:ping".into(),
+        ..Default::default()
     };
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -118,9 +119,10 @@ fn assert_single_threaded() {
 }
 
 fn main() {
-    // Cargo passes `--bench`; nothing to parse.
-    let samples = 2000;
-    let n = 3000;
+    // Cargo passes `--bench`; `--quick` (CI's log) takes a tenth of the samples.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let samples = if quick { 200 } else { 2000 };
+    let n = if quick { 300 } else { 3000 };
     // The raw baselines fork this process itself: measure them first, while
     // it is still single-threaded (the fork server's launcher thread does
     // not exist yet), as the fork-safety rule demands.
@@ -137,7 +139,14 @@ fn main() {
     raw.sort();
     srv.sort();
 
-    println!("process layer ({samples} samples, {n} tasks; release build)");
+    println!(
+        "process layer ({samples} samples, {n} tasks; {} build)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     println!("| measure | daemonic | raw fork() | ratio |");
     println!("|---|---|---|---|");
     for (label, p) in [

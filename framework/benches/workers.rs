@@ -18,7 +18,8 @@
 
 use actix::Addr;
 use daemonic::event::{Events, WorkerDied};
-use daemonic::worker::{GetPoolStats, KillWorker, PoolStats, WorkerError, WorkerPool};
+use daemonic::testing::KillWorker;
+use daemonic::worker::{GetPoolStats, PoolStats, WorkerError, WorkerPool};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
 use parking_lot::Mutex;
@@ -32,20 +33,27 @@ const IPC_ECHO_ENV: &str = "DAEMONIC_BENCH_IPC_ECHO";
 const PAYLOAD: usize = 64;
 
 /// Sequential round trips per side, in `ROUNDS` alternating rounds.
-const SEQ_CALLS: usize = 20_000;
+const SEQ_CALLS_FULL: usize = 20_000;
+const SEQ_CALLS_QUICK: usize = 2_000;
 const ROUNDS: usize = 4;
 /// Pipelined calls per run (`PIPE_RUNS` runs; together the "1 M calls" of
 /// the memory check).
-const PIPE_CALLS: usize = 1_000_000;
-const PIPE_RUNS: usize = 3;
+const PIPE_CALLS_FULL: usize = 1_000_000;
+const PIPE_CALLS_QUICK: usize = 100_000;
+const PIPE_RUNS_FULL: usize = 3;
+const PIPE_RUNS_QUICK: usize = 1;
 /// Calls kept outstanding by the pipelined client (`addr.send` futures).
 const PIPE_WINDOW: usize = 1024;
 /// Per worker.
 const PIPE_MAX_IN_FLIGHT: usize = 64;
 /// Timed kills, and kills for the descriptor/memory check.
-const KILLS: usize = 500;
-const RESPAWNS: usize = 10_000;
-/// Calls held by the worker at the moment it is killed.
+const KILLS_FULL: usize = 500;
+const KILLS_QUICK: usize = 50;
+const RESPAWNS_FULL: usize = 10_000;
+const RESPAWNS_QUICK: usize = 300;
+/// Calls held by the worker at the moment it is killed: the one it runs,
+/// and the rest pipelined behind it (never started: they run on the
+/// replacement).
 const HELD: usize = 4;
 
 #[daemonic::worker]
@@ -63,8 +71,10 @@ impl Echo {
         std::process::id() as i32
     }
 
-    /// Holds the call (the worker is killed while it sleeps).
-    pub fn hold(&mut self, ms: u64) -> i32 {
+    /// Holds the call (the worker is killed while it sleeps); first writes
+    /// its pid to `flag`, so the bench knows the call started.
+    pub fn hold(&mut self, flag: String, ms: u64) -> i32 {
+        let _ = std::fs::write(&flag, std::process::id().to_string());
         std::thread::sleep(Duration::from_millis(ms));
         std::process::id() as i32
     }
@@ -442,8 +452,11 @@ struct CrashSample {
     noticed: Duration,
     /// Kill → stats show `size` ready workers, none of them the victim.
     ready: Duration,
-    /// Kill → the last held call resolved with `Died`.
-    died_all: Duration,
+    /// Kill → the call it was running resolved with `Died`.
+    died_running: Duration,
+    /// Kill → the last of the calls it held but never started was answered
+    /// by the replacement.
+    requeued: Duration,
     /// Kill → the next call answered by the replacement.
     first_call: Duration,
 }
@@ -455,20 +468,38 @@ struct DeathSignal {
     notify: tokio::sync::Notify,
 }
 
-async fn crash_once(pool: &Pool, died_at: &DeathSignal) -> CrashSample {
+async fn crash_once(pool: &Pool, died_at: &DeathSignal, flag: &std::path::Path) -> CrashSample {
     wait_stats(pool, |s| settled(s, 1, 1, 0)).await;
-    // Calls the worker holds when it dies: one running, the rest pipelined.
+    let _ = std::fs::remove_file(flag);
+    // Calls the worker holds when it dies: one running, the rest pipelined
+    // behind it (quick ones, which the replacement answers).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..HELD {
-        let fut = pool.send(echo::Hold { ms: 60_000 });
+    let running = pool.send(echo::Hold {
+        flag: flag.to_string_lossy().into_owned(),
+        ms: 60_000,
+    });
+    let queued: Vec<_> = (1..HELD).map(|_| pool.send(echo::Pid {})).collect();
+    {
+        let tx = tx.clone();
+        actix_rt::spawn(async move {
+            let r = running.await.unwrap();
+            let _ = tx.send((true, Instant::now(), r));
+        });
+    }
+    for fut in queued {
         let tx = tx.clone();
         actix_rt::spawn(async move {
             let r = fut.await.unwrap();
-            let _ = tx.send((Instant::now(), r));
+            let _ = tx.send((false, Instant::now(), r));
         });
     }
     drop(tx);
     wait_stats(pool, |s| s.in_flight == HELD).await;
+    // The worker must run the slow call when killed (else all four would be
+    // unstarted and run on the replacement, the slow one for 60 s).
+    while !flag.exists() {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     *died_at.at.lock() = None;
 
     let t0 = Instant::now();
@@ -496,21 +527,29 @@ async fn crash_once(pool: &Pool, died_at: &DeathSignal) -> CrashSample {
     let pid = pool.send(echo::Pid {}).await.unwrap().unwrap();
     let first_call_at = Instant::now();
     assert_ne!(pid, victim, "the replacement answered");
-    let mut last = t0;
+    let (mut died_at_time, mut requeued_last) = (t0, t0);
     for _ in 0..HELD {
-        let (at, r) = rx.recv().await.expect("every held call resolves");
-        match r {
-            Err(WorkerError::Died { pid, .. }) if pid == victim => {}
-            other => panic!("expected Died from {victim}, got {other:?}"),
+        let (was_running, at, r) = rx.recv().await.expect("every held call resolves");
+        match (was_running, r) {
+            (true, Err(WorkerError::Died { pid, .. })) if pid == victim => died_at_time = at,
+            (false, Ok(pid)) if pid != victim => requeued_last = requeued_last.max(at),
+            (running, other) => panic!(
+                "expected {} from {victim}, got {other:?}",
+                if running {
+                    "Died"
+                } else {
+                    "an answer by the replacement"
+                }
+            ),
         }
-        last = last.max(at);
     }
     let (dead, noticed_at) = died_at.at.lock().take().expect("WorkerDied raised");
     assert_eq!(dead, victim);
     CrashSample {
         noticed: noticed_at - t0,
         ready: ready_at - t0,
-        died_all: last - t0,
+        died_running: died_at_time - t0,
+        requeued: requeued_last - t0,
         first_call: first_call_at - t0,
     }
 }
@@ -576,27 +615,51 @@ fn row(
     }
 }
 
+/// `--quick`: a few seconds of each measure instead of minutes, for CI's log
+/// (a regression shows as a ratio that jumps; the figures themselves are
+/// noisier than a full run's).
+fn quick() -> bool {
+    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *QUICK.get_or_init(|| std::env::args().any(|a| a == "--quick"))
+}
+
+fn sized(full: usize, quick_size: usize) -> usize {
+    if quick() {
+        quick_size
+    } else {
+        full
+    }
+}
+
 fn main() {
+    let (seq_calls, pipe_calls, pipe_runs, kills, respawns) = (
+        sized(SEQ_CALLS_FULL, SEQ_CALLS_QUICK),
+        sized(PIPE_CALLS_FULL, PIPE_CALLS_QUICK),
+        sized(PIPE_RUNS_FULL, PIPE_RUNS_QUICK),
+        sized(KILLS_FULL, KILLS_QUICK),
+        sized(RESPAWNS_FULL, RESPAWNS_QUICK),
+    );
     if let Ok(name) = std::env::var(IPC_ECHO_ENV) {
         ipc_echo_child(name);
     }
-    // Cargo passes `--bench`; nothing to parse.
+    // Cargo passes `--bench`; `--quick` is ours (see `quick`).
     let started = Instant::now();
 
     eprintln!("python baseline…");
-    let python = if Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let python = if !quick()
+        && Command::new("python3")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     {
         python_baseline()
     } else {
         None
     };
 
-    daemonic::process::fork_server().prestart().unwrap();
+    daemonic::testing::fork_server().prestart().unwrap();
     let (raw, raw_thread) = raw_ipc_thread();
 
     let system = actix::System::new();
@@ -623,7 +686,7 @@ fn main() {
             regimes.push(("across cores", Some((0, 1))));
         }
         regimes.push(("unpinned", None));
-        let per_round = SEQ_CALLS / ROUNDS;
+        let per_round = seq_calls / ROUNDS;
         let (mut seq_p50, mut seq_p99) = (Duration::ZERO, Duration::ZERO);
         let mut raw_unpinned = Vec::new();
         for (regime, cpus) in regimes {
@@ -660,7 +723,7 @@ fn main() {
                 let ratio = us(a) / us(b);
                 let target = judged && p == 0.5;
                 rows.push(row(
-                    format!("call round trip, 64 B, pool of 1, {regime}, {label} ({SEQ_CALLS} calls)"),
+                    format!("call round trip, 64 B, pool of 1, {regime}, {label} ({seq_calls} calls)"),
                     format!("{:.1} µs", us(a)),
                     format!("raw ipc-channel {:.1} µs", us(b)),
                     format!("{ratio:.2}×"),
@@ -690,10 +753,10 @@ fn main() {
         let before_calls = footprint();
         let mut after_each = Vec::new();
         let (mut ours_runs, mut raw_runs) = (Vec::new(), Vec::new());
-        for _ in 0..PIPE_RUNS {
-            ours_runs.push(pipelined(&pipe, PIPE_CALLS, PIPE_WINDOW).await);
+        for _ in 0..pipe_runs {
+            ours_runs.push(pipelined(&pipe, pipe_calls, PIPE_WINDOW).await);
             after_each.push(footprint());
-            raw_runs.push(raw_pipelined(&raw, PIPE_CALLS / 4, PIPE_MAX_IN_FLIGHT));
+            raw_runs.push(raw_pipelined(&raw, pipe_calls / 4, PIPE_MAX_IN_FLIGHT));
         }
         let after_calls = footprint();
         let median = |v: &mut Vec<f64>| {
@@ -713,7 +776,7 @@ fn main() {
         rows.push(row(
             format!(
                 "pipelined calls/s, 64 B, pool of 2, {PIPE_MAX_IN_FLIGHT} in flight per worker, \
-                 median of {PIPE_RUNS} × {PIPE_CALLS} (runs: {ours_list} k/s)"
+                 median of {pipe_runs} × {pipe_calls} (runs: {ours_list} k/s)"
             ),
             fmt_rate(ours_tp),
             format!(
@@ -744,15 +807,17 @@ fn main() {
             .events(events)
             .start()
             .unwrap();
-        eprintln!("crash → replacement ({KILLS} kills)…");
+        eprintln!("crash → replacement ({kills} kills)…");
+        let flag_dir = tempfile::tempdir().unwrap();
+        let flag = flag_dir.path().join("running");
         for _ in 0..10 {
-            let _ = crash_once(&crash, &died_at).await; // warm up
+            let _ = crash_once(&crash, &died_at, &flag).await; // warm up
         }
         // One raw kill beside each pool kill, so both see the same machine.
-        let mut samples = Vec::with_capacity(KILLS);
-        let mut raw_notice = Vec::with_capacity(KILLS);
-        for _ in 0..KILLS {
-            samples.push(crash_once(&crash, &died_at).await);
+        let mut samples = Vec::with_capacity(kills);
+        let mut raw_notice = Vec::with_capacity(kills);
+        for _ in 0..kills {
+            samples.push(crash_once(&crash, &died_at, &flag).await);
             raw_notice.extend(raw_kill_notice(1));
         }
         raw_notice.sort();
@@ -763,7 +828,8 @@ fn main() {
         };
         let noticed = sorted(|s| s.noticed);
         let ready = sorted(|s| s.ready);
-        let died_all = sorted(|s| s.died_all);
+        let died_running = sorted(|s| s.died_running);
+        let requeued = sorted(|s| s.requeued);
         let first_call = sorted(|s| s.first_call);
         let pct = |v: &[Duration], p| us(percentile(v, p));
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
@@ -789,21 +855,41 @@ fn main() {
         }
         let late = samples
             .iter()
-            .filter(|s| s.died_all > Duration::from_millis(1))
+            .filter(|s| s.died_running > Duration::from_millis(1))
             .count();
         for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-            let v = pct(&died_all, p);
+            let v = pct(&died_running, p);
             rows.push(row(
-                format!("SIGKILL → all {HELD} held calls resolved `Died`, {label}"),
+                format!("SIGKILL → the call it ran resolved `Died`, {label}"),
                 format!("{v:.1} µs"),
                 format!("raw pidfd poll {:.1} µs", pct(&raw_notice, p)),
                 format!("{:.2}×", v / pct(&raw_notice, p)),
                 if p == 1.0 {
-                    format!("every one ≤ 1 ms ({late}/{KILLS} over)")
+                    format!("every one ≤ 1 ms ({late}/{kills} over)")
                 } else {
                     "—".into()
                 },
                 (p == 1.0).then_some(late == 0),
+            ));
+        }
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let v = pct(&requeued, p);
+            rows.push(row(
+                format!(
+                    "SIGKILL → the {} calls it never started answered by the replacement, {label}",
+                    HELD - 1
+                ),
+                format!("{v:.1} µs"),
+                format!(
+                    "raw pidfd + ping-pong {:.1} µs",
+                    pct(&raw_notice, p) + us(percentile(&raw_unpinned, p))
+                ),
+                format!(
+                    "{:.2}×",
+                    v / (pct(&raw_notice, p) + us(percentile(&raw_unpinned, p)))
+                ),
+                "—",
+                None,
             ));
         }
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
@@ -842,9 +928,9 @@ fn main() {
         ));
 
         // ---- 4. respawn storm (descriptor and memory check)
-        eprintln!("{RESPAWNS} respawns…");
+        eprintln!("{respawns} respawns…");
         let before_respawns = footprint();
-        let respawn_rate = respawn_storm(&crash, RESPAWNS).await;
+        let respawn_rate = respawn_storm(&crash, respawns).await;
         let after_respawns = footprint();
 
         // ---- 5. memory of a worker child
@@ -869,7 +955,7 @@ fn main() {
         rows.push(row(
             format!(
                 "worker child private memory (after {} calls; idle spare {})",
-                SEQ_CALLS + 2000,
+                seq_calls + 2000,
                 fmt_kib(spare_priv)
             ),
             format!(
@@ -912,7 +998,7 @@ fn main() {
         rows.push(flat(
             &format!(
                 "parent across {} pipelined calls (RSS after each 1 M: {})",
-                PIPE_RUNS * PIPE_CALLS,
+                pipe_runs * pipe_calls,
                 after_each
                     .iter()
                     .map(|f| fmt_kib(f.rss_kib))
@@ -924,7 +1010,7 @@ fn main() {
         ));
         rows.push(flat(
             &format!(
-                "parent across {RESPAWNS} kills + respawns ({:.0} respawns/s)",
+                "parent across {respawns} kills + respawns ({:.0} respawns/s)",
                 respawn_rate
             ),
             before_respawns,
@@ -976,7 +1062,12 @@ fn main() {
     let _ = raw_thread.join();
 
     println!(
-        "workers (release build; {} s total; 64 B arguments)",
+        "workers ({} build; {} s total; 64 B arguments)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         started.elapsed().as_secs()
     );
     println!("| measure | daemonic | baseline (same run) | ratio | target | |");

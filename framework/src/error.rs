@@ -8,12 +8,32 @@
 use std::path::PathBuf;
 
 /// A boxed error from user code (an `initialize` hook, a plugin).
+///
+/// ```
+/// use daemonic::BoxError;
+///
+/// fn connect(url: &str) -> Result<(), BoxError> {
+///     if url.is_empty() {
+///         return Err("no URL".into());
+///     }
+///     Ok(())
+/// }
+/// assert!(connect("").is_err());
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Exit codes of a daemon built with daemonic.
 ///
 /// The numeric values follow `sysexits.h` so that they mean the same thing as
 /// for other Unix daemons.
+///
+/// ```
+/// use daemonic::ExitCode;
+///
+/// assert_eq!(ExitCode::AlreadyRunning.code(), 75);
+/// let process_code: std::process::ExitCode = ExitCode::Config.into();
+/// # let _ = process_code;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ExitCode {
@@ -23,6 +43,9 @@ pub enum ExitCode {
     NotRunning = 3,
     /// The command line could not be parsed (`EX_USAGE`).
     Usage = 64,
+    /// A service the daemon needs could not be reached (`EX_UNAVAILABLE`):
+    /// no NATS server answered.
+    Unavailable = 69,
     /// The daemon failed at run time (`EX_SOFTWARE`): an `initialize` hook
     /// failed, or a graceful shutdown did not finish in time.
     Software = 70,
@@ -57,6 +80,14 @@ impl From<ExitCode> for std::process::ExitCode {
 }
 
 /// Everything that can go wrong in the framework itself.
+///
+/// ```
+/// use daemonic::{Error, ExitCode};
+///
+/// let e = Error::Config("interval must be more than zero".into());
+/// assert_eq!(e.to_string(), "invalid configuration: interval must be more than zero");
+/// assert_eq!(e.exit_code(), ExitCode::Config);
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The command line could not be parsed.
@@ -171,6 +202,13 @@ impl Error {
 }
 
 /// A `Result` with the framework's [`Error`].
+///
+/// ```
+/// fn start() -> daemonic::Result<()> {
+///     Err(daemonic::Error::ShuttingDown)
+/// }
+/// assert!(start().is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

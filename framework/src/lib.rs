@@ -23,29 +23,52 @@
 //! }
 //! ```
 //!
-//! The daemon is a tree of actors: a [`Supervisor`] starts the log watcher,
-//! the signal handler, the plugins and the [`MainLoop`] (on its own thread),
-//! and stops them in reverse order within the shutdown timeout.
+//! The daemon runs its loop on a thread of its own, beside the signal
+//! handler, the log watcher and the plugins, all actix actors under one
+//! supervisor that stops them in reverse order within the shutdown timeout.
+//!
+//! Where to go from here:
+//!
+//! - [`guide`]: from a first daemon to workers, tasks, plugins and
+//!   deployment, in 30 minutes;
+//! - [`Daemon`] and [`DaemonBuilder`]: the main loop and its settings;
+//! - [`worker`](mod@worker): actors whose methods run in child processes, called with
+//!   [`call`](CallExt::call) (one `Result`) or actix's `send`;
+//! - [`task`](mod@task): fire-and-forget jobs in child processes;
+//! - [`plugin`]: code set up before the loop and torn down after it (a pid
+//!   lock, a connection);
+//! - [`event`]: what the daemon raises (ticks, signals, workers, tasks);
+//! - [`cli`]: the command line every daemon shares;
+//! - [`log`]: the daemon's log, from every process;
+//! - `metrics` (cargo feature `metrics`): Prometheus metrics and a status
+//!   page;
+//! - [`prelude`]: the names most daemons use, in one import.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod cli;
-pub mod control;
-pub mod daemon;
+mod control;
+mod daemon;
 mod error;
 pub mod event;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzz;
-pub mod ipc;
+pub mod guide;
+mod ipc;
+mod json;
 pub mod log;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod panic_capture;
 pub mod plugin;
-pub mod process;
-pub mod signal;
+mod process;
+pub mod remote;
+mod signal;
+mod surface;
 pub mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod text;
 pub mod worker;
 
@@ -60,8 +83,9 @@ pub mod __private {
     pub use crate::process::{EntryPoint, ENTRY_POINTS};
     pub use crate::task::{run_in_child as run_task, RegisteredTask};
     pub use crate::worker::{
-        decode_args, encode_output, run_in_child as run_worker, Call, CallResponse, DispatchError,
-        Worker, WorkerContext, WorkerError, WorkerMethods, WorkerPool,
+        decode_args, encode_output, run_in_child as run_worker, AsyncCall, Call, CallResponse,
+        DispatchError, Executor, MethodKind, MethodResult, Worker, WorkerContext, WorkerError,
+        WorkerMethods, WorkerPool,
     };
     pub use actix;
     pub use linkme;
@@ -70,16 +94,39 @@ pub mod __private {
 
 pub use daemonic_macros::{task, worker};
 pub use task::{Task, TaskContext, TaskHandle, TaskStatus};
-pub use worker::{WorkerContext, WorkerError, WorkerPool};
+pub use worker::{CallError, CallExt, WorkerContext, WorkerError, WorkerPool};
 
-pub use daemon::stats::{LoopStats, MemoryStats, Stats};
-pub use daemon::{Daemon, DaemonBuilder, DaemonHandle, LoopContext, MainLoop, Supervisor};
+pub use daemon::stats::{LatenessHistogram, LoopStats, MemoryStats, Stats, LATENESS_BUCKETS_US};
+pub use daemon::{Daemon, DaemonBuilder, DaemonHandle, LoopContext};
 pub use error::{BoxError, Error, ExitCode, Result};
 pub use event::{Event, Events, ShutdownReason};
 pub use log::{Level, Logger};
+pub use process::ExitStatus;
 
 /// Re-exported so daemons need not depend on actix directly.
 pub use actix;
+
+/// The names most daemons use, in one import.
+///
+/// ```
+/// use daemonic::prelude::*;
+///
+/// struct Tick;
+///
+/// impl Daemon for Tick {
+///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///         ctx.log("tick");
+///     }
+/// }
+/// # let _ = DaemonBuilder::new(Tick);
+/// ```
+pub mod prelude {
+    pub use crate::worker::{CallError, CallExt, WorkerPool};
+    pub use crate::{
+        BoxError, Daemon, DaemonBuilder, LoopContext, Task, TaskContext, WorkerContext, WorkerError,
+    };
+    pub use actix::Addr;
+}
 
 /// The message of a caught panic payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -8,8 +8,9 @@ mod common;
 
 use common::{fd_count, wait_until, zombie_children};
 use daemonic::actix::Addr;
-use daemonic::ipc::Transport;
-use daemonic::worker::{GetPoolStats, KillWorker, StopPool, WorkerError, WorkerPool};
+use daemonic::testing::KillWorker;
+use daemonic::worker::Transport;
+use daemonic::worker::{GetPoolStats, StopPool, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -57,7 +58,7 @@ const SIZE: usize = 3;
 
 #[test]
 fn every_call_resolves_exactly_once_while_everything_fails() {
-    daemonic::process::fork_server().prestart().unwrap();
+    daemonic::testing::fork_server().prestart().unwrap();
     // Sequentially, so descriptor counts stay meaningful.
     chaos(Transport::Socket);
     chaos(Transport::IpcChannel);
@@ -200,7 +201,7 @@ fn chaos(transport: Transport) {
             let (p, d) = (p.clone(), d.clone());
             Box::pin(async move {
                 let mut pids = worker_pids(&p).await;
-                pids.extend(daemonic::process::fork_server().pid());
+                pids.extend(daemonic::testing::fork_server().pid());
                 for pid in pids {
                     for _ in 0..5 {
                         signal(pid, libc::SIGUSR1);
@@ -215,7 +216,7 @@ fn chaos(transport: Transport) {
         drill_tasks.push(every(Duration::from_millis(500), done.clone(), move || {
             let d = d.clone();
             Box::pin(async move {
-                if let Some(pid) = daemonic::process::fork_server().pid() {
+                if let Some(pid) = daemonic::testing::fork_server().pid() {
                     signal(pid, libc::SIGKILL);
                     d.server_kills.fetch_add(1, Ordering::Relaxed);
                 }

@@ -49,7 +49,7 @@ fn run_empty_daemon() {
 fn a_daemon_reports_every_task_exit_and_leaks_nothing() {
     // Warm up: the fork server and tokio's process-wide signal driver are
     // created once per process and kept; they are not per-daemon leaks.
-    daemonic::process::fork_server().prestart().unwrap();
+    daemonic::testing::fork_server().prestart().unwrap();
     run_empty_daemon();
     let fds_before = fd_count();
     let exits: Arc<Mutex<HashMap<i32, TaskStatus>>> = Arc::default();

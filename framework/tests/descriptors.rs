@@ -1,7 +1,7 @@
 //! Descriptor hygiene: a program a worker or task execs sees only what the
 //! user passed it, never the child's channel (fd 3) or log socket (fd 4).
 
-use daemonic::ipc::Transport;
+use daemonic::worker::Transport;
 use daemonic::{Daemon, DaemonBuilder, LoopContext};
 use serde::{Deserialize, Serialize};
 

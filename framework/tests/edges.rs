@@ -7,9 +7,10 @@ mod common;
 
 use common::{wait_until, zombie_children, Behave, Probe};
 use daemonic::actix::Addr;
-use daemonic::ipc::Transport;
 use daemonic::task::{self, TaskStatus};
-use daemonic::worker::{GetPoolStats, KillWorker, WorkerContext, WorkerError, WorkerPool};
+use daemonic::testing::KillWorker;
+use daemonic::worker::Transport;
+use daemonic::worker::{GetPoolStats, WorkerContext, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 

@@ -7,9 +7,10 @@
 mod common;
 
 use common::{wait_until, zombie_children, Behave, Probe};
-use daemonic::process::fork_server;
-use daemonic::process::testing::{inject_next_spawn, Fault};
-use daemonic::worker::{GetPoolStats, KillWorker, WorkerPool};
+use daemonic::testing::fork_server;
+use daemonic::testing::KillWorker;
+use daemonic::testing::{inject_next_spawn, Fault};
+use daemonic::worker::{GetPoolStats, WorkerPool};
 use daemonic::Error;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;

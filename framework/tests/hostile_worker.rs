@@ -11,7 +11,7 @@ mod common;
 use common::{fd_count, wait_until, zombie_children};
 use daemonic::actix::Addr;
 use daemonic::fuzz::gen::Rng;
-use daemonic::ipc::Transport;
+use daemonic::worker::Transport;
 use daemonic::worker::{GetPoolStats, StopPool, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

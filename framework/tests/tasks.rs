@@ -90,10 +90,11 @@ fn threads_spawn_concurrently() {
 
 #[test]
 fn unknown_entry_point_is_a_clear_error() {
-    let err = daemonic::process::fork_server()
-        .spawn(&daemonic::process::SpawnOptions {
+    let err = daemonic::testing::fork_server()
+        .spawn(&daemonic::testing::SpawnOptions {
             entry: "no::such::Task".into(),
             role: "task:none".into(),
+            ..Default::default()
         })
         .unwrap_err();
     let msg = err.to_string();

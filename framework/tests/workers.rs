@@ -7,11 +7,10 @@
 #[macro_use]
 mod common;
 
-use daemonic::event::{Events, WorkerPoolFailed};
-use daemonic::ipc::Transport;
-use daemonic::worker::{
-    KillWorker, StopPool, WorkerContext, WorkerError, WorkerPool, WorkerPoolBuilder,
-};
+use daemonic::event::{Events, WorkerDied, WorkerPoolFailed};
+use daemonic::testing::KillWorker;
+use daemonic::worker::Transport;
+use daemonic::worker::{StopPool, WorkerContext, WorkerError, WorkerPool, WorkerPoolBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -367,6 +366,41 @@ async fn recycling_after_max_calls_spreads_calls_over_fresh_workers(t: Transport
     );
 }
 
+/// A worker that exits because the pool asked it to (recycling) is neither
+/// a death nor a restart, whichever the pool notices first: the end of its
+/// link or its exit.
+async fn a_recycled_worker_is_not_counted_as_a_failure(t: Transport) {
+    let events = Events::new();
+    let died = Arc::new(AtomicUsize::new(0));
+    let counter = died.clone();
+    events.on(move |_: &mut WorkerDied| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let pool = builder(t, calc())
+        .size(1)
+        .max_calls_per_child(1)
+        .events(events)
+        .start()
+        .unwrap();
+    let mut pids = HashSet::new();
+    for _ in 0..20 {
+        pids.insert(pool.send(calc::Pid {}).await.unwrap().unwrap());
+    }
+    assert_eq!(pids.len(), 20, "each call on a fresh worker");
+    // The last recycled worker's exit may still be on its way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = pool.send(daemonic::worker::GetPoolStats).await.unwrap();
+        if stats.recycled >= 20 {
+            assert_eq!(stats.restarts, 0, "{stats:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats:?}");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(died.load(Ordering::SeqCst), 0, "no WorkerDied event");
+}
+
 async fn inline_mode_runs_the_same_methods_in_process(t: Transport) {
     let pool = builder(t, calc()).inline().start().unwrap();
     assert_eq!(pool.send(calc::Add { a: 2, b: 2 }).await.unwrap(), Ok(4));
@@ -398,6 +432,7 @@ over_transports!(
     a_restart_storm_fails_the_pool_instead_of_fork_bombing,
     shutdown_refuses_new_calls_and_lets_held_calls_finish,
     recycling_after_max_calls_spreads_calls_over_fresh_workers,
+    a_recycled_worker_is_not_counted_as_a_failure,
     inline_mode_runs_the_same_methods_in_process,
 );
 

@@ -71,6 +71,19 @@ fn help_is_the_same_on_both_paths() {
     }
 }
 
+/// `main` after `args` runs with the flags `args` got, instead of parsing
+/// the command line again without the daemon's own flags.
+#[test]
+fn main_after_args_keeps_the_parsed_command_line() {
+    let out = run_path(
+        &cli_paths(),
+        "args_then_main",
+        &["--once", "--interval", "0.01"],
+    );
+    assert_eq!(out.exit, Exit::Code(0), "{out:?}");
+    assert!(out.stderr.contains("INFO  tick 1"), "{out:?}");
+}
+
 #[test]
 fn version_and_errors_name_the_program_on_both_paths() {
     let bin = cli_paths();

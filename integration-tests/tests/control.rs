@@ -77,6 +77,13 @@ fn status_prints_the_table_and_json_and_stop_stops_the_daemon() {
     assert_eq!(value["name"], "simple_worker");
     assert_eq!(value["pools"][0]["size"], 2);
     assert!(value["pools"][0]["children"].as_array().unwrap().len() >= 2);
+    // Conventional fields: durations in seconds, named so.
+    assert!(value["uptime_seconds"].as_f64().is_some(), "{value}");
+    assert!(
+        value["main_loop"]["interval_seconds"].as_f64() == Some(0.05),
+        "{value}"
+    );
+    assert!(!json.stdout.contains("nanos"), "{}", json.stdout);
 
     let stop = control(dir.path(), &["stop"]);
     assert_eq!(stop.exit.code(), Some(0), "{stop:?}");

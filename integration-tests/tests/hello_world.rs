@@ -228,7 +228,7 @@ fn sigterm_stops_cleanly_and_removes_the_pid_file() {
         .iter()
         .position(|l| l.ends_with("shutting down: signal SIGTERM"))
         .unwrap();
-    // The example's Shutdown listener logs through the `log` crate bridge,
+    // The example's ShutdownStarted listener logs through the `log` crate bridge,
     // after the shutdown line and before the stop line (the last one).
     let goodbye = lines
         .iter()

@@ -106,10 +106,21 @@ mod worker;
 ///
 /// On the struct: registers it (by a stable name) so the fork server can
 /// start it. On the `impl` block: every `pub fn name(&mut self, args..) -> R`
-/// becomes a message type `snake_type::Name { args }` with
-/// `Result = Result<R, WorkerError>`, handled by `WorkerPool<Type>`; the
+/// (or `&self`, or `async fn`) becomes a message type
+/// `snake_type::Name { args }` with `Result = Result<R, WorkerError>`,
+/// handled by `WorkerPool<Type>`; `pool.call(msg)` folds that into
+/// `Result<T, CallError<E>>` when `R` is spelled `Result<T, E>` (any type
+/// named `Result`, aliases included), `Result<R, CallError>` otherwise. The
 /// optional `fn started(&mut self, ctx: &mut WorkerContext)` and
 /// `fn stopping(&mut self, ctx: &mut WorkerContext)` hooks run in the child.
+///
+/// A method may take the worker's context: an argument of type
+/// `&mut WorkerContext` (by any path, or `&WorkerContext`), or any reference
+/// argument named `ctx`, in any position. It is passed by the worker, not
+/// sent: it is not a field of the message. At most one per method.
+///
+/// `async fn` methods taking `&self` may run side by side in one worker (the
+/// pool's `max_concurrent`); every other method runs alone.
 ///
 /// Names are converted with `heck`: the messages of `HTTPClient::fetch_url`
 /// are `http_client::FetchUrl` (a keyword becomes a raw identifier:

@@ -67,8 +67,28 @@ struct Method {
     ident: syn::Ident,
     message: syn::Ident,
     args: Vec<(syn::Ident, Type)>,
+    /// Where the `&mut WorkerContext` argument goes among the method's
+    /// arguments, if it takes one.
+    context_at: Option<usize>,
     output: TokenStream,
+    /// The return type is spelled `Result<..>`: `call` splits it into the
+    /// value and the method's own error.
+    fallible: bool,
     is_async: bool,
+    /// Takes `&self`: an `async` method of this kind may overlap others of
+    /// its kind in one worker (`max_concurrent`).
+    shared: bool,
+}
+
+impl Method {
+    /// The arguments of a call of the method, with `ctx` in its place.
+    fn call_args(&self) -> Vec<TokenStream> {
+        let mut args: Vec<TokenStream> = self.args.iter().map(|(n, _)| quote! { #n }).collect();
+        if let Some(at) = self.context_at {
+            args.insert(at, quote! { ctx });
+        }
+        args
+    }
 }
 
 fn is_hook(name: &str) -> bool {
@@ -161,6 +181,23 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         let index = index as u16;
         let method_name = m.ident.unraw().to_string();
         let serde = serde_impls(&type_ident, &module, m);
+        let fold = if m.fallible {
+            quote! {
+                type Value = <#output as ::daemonic::__private::MethodResult>::Value;
+                type Error = <#output as ::daemonic::__private::MethodResult>::Error;
+                fn fold(output: Self::Output) -> ::core::result::Result<Self::Value, Self::Error> {
+                    ::daemonic::__private::MethodResult::into_result(output)
+                }
+            }
+        } else {
+            quote! {
+                type Value = #output;
+                type Error = ::core::convert::Infallible;
+                fn fold(output: Self::Output) -> ::core::result::Result<Self::Value, Self::Error> {
+                    ::core::result::Result::Ok(output)
+                }
+            }
+        };
         quote! {
             #serde
 
@@ -170,6 +207,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
 
             impl ::daemonic::__private::Call<#self_ty> for #module::#message {
                 type Output = #output;
+                #fold
                 const METHOD: u16 = #index;
                 const NAME: &'static str = #method_name;
             }
@@ -193,10 +231,13 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         let message = &m.message;
         let ident = &m.ident;
         let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let args = m.call_args();
         let call = if m.is_async {
-            quote! { ctx.block_on(self.#ident(#(#names),*)) }
+            quote! {
+                ::daemonic::__private::Executor::of(ctx).block_on(<#self_ty>::#ident(self, #(#args),*))
+            }
         } else {
-            quote! { self.#ident(#(#names),*) }
+            quote! { <#self_ty>::#ident(self, #(#args),*) }
         };
         quote! {
             #index => {
@@ -205,6 +246,41 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 ::daemonic::__private::encode_output(&output)
             }
         }
+    });
+
+    // The `async` methods as futures, for a worker that runs them
+    // concurrently: `&self` methods borrow the state shared, the others
+    // exclusively (the child starts those only when nothing else runs).
+    let async_arms = methods.iter().enumerate().filter(|(_, m)| m.is_async).map(|(index, m)| {
+        let index = index as u16;
+        let message = &m.message;
+        let ident = &m.ident;
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let args = m.call_args();
+        let (borrow, receiver) = if m.shared {
+            (quote! { let __this = this.borrow(); }, quote! { &*__this })
+        } else {
+            (quote! { let mut __this = this.borrow_mut(); }, quote! { &mut *__this })
+        };
+        quote! {
+            #index => {
+                let #module::#message { #(#names),* } = ::daemonic::__private::decode_args(args)?;
+                ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
+                    #[allow(unused_mut)]
+                    let mut ctx = ctx;
+                    #[allow(unused_variables)]
+                    let ctx = &mut ctx;
+                    #borrow
+                    let output = <#self_ty>::#ident(#receiver, #(#args),*).await;
+                    ::daemonic::__private::encode_output(&output)
+                }))
+            }
+        }
+    });
+    let kinds = methods.iter().map(|m| match (m.is_async, m.shared) {
+        (false, _) => quote! { ::daemonic::__private::MethodKind::Sync },
+        (true, false) => quote! { ::daemonic::__private::MethodKind::Exclusive },
+        (true, true) => quote! { ::daemonic::__private::MethodKind::Shared },
     });
 
     let hook = |name: &str| {
@@ -238,6 +314,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
 
         impl ::daemonic::__private::WorkerMethods for #self_ty {
             const METHODS: &'static [&'static str] = &[#(#method_names),*];
+            const KINDS: &'static [::daemonic::__private::MethodKind] = &[#(#kinds),*];
 
             fn dispatch(
                 &mut self,
@@ -249,6 +326,23 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 let ctx = ctx;
                 match method {
                     #(#arms)*
+                    other => ::core::result::Result::Err(::daemonic::__private::DispatchError::UnknownMethod(other)),
+                }
+            }
+
+            // The borrow lives across the method's awaits on purpose: the
+            // worker starts an exclusive call only when no other runs
+            // (framework/src/worker/concurrent.rs), so it never conflicts.
+            #[allow(clippy::await_holding_refcell_ref)]
+            fn dispatch_async(
+                this: ::std::rc::Rc<::core::cell::RefCell<Self>>,
+                ctx: ::daemonic::__private::WorkerContext,
+                method: u16,
+                args: &[u8],
+            ) -> ::core::result::Result<::daemonic::__private::AsyncCall, ::daemonic::__private::DispatchError> {
+                #[allow(unreachable_code, unused_variables)]
+                match method {
+                    #(#async_arms)*
                     other => ::core::result::Result::Err(::daemonic::__private::DispatchError::UnknownMethod(other)),
                 }
             }
@@ -377,8 +471,8 @@ fn parse_method(f: &syn::ImplItemFn, vis: TokenStream, self_ty: &Type) -> syn::R
         ));
     }
     let mut inputs = sig.inputs.iter();
-    match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() => {}
+    let shared = match inputs.next() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() => r.mutability.is_none(),
         Some(FnArg::Receiver(r)) => {
             return Err(syn::Error::new_spanned(
                 r,
@@ -391,12 +485,23 @@ fn parse_method(f: &syn::ImplItemFn, vis: TokenStream, self_ty: &Type) -> syn::R
                 "#[worker] methods need a `&mut self` or `&self` receiver (a public associated function cannot run in a worker)",
             ))
         }
-    }
+    };
     let mut args = Vec::new();
-    for input in inputs {
+    let mut context_at = None;
+    for (position, input) in inputs.enumerate() {
         let FnArg::Typed(pat_type) = input else {
             continue;
         };
+        if is_context(pat_type) {
+            if context_at.is_some() {
+                return Err(syn::Error::new_spanned(
+                    pat_type,
+                    "#[worker] methods take at most one `&mut WorkerContext` argument",
+                ));
+            }
+            context_at = Some(position);
+            continue;
+        }
         let Pat::Ident(pat) = &*pat_type.pat else {
             return Err(syn::Error::new_spanned(
                 &pat_type.pat,
@@ -406,23 +511,56 @@ fn parse_method(f: &syn::ImplItemFn, vis: TokenStream, self_ty: &Type) -> syn::R
         if let Type::Reference(r) = &*pat_type.ty {
             return Err(syn::Error::new_spanned(
                 r,
-                "#[worker] method arguments must be owned values: they are serialized and sent to a child process",
+                "#[worker] method arguments must be owned values: they are serialized and sent to a child process \
+                 (the one reference a method may take is `ctx: &mut WorkerContext`)",
             ));
         }
         let ty = &*pat_type.ty;
         let ty = syn::parse2(with_self(&quote! { #ty }, self_ty)).unwrap_or_else(|_| ty.clone());
         args.push((pat.ident.clone(), ty));
     }
-    let output = match &sig.output {
-        ReturnType::Default => quote! { () },
-        ReturnType::Type(_, ty) => with_self(&quote! { #ty }, self_ty),
+    let (output, fallible) = match &sig.output {
+        ReturnType::Default => (quote! { () }, false),
+        ReturnType::Type(_, ty) => (with_self(&quote! { #ty }, self_ty), is_result(ty)),
     };
     Ok(Method {
         vis,
         ident: sig.ident.clone(),
         message: names::message(&sig.ident),
         args,
+        context_at,
         output,
+        fallible,
         is_async: sig.asyncness.is_some(),
+        shared,
     })
+}
+
+/// A `&mut WorkerContext` argument (by its type's last segment, so any path
+/// to it works), or any reference argument named `ctx`: the worker passes
+/// its context there instead of a message field.
+fn is_context(arg: &syn::PatType) -> bool {
+    let Type::Reference(reference) = &*arg.ty else {
+        return false;
+    };
+    let named_ctx = matches!(&*arg.pat, Pat::Ident(p) if p.ident == "ctx");
+    let typed = matches!(
+        &*reference.elem,
+        Type::Path(p) if p.qself.is_none()
+            && p.path.segments.last().is_some_and(|s| s.ident == "WorkerContext")
+    );
+    typed || named_ctx
+}
+
+/// Whether a return type is spelled `Result<..>` (`std::result::Result`,
+/// `io::Result`, `anyhow::Result`, …): its `Ok` and `Err` are split by
+/// `call`. Any `Result` type of two parameters or an alias of `Result`
+/// works; a type named `Result` that is not one fails to compile with a
+/// note on `MethodResult`.
+fn is_result(ty: &Type) -> bool {
+    matches!(
+        ty,
+        Type::Path(p) if p.qself.is_none()
+            && p.path.segments.last().is_some_and(|s| s.ident == "Result")
+    )
 }

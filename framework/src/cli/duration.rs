@@ -5,6 +5,12 @@ use std::time::Duration;
 
 /// The longest time option accepted (about 31 years): longer ones would
 /// overflow the deadlines computed from them.
+///
+/// ```
+/// use daemonic::cli::{parse_duration, MAX_DURATION};
+///
+/// assert!(parse_duration(&format!("{}", MAX_DURATION.as_secs() + 1)).is_err());
+/// ```
 pub const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
 
 /// Parses a time option: a number of seconds (`30`, `0.25`) or a number with
@@ -40,6 +46,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// [`parse_duration`] for options where zero makes no sense (timeouts).
+///
+/// ```
+/// use daemonic::cli::parse_positive_duration;
+///
+/// assert!(parse_positive_duration("0").is_err());
+/// assert!(parse_positive_duration("30s").is_ok());
+/// ```
 pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {

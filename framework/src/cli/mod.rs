@@ -43,6 +43,20 @@ use std::time::Duration;
 
 /// Commands that run instead of starting the daemon: they talk to a running
 /// one, or print its documentation.
+///
+/// ```
+/// use clap::Parser;
+/// use daemonic::cli::{ControlCommand, DaemonArgs};
+///
+/// #[derive(Parser)]
+/// struct MyCli {
+///     #[command(flatten)]
+///     daemon: DaemonArgs,
+/// }
+///
+/// let cli = MyCli::parse_from(["mydaemon", "status", "--json"]);
+/// assert_eq!(cli.daemon.command, Some(ControlCommand::Status { json: true }));
+/// ```
 #[derive(Debug, Clone, PartialEq, clap::Subcommand)]
 pub enum ControlCommand {
     /// Print the running daemon's status (loop, memory, plugins, worker pools, tasks).
@@ -68,6 +82,17 @@ pub enum ControlCommand {
 }
 
 /// The standard flags.
+///
+/// ```
+/// use daemonic::cli::{NoArgs, Program};
+/// use std::time::Duration;
+///
+/// let cli = Program::new("mydaemon")
+///     .try_parse_from::<NoArgs, _, _>(["mydaemon", "--interval", "250ms", "--pidfile", "/run/my.pid"])
+///     .unwrap();
+/// assert_eq!(cli.daemon.interval, Some(Duration::from_millis(250)));
+/// assert!(cli.daemon.pidfile.is_some());
+/// ```
 #[derive(Debug, Clone, Default, Args)]
 pub struct DaemonArgs {
     /// Talk to a running daemon (give the same --pidfile it was started with).
@@ -143,11 +168,33 @@ fn parse_umask(text: &str) -> Result<u32, String> {
 }
 
 /// No extra flags.
+///
+/// ```
+/// use daemonic::cli::{NoArgs, Program};
+///
+/// let cli = Program::new("plain").try_parse_from::<NoArgs, _, _>(["plain", "-v"]).unwrap();
+/// assert_eq!(cli.daemon.verbose, 1);
+/// ```
 #[derive(Debug, Clone, Default, Args)]
 pub struct NoArgs {}
 
 /// The standard command line plus a daemon's own flags `A`, parsed by
 /// [`Program::parse`].
+///
+/// ```
+/// use daemonic::cli::{Cli, Program};
+///
+/// #[derive(clap::Args)]
+/// struct Flags {
+///     #[arg(long, default_value_t = 4)]
+///     workers: usize,
+/// }
+///
+/// let cli: Cli<Flags> = Program::new("app")
+///     .try_parse_from(["app", "--workers", "8", "--debug=2"])
+///     .unwrap();
+/// assert_eq!((cli.app.workers, cli.daemon.debug), (8, Some(2)));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Cli<A = NoArgs> {
     /// The standard flags (for [`DaemonBuilder::args`](crate::DaemonBuilder::args)).
@@ -161,6 +208,29 @@ pub struct Cli<A = NoArgs> {
 /// [`Program::parse`] instead). `--help` and `--version` print and return
 /// `Err(ExitCode::Ok)`; a bad command line prints one line naming the
 /// problem and returns `Err(ExitCode::Usage)`.
+///
+/// ```no_run
+/// use clap::Parser;
+///
+/// #[derive(Parser)]
+/// #[command(name = "mydaemon", version)]
+/// struct MyCli {
+///     #[command(flatten)]
+///     daemon: daemonic::cli::DaemonArgs,
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     let cli: MyCli = match daemonic::cli::parse() {
+///         Ok(cli) => cli,
+///         Err(code) => return code.into(),
+///     };
+///     # struct App;
+///     # impl daemonic::Daemon for App {
+///     #     fn execute(&mut self, _: &mut daemonic::LoopContext<'_, Self>) {}
+///     # }
+///     daemonic::DaemonBuilder::new(App).args(&cli.daemon).run()
+/// }
+/// ```
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
     let command = P::command();
     docs::remember(&command);

@@ -235,6 +235,9 @@ pub(crate) fn render(s: &Stats) -> String {
             .collect();
         out += &format!("tasks     running: {}\n", tasks.join(", "));
     }
+    if let Some(nats) = &s.nats {
+        out += &render_nats(nats);
+    }
     if s.log_lines_dropped > 0 {
         out += &format!(
             "log       {} lines of child processes dropped (log sink too slow)\n",
@@ -243,6 +246,68 @@ pub(crate) fn render(s: &Stats) -> String {
     }
     for (k, v) in &s.extra {
         out += &format!("{}: {}\n", printable(k), printable(v));
+    }
+    out
+}
+
+fn counts(pairs: &[(String, u64)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, n)| format!("{} {n}", printable(k)))
+        .collect();
+    parts.join(", ")
+}
+
+/// The NATS connection, the pools served and the remote pools.
+fn render_nats(n: &crate::remote::NatsStats) -> String {
+    let mut out = format!(
+        "nats      {} {}, {} disconnects, {} errors\n",
+        printable(&n.state),
+        printable(&n.server),
+        n.disconnects,
+        n.errors
+    );
+    if let Some(e) = &n.last_error {
+        out += &format!("          last error: {}\n", printable(e));
+    }
+    if let Some(host) = &n.host {
+        for s in &host.services {
+            out += &format!(
+                "serving   {} as host {} on {}: {} calls, {} returned, {} running, {} queued ({} promised)\n",
+                printable(&s.pool),
+                printable(&host.name),
+                printable(&s.subject),
+                s.calls,
+                s.returned,
+                s.running,
+                s.queued,
+                s.promised
+            );
+            if !s.errors.is_empty() {
+                out += &format!("          errors: {}\n", counts(&s.errors));
+            }
+        }
+    }
+    for p in &n.remote_pools {
+        out += &format!(
+            "remote    {} on {}: {} calls, {} returned, {} in flight, {} retries, {} live hosts\n",
+            printable(&p.name),
+            printable(&p.subject),
+            p.calls,
+            p.returned,
+            p.in_flight,
+            p.retries,
+            p.live_hosts
+        );
+        if let Some((p50, p90, p99)) = p.latency {
+            out += &format!("          latency p50 {p50:.1?}, p90 {p90:.1?}, p99 {p99:.1?}\n");
+        }
+        if !p.errors.is_empty() {
+            out += &format!("          errors: {}\n", counts(&p.errors));
+        }
+        if !p.hosts.is_empty() {
+            out += &format!("          answers by host: {}\n", counts(&p.hosts));
+        }
     }
     out
 }
@@ -270,6 +335,7 @@ mod tests {
             }],
             tasks: vec![(evil.into(), 1)],
             extra: vec![(evil.into(), evil.into())],
+            nats: Some(nats_stats(evil)),
             ..Default::default()
         };
         let out = render(&stats);
@@ -288,5 +354,53 @@ mod tests {
         assert!(out.contains("x\\u{1b}[2J"), "{out}");
         assert!(out.contains("\\nforged line"), "{out}");
         assert_eq!(printable("plain"), Cow::Borrowed("plain"));
+    }
+
+    fn nats_stats(s: &str) -> crate::remote::NatsStats {
+        use crate::remote::{HostStats, NatsStats, RemotePoolStats, ServiceStats};
+        NatsStats {
+            server: s.into(),
+            state: s.into(),
+            last_error: Some(s.into()),
+            host: Some(HostStats {
+                name: s.into(),
+                services: vec![ServiceStats {
+                    pool: s.into(),
+                    subject: s.into(),
+                    calls: 7,
+                    errors: vec![(s.into(), 1)],
+                    ..Default::default()
+                }],
+            }),
+            remote_pools: vec![RemotePoolStats {
+                name: s.into(),
+                subject: s.into(),
+                calls: 9,
+                errors: vec![(s.into(), 2)],
+                hosts: vec![(s.into(), 3)],
+                latency: Some((Duration::from_micros(200), Duration::ZERO, Duration::ZERO)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_shows_nats_served_pools_and_remote_pools() {
+        let stats = Stats {
+            nats: Some(nats_stats("x")),
+            ..Default::default()
+        };
+        let out = render(&stats);
+        for needle in [
+            "nats      x x, 0 disconnects, 0 errors",
+            "serving   x as host x on x: 7 calls",
+            "remote    x on x: 9 calls",
+            "latency p50 200.0µs",
+            "errors: x 2",
+            "answers by host: x 3",
+        ] {
+            assert!(out.contains(needle), "{needle:?} not in\n{out}");
+        }
     }
 }

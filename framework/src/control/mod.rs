@@ -23,7 +23,6 @@ pub(crate) mod server;
 pub(crate) use dir::{Location, Trusted};
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
 /// Answers on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,9 +63,4 @@ pub(crate) fn parse_request(line: &[u8]) -> Option<Request> {
 /// Decodes the daemon's one-line answer.
 pub(crate) fn decode_reply(answer: &str) -> serde_json::Result<Reply> {
     serde_json::from_str(answer)
-}
-
-/// The control socket's path for daemon `name` with pid file `pidfile`.
-pub fn socket_path(name: &str, pidfile: Option<&Path>) -> PathBuf {
-    Location::current(name, pidfile).socket()
 }

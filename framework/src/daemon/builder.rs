@@ -28,6 +28,29 @@ use tokio::sync::oneshot;
 /// The builder's settings are defaults: options given on the command line
 /// ([`args`](Self::args), or [`main`](Self::main) parsing it) win over them,
 /// whatever order the methods are called in.
+///
+/// ```no_run
+/// use daemonic::{Daemon, DaemonBuilder, LoopContext};
+/// use std::time::Duration;
+///
+/// struct Poller;
+///
+/// impl Daemon for Poller {
+///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///         ctx.debug(1, "polling");
+///     }
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     DaemonBuilder::new(Poller)
+///         .name("poller")
+///         .version(env!("CARGO_PKG_VERSION"))
+///         .about("Polls every 250 ms.")
+///         .interval(Duration::from_millis(250))
+///         .shutdown_timeout(Duration::from_secs(30))
+///         .main() // `--interval 1s` on the command line still wins
+/// }
+/// ```
 pub struct DaemonBuilder<D: Daemon> {
     daemon: D,
     /// Name, version and description.
@@ -53,9 +76,35 @@ pub struct DaemonBuilder<D: Daemon> {
     metrics_addr: Option<String>,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::Metrics,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::remote::Nats>,
 }
 
 /// A running daemon started with [`DaemonBuilder::start`].
+///
+/// ```no_run
+/// use daemonic::{Daemon, DaemonBuilder, LoopContext};
+///
+/// struct Idle;
+///
+/// impl Daemon for Idle {
+///     fn execute(&mut self, _: &mut LoopContext<'_, Self>) {}
+/// }
+///
+/// fn main() -> Result<(), daemonic::Error> {
+///     daemonic::actix::System::new().block_on(async {
+///         // Inside an actix application that handles signals itself.
+///         let handle = DaemonBuilder::new(Idle).handle_signals(false).start()?;
+///         if let Some(stats) = handle.stats().await {
+///             println!("{} iterations", stats.main_loop.iterations);
+///         }
+///         handle.shutdown();
+///         let code = handle.wait().await;
+///         println!("stopped with {code:?}");
+///         Ok(())
+///     })
+/// }
+/// ```
 pub struct DaemonHandle {
     supervisor: Addr<Supervisor>,
     done: oneshot::Receiver<ExitCode>,
@@ -116,11 +165,6 @@ impl DaemonHandle {
     #[cfg(feature = "metrics")]
     pub fn metrics_registry(&self) -> &crate::metrics::Metrics {
         &self.metrics
-    }
-
-    /// The supervisor actor.
-    pub fn supervisor(&self) -> &Addr<Supervisor> {
-        &self.supervisor
     }
 
     /// Waits until the daemon stopped; returns its exit code.
@@ -186,6 +230,8 @@ impl<D: Daemon> DaemonBuilder<D> {
             metrics_addr: None,
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::Metrics::new(),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 
@@ -355,6 +401,20 @@ impl<D: Daemon> DaemonBuilder<D> {
         &self.metrics
     }
 
+    /// Connect `nats` at start-up, before `initialize` (so pools can be
+    /// served and remote pools started there): the daemon is ready only once
+    /// connected, and a server that cannot be reached (exit 69) or that
+    /// refuses the credentials (exit 77) stops the start with a clear
+    /// message. At shutdown it stops serving before the pools stop, and is
+    /// closed after. `status` shows the connection, the pools served and the
+    /// remote pools. Needs the `nats` cargo feature (see
+    /// [`remote`](crate::remote)).
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, nats: &crate::remote::Nats) -> Self {
+        self.nats = Some(nats.clone());
+        self
+    }
+
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
@@ -456,8 +516,13 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// [`run`](Self::run)s. Returns the process exit code:
     /// `fn main() -> ExitCode { builder.main() }`. A daemon with flags of its
     /// own parses with [`Program::parse`] instead and calls
-    /// [`args`](Self::args); its `--help` reads the same.
+    /// [`args`](Self::args); its `--help` reads the same. After
+    /// [`args`](Self::args), the command line is parsed already: `main` runs
+    /// with those flags, like [`run`](Self::run).
     pub fn main(self) -> std::process::ExitCode {
+        if self.command_line.is_some() {
+            return self.run();
+        }
         match self.program().parse::<NoArgs>() {
             Ok(cli) => self.args(&cli.daemon).run(),
             Err(code) => code.into(),
@@ -711,6 +776,8 @@ impl<D: Daemon> DaemonBuilder<D> {
         let config = SupervisorConfig {
             #[cfg(feature = "metrics")]
             metrics: metrics_server,
+            #[cfg(feature = "nats")]
+            nats: self.nats,
             control_socket: Some(control_socket),
             restart_requested: restart.as_ref().map(|(_, r)| r.clone()).unwrap_or_default(),
             in_place_restart: !self.daemonize,

@@ -6,7 +6,7 @@ use super::supervisor::{RequestShutdown, Shared};
 use super::timer::{LoopTimer, PreciseSleep, Wait};
 use super::Daemon;
 use crate::event::{
-    CachedListeners, ErrorEvent, Events, Idle, PostExecute, PreExecute, ShutdownReason,
+    CachedListeners, ErrorOccurred, Events, IdleStarted, ShutdownReason, TickFinished, TickStarting,
 };
 use crate::log::Logger;
 use actix::prelude::*;
@@ -22,16 +22,16 @@ const BATCH_TICKS: u32 = 256;
 const BATCH_TIME: Duration = Duration::from_micros(500);
 
 /// The actor that owns the user's [`Daemon`] and runs its loop.
-pub struct MainLoop<D: Daemon> {
+pub(crate) struct MainLoop<D: Daemon> {
     // Boxed so the actor is `Unpin` whatever the user's type is.
     daemon: Box<D>,
     shared: Arc<Shared>,
     iteration: u64,
     timer: LoopTimer,
     sleeper: Option<Rc<PreciseSleep>>,
-    pre: CachedListeners<PreExecute>,
-    post: CachedListeners<PostExecute>,
-    idle: CachedListeners<Idle>,
+    pre: CachedListeners<TickStarting>,
+    post: CachedListeners<TickFinished>,
+    idle: CachedListeners<IdleStarted>,
     initialized: bool,
     stopping: bool,
     watchdog: Option<(Duration, Instant)>,
@@ -39,6 +39,23 @@ pub struct MainLoop<D: Daemon> {
 
 /// The handle `execute` and the hooks get: logging, events, the tick number,
 /// and the actix context of the loop for spawning futures.
+///
+/// ```
+/// use daemonic::{Daemon, LoopContext};
+///
+/// struct Every10th;
+///
+/// impl Daemon for Every10th {
+///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///         if ctx.iteration() % 10 == 0 {
+///             ctx.log(format_args!("tick {} (every {:?})", ctx.iteration(), ctx.interval()));
+///         }
+///         if ctx.iteration() == 1000 {
+///             ctx.shutdown();
+///         }
+///     }
+/// }
+/// ```
 pub struct LoopContext<'a, D: Daemon> {
     actix: &'a mut Context<MainLoop<D>>,
     shared: &'a Arc<Shared>,
@@ -142,8 +159,9 @@ impl<D: Daemon> LoopContext<'_, D> {
             .do_send(RequestShutdown(ShutdownReason::Requested));
     }
 
-    /// Runs a future on the loop's thread without blocking the loop, e.g. to
-    /// `send` to a worker pool and act on the reply.
+    /// Runs a future on the loop's thread without blocking the loop. To
+    /// act on its result with the daemon's own state, use
+    /// [`spawn_then`](Self::spawn_then).
     pub fn spawn<F>(&mut self, future: F) -> SpawnHandle
     where
         F: std::future::Future<Output = ()> + 'static,
@@ -151,9 +169,73 @@ impl<D: Daemon> LoopContext<'_, D> {
         self.actix.spawn(actix::fut::wrap_future(future))
     }
 
-    /// The raw actix context of the main loop actor.
-    pub fn actix(&mut self) -> &mut Context<MainLoop<D>> {
+    /// Runs `future` on the loop's thread without blocking the loop, then
+    /// `then(daemon, ctx, output)` with the daemon itself (`&mut self`) the
+    /// moment it completes, between ticks: the way to put a worker's reply
+    /// into the daemon's state.
+    ///
+    /// `then` runs like `execute` (a panic in it is a fatal error of the
+    /// daemon). If the daemon stops first, it does not run.
+    ///
+    /// ```no_run
+    /// use daemonic::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[daemonic::worker]
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct Squarer;
+    ///
+    /// #[daemonic::worker]
+    /// impl Squarer {
+    ///     pub fn square(&mut self, n: u64) -> u64 {
+    ///         n * n
+    ///     }
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Summer {
+    ///     pool: Option<Addr<WorkerPool<Squarer>>>,
+    ///     sum: u64,
+    /// }
+    ///
+    /// impl Daemon for Summer {
+    ///     fn initialize(&mut self, ctx: &mut LoopContext<'_, Self>) -> Result<(), BoxError> {
+    ///         self.pool = Some(ctx.workers(Squarer).size(2).start()?);
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+    ///         let Some(pool) = &self.pool else { return };
+    ///         let n = ctx.iteration();
+    ///         ctx.spawn_then(pool.call(squarer::Square { n }), move |daemon, ctx, result| {
+    ///             match result {
+    ///                 Ok(square) => daemon.sum += square,
+    ///                 Err(e) => ctx.error(format_args!("square of {n}: {e}")),
+    ///             }
+    ///         });
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
+    pub fn spawn_then<F>(
+        &mut self,
+        future: F,
+        then: impl FnOnce(&mut D, &mut LoopContext<'_, D>, F::Output) + 'static,
+    ) -> SpawnHandle
+    where
+        F: std::future::Future + 'static,
+    {
         self.actix
+            .spawn(actix::fut::wrap_future::<_, MainLoop<D>>(future).map(
+                move |output, act, ctx| {
+                    if act.stopping && !act.initialized {
+                        return; // the daemon's `shutdown` hook has run
+                    }
+                    act.with_daemon(ctx, "a spawn_then callback", |daemon, lctx| {
+                        then(daemon, lctx, output)
+                    });
+                },
+            ))
     }
 }
 
@@ -204,7 +286,7 @@ impl<D: Daemon> MainLoop<D> {
 
     fn fatal(&mut self, message: &str) {
         self.shared.logger.error(message);
-        self.shared.events.dispatch(&mut ErrorEvent {
+        self.shared.events.dispatch(&mut ErrorOccurred {
             context: "main loop".into(),
             message: message.into(),
         });
@@ -276,7 +358,7 @@ impl<D: Daemon> MainLoop<D> {
             .iterations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-        let mut pre = PreExecute::new(self.iteration);
+        let mut pre = TickStarting::new(self.iteration);
         self.pre.dispatch(&mut pre);
         if pre.is_skipped() {
             self.counters()
@@ -293,7 +375,7 @@ impl<D: Daemon> MainLoop<D> {
             let took = began.elapsed();
             self.counters().record_execute(took);
             if self.post.active() {
-                self.post.dispatch(&mut PostExecute {
+                self.post.dispatch(&mut TickFinished {
                     iteration: self.iteration,
                     duration: took,
                 });
@@ -317,7 +399,7 @@ impl<D: Daemon> MainLoop<D> {
             );
         }
         if let Some(available) = next.idle {
-            self.idle.dispatch(&mut Idle {
+            self.idle.dispatch(&mut IdleStarted {
                 iteration: self.iteration,
                 available,
             });

@@ -12,9 +12,9 @@ pub(crate) mod timer;
 
 pub use builder::{DaemonBuilder, DaemonHandle};
 pub(crate) mod restart;
-pub use main_loop::{LoopContext, MainLoop};
-pub use restart::RestartPolicy;
-pub use supervisor::{EnsurePlugin, GetStats, RequestShutdown, Supervisor};
+pub use main_loop::LoopContext;
+pub(crate) use restart::RestartPolicy;
+pub(crate) use supervisor::{EnsurePlugin, GetStats, RequestShutdown, Supervisor};
 
 use crate::error::BoxError;
 use crate::event::ShutdownReason;

@@ -367,6 +367,42 @@ pub(crate) fn file_warnings(
     warnings
 }
 
+/// The ids a worker pool's children switch to (`WorkerPoolBuilder::user` and
+/// `group`): resolved here, in the daemon, where the account database can be
+/// read; applied in each child before any user code. Needs a daemon that
+/// runs as root.
+pub(crate) fn pool_identity(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<crate::process::Identity>> {
+    let user = user.map(lookup_user).transpose()?;
+    let group = group.map(lookup_group).transpose()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let Some(target) = decide_target(user, group, (euid, egid))? else {
+        return Ok(None);
+    };
+    if euid != 0 && (target.uid, target.gid) != (euid, egid) {
+        return Err(Error::Privileges(format!(
+            "a worker pool's own user or group needs a daemon running as root; this one runs \
+             as uid {euid}"
+        )));
+    }
+    let groups = match &target.name {
+        Some(name) => nix::unistd::getgrouplist(name, Gid::from_raw(target.gid))
+            .map_err(|e| fail("getgrouplist", e))?
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect(),
+        None => vec![target.gid],
+    };
+    Ok(Some(crate::process::Identity {
+        uid: target.uid,
+        gid: target.gid,
+        groups,
+    }))
+}
+
 /// Tries to become root again; true if it worked (it must not).
 pub(crate) fn regain_root() -> bool {
     nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::seteuid(Uid::from_raw(0)).is_ok()

@@ -7,13 +7,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A snapshot of the daemon's stats.
+///
+/// ```no_run
+/// use daemonic::event::StatsCollecting;
+/// use daemonic::Stats;
+///
+/// // A listener sees them (SIGUSR1, `status`), and may add fields:
+/// let listener = |e: &mut StatsCollecting| {
+///     let stats: &Stats = &e.stats;
+///     let busy: usize = stats.pools.iter().map(|p| p.in_flight).sum();
+///     e.add("calls in flight", busy);
+/// };
+/// # let _ = listener;
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Daemon name.
     pub name: String,
     /// Pid of the daemon's main process.
     pub pid: i32,
-    /// Time since the daemon started.
+    /// Time since the daemon started (JSON: `uptime_seconds`).
+    #[serde(rename = "uptime_seconds", with = "crate::json::seconds")]
     pub uptime: Duration,
     /// Main loop figures.
     pub main_loop: LoopStats,
@@ -23,20 +37,37 @@ pub struct Stats {
     pub pools: Vec<crate::worker::PoolStats>,
     /// Plugins, in set-up order.
     pub plugins: Vec<String>,
-    /// Running tasks by name.
+    /// Running tasks by name (JSON: an object).
+    #[serde(with = "crate::json::pairs")]
     pub tasks: Vec<(String, usize)>,
-    /// Fields added by [`StatsEvent`](crate::event::StatsEvent) listeners.
+    /// Fields added by [`StatsCollecting`](crate::event::StatsCollecting)
+    /// listeners (JSON: an object).
+    #[serde(with = "crate::json::pairs")]
     pub extra: Vec<(String, String)>,
     /// Log lines of child processes dropped because the log sink was too
     /// slow: children never wait for it (they would stall their calls).
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// The NATS connection, served pools and remote pools (daemons given a
+    /// [`Nats`](crate::remote) handle).
+    #[serde(default)]
+    pub nats: Option<crate::remote::NatsStats>,
 }
 
 /// Main loop figures.
+///
+/// ```
+/// use daemonic::Stats;
+///
+/// let stats = Stats::default();
+/// assert_eq!(stats.main_loop.overruns, 0);
+/// println!("{}", stats.main_loop.mean_execute.as_secs_f64());
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoopStats {
-    /// Configured interval (zero = as fast as possible).
+    /// Configured interval (zero = as fast as possible; JSON:
+    /// `interval_seconds`).
+    #[serde(rename = "interval_seconds", with = "crate::json::seconds")]
     pub interval: Duration,
     /// Ticks run (including skipped ones).
     pub iterations: u64,
@@ -44,11 +75,15 @@ pub struct LoopStats {
     pub skipped: u64,
     /// Ticks that did not finish before the next one was due.
     pub overruns: u64,
-    /// Mean duration of `execute`.
+    /// Mean duration of `execute` (JSON: `mean_execute_seconds`).
+    #[serde(rename = "mean_execute_seconds", with = "crate::json::seconds")]
     pub mean_execute: Duration,
-    /// Longest duration of `execute`.
+    /// Longest duration of `execute` (JSON: `max_execute_seconds`).
+    #[serde(rename = "max_execute_seconds", with = "crate::json::seconds")]
     pub max_execute: Duration,
-    /// Longest delay between when a tick was due and when it started.
+    /// Longest delay between when a tick was due and when it started
+    /// (JSON: `max_lateness_seconds`).
+    #[serde(rename = "max_lateness_seconds", with = "crate::json::seconds")]
     pub max_lateness: Duration,
     /// How late ticks started, as a histogram (only with a non-zero
     /// interval). Not part of the JSON document; `/metrics` exports it.
@@ -57,12 +92,25 @@ pub struct LoopStats {
 }
 
 /// Upper bounds of the lateness histogram's buckets, in microseconds.
+///
+/// ```
+/// assert_eq!(daemonic::LATENESS_BUCKETS_US[0], 50);
+/// ```
 pub const LATENESS_BUCKETS_US: [u64; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000,
 ];
 
 /// Lateness of the main loop's ticks.
+///
+/// ```
+/// use daemonic::{LatenessHistogram, LATENESS_BUCKETS_US};
+///
+/// let h = LatenessHistogram::default();
+/// for (bound, n) in LATENESS_BUCKETS_US.iter().zip(&h.buckets) {
+///     println!("<= {bound} µs: {n}");
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct LatenessHistogram {
     /// Ticks per bucket (not cumulative), one per [`LATENESS_BUCKETS_US`]
@@ -75,6 +123,11 @@ pub struct LatenessHistogram {
 }
 
 /// Memory of one process, from `/proc/<pid>/statm`.
+///
+/// ```
+/// let me = daemonic::MemoryStats::current();
+/// assert!(me.private_bytes <= me.rss_bytes);
+/// ```
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Resident set size in bytes.
@@ -138,6 +191,9 @@ impl Stats {
         }
         for (name, n) in &self.tasks {
             lines.push(format!("tasks running {name}: {n}"));
+        }
+        if let Some(nats) = &self.nats {
+            lines.extend(nats.lines());
         }
         if self.log_lines_dropped > 0 {
             lines.push(format!(
@@ -266,6 +322,76 @@ mod tests {
         assert_eq!(h.buckets[LATENESS_BUCKETS_US.len()], 1);
         assert_eq!(h.count, 4);
         assert_eq!(h.sum, Duration::from_micros(3_000_111));
+    }
+
+    #[test]
+    fn json_has_seconds_and_objects_not_secs_and_nanos() {
+        let stats = Stats {
+            name: "d".into(),
+            uptime: Duration::from_millis(1500),
+            main_loop: LoopStats {
+                interval: Duration::from_millis(250),
+                max_execute: Duration::from_micros(20),
+                ..LoopStats::default()
+            },
+            pools: vec![crate::worker::PoolStats {
+                name: "p".into(),
+                errors: vec![("timeout".into(), 2)],
+                latency: Some((
+                    Duration::from_millis(1),
+                    Duration::from_millis(2),
+                    Duration::from_millis(3),
+                )),
+                children: vec![crate::worker::ChildStats {
+                    uptime: Duration::from_secs(2),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            tasks: vec![("send_email".into(), 3)],
+            extra: vec![("queue".into(), "7".into())],
+            ..Stats::default()
+        };
+        let text = serde_json::to_string(&stats).unwrap();
+        assert!(
+            !text.contains("nanos") && !text.contains("secs\""),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["uptime_seconds"], 1.5);
+        assert_eq!(json["main_loop"]["interval_seconds"], 0.25);
+        assert_eq!(json["main_loop"]["max_execute_seconds"], 0.00002);
+        assert_eq!(json["tasks"]["send_email"], 3);
+        assert_eq!(json["extra"]["queue"], "7");
+        let pool = &json["pools"][0];
+        assert_eq!(pool["errors"]["timeout"], 2);
+        assert_eq!(pool["latency_seconds"]["p99"], 0.003);
+        assert_eq!(pool["children"][0]["uptime_seconds"], 2.0);
+        // The NATS sections follow the same conventions.
+        let with_nats = Stats {
+            nats: Some(crate::remote::NatsStats {
+                remote_pools: vec![crate::remote::RemotePoolStats {
+                    errors: vec![("host_lost".into(), 1)],
+                    hosts: vec![("a".into(), 5)],
+                    latency: stats.pools[0].latency,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..stats.clone()
+        };
+        let nats: serde_json::Value = serde_json::to_value(&with_nats).unwrap();
+        let remote = &nats["nats"]["remote_pools"][0];
+        assert_eq!(remote["errors"]["host_lost"], 1);
+        assert_eq!(remote["hosts"]["a"], 5);
+        assert_eq!(remote["latency_seconds"]["p50"], 0.001);
+        assert!(!nats.to_string().contains("nanos"));
+        // The control channel sends it this way and reads it back.
+        let back: Stats = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.uptime, stats.uptime);
+        assert_eq!(back.tasks, stats.tasks);
+        assert_eq!(back.pools[0].latency, stats.pools[0].latency);
+        assert_eq!(back.pools[0].errors, stats.pools[0].errors);
     }
 
     #[test]

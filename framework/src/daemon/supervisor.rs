@@ -6,14 +6,15 @@ use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
 use crate::control::server::ControlActor;
 use crate::error::ExitCode;
-use crate::event::{AutoRestart, WorkerPoolFailed};
 use crate::event::{
-    ErrorEvent, Events, Init, PidChange, Shutdown, ShutdownReason, SignalEvent, StatsEvent,
+    DaemonStarted, ErrorOccurred, Events, PidChanged, ShutdownReason, ShutdownStarted,
+    SignalReceived, StatsCollecting,
 };
+use crate::event::{RestartStarting, WorkerPoolFailed};
 use crate::log::watcher::LogWatcher;
 use crate::log::{LogFile, LogGuard, Logger};
 use crate::plugin::{Plugin, PluginActor, PluginContext, PluginStats, TearDown};
-use crate::signal::{SignalActor, SignalReceived};
+use crate::signal::{CaughtSignal, SignalActor};
 use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
 use actix::prelude::*;
@@ -58,6 +59,7 @@ impl Shared {
                 .collect(),
             extra: Vec::new(),
             log_lines_dropped: crate::log::child_lines_dropped(),
+            nats: None,
         }
     }
 }
@@ -94,6 +96,9 @@ pub(crate) struct SupervisorConfig {
     /// Serve `/metrics`, the status page and `/status.json` (`--metrics`).
     #[cfg(feature = "metrics")]
     pub metrics: Option<crate::metrics::server::ServerConfig>,
+    /// Connected before `initialize`, closed after the pools stopped.
+    #[cfg(feature = "nats")]
+    pub nats: Option<crate::remote::Nats>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -171,7 +176,7 @@ impl Supervisor {
 
     fn start_failed(&mut self, ctx: &mut Context<Self>, code: ExitCode, message: String) {
         self.logger().error(&message);
-        self.shared.events.dispatch(&mut ErrorEvent {
+        self.shared.events.dispatch(&mut ErrorOccurred {
             context: "start-up".into(),
             message: message.clone(),
         });
@@ -185,11 +190,11 @@ impl Supervisor {
     fn became_ready(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Running;
         let pid = std::process::id() as i32;
-        self.shared.events.dispatch(&mut Init { pid });
+        self.shared.events.dispatch(&mut DaemonStarted { pid });
         if let Some(old) = self.config.previous_pid {
             self.shared
                 .events
-                .dispatch(&mut PidChange { old, new: pid });
+                .dispatch(&mut PidChanged { old, new: pid });
         }
         self.logger().log(format_args!(
             "{} started: pid {}, interval {:?}",
@@ -209,13 +214,13 @@ impl Supervisor {
         }
     }
 
-    /// A graceful restart, unless an `AutoRestart` listener cancels it.
+    /// A graceful restart, unless an `RestartStarting` listener cancels it.
     /// Returns whether the restart goes ahead.
     fn restart(&mut self, ctx: &mut Context<Self>, reason: String) -> bool {
         if self.state != State::Running || self.config.restart.is_none() {
             return false;
         }
-        let mut event = AutoRestart::new(reason.clone());
+        let mut event = RestartStarting::new(reason.clone());
         self.shared.events.dispatch(&mut event);
         if event.is_cancelled() {
             self.logger()
@@ -264,7 +269,7 @@ impl Supervisor {
             }
         }
         self.logger().log(format_args!("shutting down: {reason}"));
-        self.shared.events.dispatch(&mut Shutdown {
+        self.shared.events.dispatch(&mut ShutdownStarted {
             reason: reason.clone(),
         });
         match (&reason, self.config.in_place_restart) {
@@ -314,9 +319,28 @@ impl Supervisor {
     /// Worker pools finish the calls their workers hold (new calls get
     /// `ShuttingDown`), within the remaining shutdown time.
     fn stop_pools(&mut self, ctx: &mut Context<Self>) {
+        // A NATS host stops taking calls first (the ones waiting on it go
+        // elsewhere); the calls its pools run finish below.
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.config.nats.clone() {
+            let grace = self.remaining_grace();
+            let stopped = async move { nats.stop_serving(grace).await };
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
+                    if act.state == State::Stopping {
+                        act.stop_local_pools(ctx);
+                    }
+                }),
+            );
+            return;
+        }
+        self.stop_local_pools(ctx);
+    }
+
+    fn stop_local_pools(&mut self, ctx: &mut Context<Self>) {
         let pools = self.shared.pools.all();
         if pools.is_empty() {
-            return self.stop_tasks(ctx);
+            return self.close_nats(ctx);
         }
         let grace = self.remaining_grace();
         let stopped = futures_util::future::join_all(
@@ -327,10 +351,30 @@ impl Supervisor {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                 if act.state == State::Stopping {
-                    act.stop_tasks(ctx);
+                    act.close_nats(ctx);
                 }
             }),
         );
+    }
+
+    /// The pools' last answers out, then the NATS connection closed.
+    fn close_nats(&mut self, ctx: &mut Context<Self>) {
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.config.nats.clone() {
+            let grace = self.remaining_grace();
+            let closed = async move {
+                let _ = actix_rt::time::timeout(grace, nats.close()).await;
+            };
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(closed).map(|_, act, ctx| {
+                    if act.state == State::Stopping {
+                        act.stop_tasks(ctx);
+                    }
+                }),
+            );
+            return;
+        }
+        self.stop_tasks(ctx);
     }
 
     /// Running tasks get SIGTERM, and SIGKILL shortly before the shutdown
@@ -460,6 +504,8 @@ impl Supervisor {
     ) {
         let pools = self.shared.pools.all();
         let plugins = self.plugin_actors.clone();
+        #[cfg(feature = "nats")]
+        let nats = self.config.nats.clone();
         let asks = async move {
             let pools = futures_util::future::join_all(
                 pools.into_iter().map(|p| p.stats.send(GetPoolStats)),
@@ -467,12 +513,20 @@ impl Supervisor {
             .await;
             let plugins =
                 futures_util::future::join_all(plugins.iter().map(|p| p.send(PluginStats))).await;
-            (pools, plugins)
+            #[cfg(feature = "nats")]
+            let nats = match nats {
+                Some(nats) => Some(nats.stats().await),
+                None => None,
+            };
+            #[cfg(not(feature = "nats"))]
+            let nats = None;
+            (pools, plugins, nats)
         };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(asks).map(move |(pools, plugins), act, _| {
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(asks).map(
+            move |(pools, plugins, nats), act, _| {
                 let mut stats = act.shared.stats();
                 stats.pools = pools.into_iter().filter_map(|r| r.ok()).collect();
+                stats.nats = nats;
                 for (name, lines) in plugins.into_iter().filter_map(|r| r.ok()) {
                     stats.extra.extend(
                         lines
@@ -481,11 +535,11 @@ impl Supervisor {
                     );
                     stats.plugins.push(name);
                 }
-                let mut event = StatsEvent { stats };
+                let mut event = StatsCollecting { stats };
                 act.shared.events.dispatch(&mut event);
                 then(act, event.stats);
-            }),
-        );
+            },
+        ));
     }
 
     fn immediate_exit(&mut self) -> ! {
@@ -593,6 +647,32 @@ impl Actor for Supervisor {
                 self.config.restart = None;
             }
         }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.config.nats.clone() {
+            // The daemon is ready only once connected; `initialize` may
+            // serve pools and start remote pools.
+            nats.set_logger(self.shared.logger.clone());
+            let connected = async move { nats.connect().await };
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(connected).map(|res, act, ctx| {
+                    if act.state != State::Starting {
+                        return;
+                    }
+                    match res {
+                        Ok(()) => act.initialize_loop(ctx),
+                        Err(e) => act.start_failed(ctx, e.exit_code(), e.to_string()),
+                    }
+                }),
+            );
+            return;
+        }
+        self.initialize_loop(ctx);
+    }
+}
+
+impl Supervisor {
+    /// The main loop's `initialize`, then ticking.
+    fn initialize_loop(&mut self, ctx: &mut Context<Self>) {
         let Some(link) = self.main_loop.as_ref() else {
             return;
         };
@@ -691,21 +771,21 @@ impl Handler<WorkerPoolFailed> for Supervisor {
     fn handle(&mut self, msg: WorkerPoolFailed, _: &mut Context<Self>) {
         let message = format!("worker pool {} failed: {}", msg.pool, msg.reason);
         self.logger().error(&message);
-        self.shared.events.dispatch(&mut ErrorEvent {
+        self.shared.events.dispatch(&mut ErrorOccurred {
             context: format!("worker pool {}", msg.pool),
             message,
         });
     }
 }
 
-impl Handler<SignalReceived> for Supervisor {
+impl Handler<CaughtSignal> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: SignalReceived, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: CaughtSignal, ctx: &mut Context<Self>) {
         let (signal, name) = (msg.signal, msg.name);
         self.shared
             .events
-            .dispatch(&mut SignalEvent { signal, name });
+            .dispatch(&mut SignalReceived { signal, name });
         match signal {
             libc::SIGTERM => self.begin_shutdown(ctx, ShutdownReason::Signal(name)),
             libc::SIGINT => {

@@ -18,16 +18,16 @@ macro_rules! event {
 }
 
 event!(
-    Init,
-    PreExecute,
-    PostExecute,
-    Idle,
-    SignalEvent,
-    Shutdown,
-    ErrorEvent,
-    LogEvent,
-    StatsEvent,
-    PidChange,
+    DaemonStarted,
+    TickStarting,
+    TickFinished,
+    IdleStarted,
+    SignalReceived,
+    ShutdownStarted,
+    ErrorOccurred,
+    LogWriting,
+    StatsCollecting,
+    PidChanged,
     TaskExited,
     WorkerSpawned,
     WorkerReturned,
@@ -35,26 +35,65 @@ event!(
     WorkerTimedOut,
     WorkerRecycled,
     WorkerPoolFailed,
-    AutoRestart,
+    RestartStarting,
+);
+
+/// Old names of the events, for one release.
+macro_rules! renamed {
+    ($($old:ident => $new:ident: $note:literal),* $(,)?) => {$(
+        #[doc(hidden)]
+        #[deprecated(note = $note)]
+        pub type $old = $new;
+    )*};
+}
+
+renamed!(
+    Init => DaemonStarted: "renamed to `DaemonStarted`",
+    PreExecute => TickStarting: "renamed to `TickStarting`",
+    PostExecute => TickFinished: "renamed to `TickFinished`",
+    Idle => IdleStarted: "renamed to `IdleStarted`",
+    SignalEvent => SignalReceived: "renamed to `SignalReceived`",
+    Shutdown => ShutdownStarted: "renamed to `ShutdownStarted`",
+    ErrorEvent => ErrorOccurred: "renamed to `ErrorOccurred`",
+    LogEvent => LogWriting: "renamed to `LogWriting`",
+    StatsEvent => StatsCollecting: "renamed to `StatsCollecting`",
+    PidChange => PidChanged: "renamed to `PidChanged`",
+    AutoRestart => RestartStarting: "renamed to `RestartStarting`",
 );
 
 /// The daemon finished initializing and is about to run its first tick.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::DaemonStarted| log::info!("up with pid {}", e.pid));
+/// ```
 #[derive(Debug, Clone)]
-pub struct Init {
+pub struct DaemonStarted {
     /// Pid of the daemon process.
     pub pid: i32,
 }
 
 /// Raised before every call of `execute`. A listener may [`skip`](Self::skip)
 /// this one tick; the next tick raises a fresh, unskipped event.
+///
+/// ```
+/// use daemonic::event::TickStarting;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut TickStarting| {
+///     if std::path::Path::new("/run/myapp/paused").exists() {
+///         e.skip(); // this tick only
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
-pub struct PreExecute {
+pub struct TickStarting {
     /// 1-based number of the tick about to run.
     pub iteration: u64,
     skipped: bool,
 }
 
-impl PreExecute {
+impl TickStarting {
     /// A fresh event for tick `iteration`.
     pub fn new(iteration: u64) -> Self {
         Self {
@@ -75,8 +114,17 @@ impl PreExecute {
 }
 
 /// Raised after `execute` returned.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::TickFinished| {
+///     if e.duration.as_millis() > 100 {
+///         log::warn!("tick {} took {:?}", e.iteration, e.duration);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
-pub struct PostExecute {
+pub struct TickFinished {
     /// Number of the tick that ran.
     pub iteration: u64,
     /// How long `execute` took.
@@ -85,8 +133,17 @@ pub struct PostExecute {
 
 /// Raised when a tick finished early and the loop has time to spare before the
 /// next one: the place for housekeeping.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::IdleStarted| {
+///     if e.available.as_millis() > 50 {
+///         // time for housekeeping before the next tick
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
-pub struct Idle {
+pub struct IdleStarted {
     /// Number of the tick that just finished.
     pub iteration: u64,
     /// Time left until the next tick.
@@ -96,8 +153,17 @@ pub struct Idle {
 /// A signal that the framework does not handle itself arrived (SIGUSR2,
 /// SIGALRM, SIGWINCH, real-time signals...), or one it handles (also raised
 /// for those, before the framework acts).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::SignalReceived| {
+///     if e.signal == libc::SIGUSR2 {
+///         log::info!("{} received: rotating the cache", e.name);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
-pub struct SignalEvent {
+pub struct SignalReceived {
     /// Signal number.
     pub signal: i32,
     /// Signal name, e.g. `"SIGUSR2"`.
@@ -105,6 +171,18 @@ pub struct SignalEvent {
 }
 
 /// Why the daemon is stopping.
+///
+/// ```
+/// use daemonic::ShutdownReason;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ShutdownStarted| {
+///     if let ShutdownReason::Error(why) = &e.reason {
+///         log::error!("stopping after an error: {why}");
+///     }
+/// });
+/// assert_eq!(ShutdownReason::Signal("SIGTERM").to_string(), "signal SIGTERM");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShutdownReason {
     /// A signal asked for it (SIGTERM, SIGINT).
@@ -129,15 +207,27 @@ impl std::fmt::Display for ShutdownReason {
 }
 
 /// The daemon began its graceful shutdown.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ShutdownStarted| log::info!("goodbye ({})", e.reason));
+/// ```
 #[derive(Debug, Clone)]
-pub struct Shutdown {
+pub struct ShutdownStarted {
     /// Why.
     pub reason: ShutdownReason,
 }
 
 /// Something failed that the daemon survived (or is about to stop for).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ErrorOccurred| {
+///     eprintln!("alert: {}: {}", e.context, e.message);
+/// });
+/// ```
 #[derive(Debug, Clone)]
-pub struct ErrorEvent {
+pub struct ErrorOccurred {
     /// Where it happened ("initialize", "log file", ...).
     pub context: String,
     /// The error message.
@@ -146,8 +236,24 @@ pub struct ErrorEvent {
 
 /// A log line is about to be written. A listener may rewrite the message or
 /// [`suppress`](Self::suppress) this one line.
+///
+/// ```
+/// use daemonic::event::LogWriting;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut LogWriting| {
+///     if e.message.contains("password=") {
+///         e.suppress();
+///     } else {
+///         e.message = e.message.replace("secret", "[redacted]");
+///     }
+/// });
+/// let mut line = LogWriting::new(daemonic::Level::Info, "the secret is 42".into());
+/// events.dispatch(&mut line);
+/// assert_eq!(line.message, "the [redacted] is 42");
+/// ```
 #[derive(Debug, Clone)]
-pub struct LogEvent {
+pub struct LogWriting {
     /// Severity.
     pub level: Level,
     /// The message (without timestamp and prefix); listeners may change it.
@@ -155,7 +261,7 @@ pub struct LogEvent {
     suppressed: bool,
 }
 
-impl LogEvent {
+impl LogWriting {
     /// A fresh event for one line.
     pub fn new(level: Level, message: String) -> Self {
         Self {
@@ -177,13 +283,18 @@ impl LogEvent {
 }
 
 /// Stats are being collected (SIGUSR1 dump, `status`). Listeners may add fields.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::StatsCollecting| e.add("queue depth", 42));
+/// ```
 #[derive(Debug, Clone)]
-pub struct StatsEvent {
+pub struct StatsCollecting {
     /// The stats collected by the framework.
     pub stats: Stats,
 }
 
-impl StatsEvent {
+impl StatsCollecting {
     /// Adds a `key = value` line to this report.
     pub fn add(&mut self, key: impl Into<String>, value: impl ToString) {
         self.stats.extra.push((key.into(), value.to_string()));
@@ -191,6 +302,15 @@ impl StatsEvent {
 }
 
 /// A task process ended.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::TaskExited| {
+///     if !e.status.success() {
+///         log::warn!("task {} (pid {}) after {:?}: {}", e.name, e.pid, e.runtime, e.status);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct TaskExited {
     /// The task's registered name.
@@ -204,6 +324,11 @@ pub struct TaskExited {
 }
 
 /// A worker process was started.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerSpawned| log::debug!("{}: worker {}", e.pool, e.pid));
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerSpawned {
     /// The pool's name.
@@ -213,6 +338,15 @@ pub struct WorkerSpawned {
 }
 
 /// A worker call finished (only raised when something listens: it is per call).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerReturned| {
+///     if let Some(error) = &e.error {
+///         log::warn!("{}::{} failed after {:?}: {error}", e.pool, e.method, e.latency);
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerReturned {
     /// The pool's name.
@@ -228,6 +362,13 @@ pub struct WorkerReturned {
 }
 
 /// A worker process exited unexpectedly (crash, kill, OOM, timeout).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerDied| {
+///     log::error!("{}: worker {} died ({}), {} call(s) failed", e.pool, e.pid, e.exit, e.calls_failed);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerDied {
     /// The pool's name.
@@ -241,6 +382,13 @@ pub struct WorkerDied {
 }
 
 /// A call exceeded the pool's call timeout; its worker is being killed.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerTimedOut| {
+///     log::warn!("{}::{} ran over {:?}", e.pool, e.method, e.after);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerTimedOut {
     /// The pool's name.
@@ -254,6 +402,11 @@ pub struct WorkerTimedOut {
 }
 
 /// A worker is being replaced on purpose (max calls, max runtime, shutdown).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerRecycled| log::debug!("{} recycled ({})", e.pid, e.reason));
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerRecycled {
     /// The pool's name.
@@ -265,6 +418,13 @@ pub struct WorkerRecycled {
 }
 
 /// A pool exceeded its restart limit and stopped respawning.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::WorkerPoolFailed| {
+///     log::error!("pool {} gave up: {}", e.pool, e.reason);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerPoolFailed {
     /// The pool's name.
@@ -275,14 +435,23 @@ pub struct WorkerPoolFailed {
 
 /// The daemon is about to restart itself (max runtime, SIGHUP, fatal error).
 /// A listener may [`cancel`](Self::cancel) this one restart.
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::RestartStarting| {
+///     if std::path::Path::new("/run/myapp/no-restart").exists() {
+///         e.cancel();
+///     }
+/// });
+/// ```
 #[derive(Debug, Clone)]
-pub struct AutoRestart {
+pub struct RestartStarting {
     /// Why.
     pub reason: String,
     cancelled: bool,
 }
 
-impl AutoRestart {
+impl RestartStarting {
     /// A fresh event.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
@@ -303,8 +472,13 @@ impl AutoRestart {
 }
 
 /// The daemon's pid changed (daemonized, restarted).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::PidChanged| log::info!("pid {} is now {}", e.old, e.new));
+/// ```
 #[derive(Debug, Clone)]
-pub struct PidChange {
+pub struct PidChanged {
     /// The previous pid.
     pub old: i32,
     /// The new pid.
@@ -321,14 +495,14 @@ mod tests {
     #[test]
     fn a_cancelled_dispatch_does_not_leak_into_the_next() {
         let events = Events::new();
-        events.on(|e: &mut PreExecute| {
+        events.on(|e: &mut TickStarting| {
             if e.iteration == 2 {
                 e.skip();
             }
         });
         let skipped: Vec<bool> = (1..=4)
             .map(|i| {
-                let mut ev = PreExecute::new(i);
+                let mut ev = TickStarting::new(i);
                 events.dispatch(&mut ev);
                 ev.is_skipped()
             })
@@ -339,9 +513,9 @@ mod tests {
     #[test]
     fn cancelling_one_event_type_does_not_affect_another() {
         let events = Events::new();
-        events.on(|e: &mut PreExecute| e.skip());
-        events.on(|e: &mut LogEvent| e.message.push('!'));
-        let mut log = LogEvent::new(Level::Info, "hi".into());
+        events.on(|e: &mut TickStarting| e.skip());
+        events.on(|e: &mut LogWriting| e.message.push('!'));
+        let mut log = LogWriting::new(Level::Info, "hi".into());
         events.dispatch(&mut log);
         assert!(!log.is_suppressed());
         assert_eq!(log.message, "hi!");
@@ -352,16 +526,16 @@ mod tests {
         let events = Events::new();
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
-        let first = events.on(move |_: &mut Idle| {
+        let first = events.on(move |_: &mut IdleStarted| {
             c.fetch_add(1, Ordering::SeqCst);
         });
-        events.on(|e: &mut LogEvent| e.message = format!("[{}]", e.message));
-        events.on(|e: &mut LogEvent| e.message.push('x'));
-        let mut log = LogEvent::new(Level::Info, "m".into());
+        events.on(|e: &mut LogWriting| e.message = format!("[{}]", e.message));
+        events.on(|e: &mut LogWriting| e.message.push('x'));
+        let mut log = LogWriting::new(Level::Info, "m".into());
         events.dispatch(&mut log);
         assert_eq!(log.message, "[m]x");
 
-        let mut idle = Idle {
+        let mut idle = IdleStarted {
             iteration: 1,
             available: Duration::ZERO,
         };
@@ -370,16 +544,16 @@ mod tests {
         assert!(!events.unsubscribe(first));
         events.dispatch(&mut idle);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(!events.has_listeners::<Idle>());
+        assert!(!events.has_listeners::<IdleStarted>());
     }
 
     #[test]
     fn cached_listeners_see_new_subscriptions() {
         let events = Events::new();
-        let mut cache = events.cached::<PreExecute>();
+        let mut cache = events.cached::<TickStarting>();
         assert!(!cache.active());
-        events.on(|e: &mut PreExecute| e.skip());
-        let mut ev = PreExecute::new(1);
+        events.on(|e: &mut TickStarting| e.skip());
+        let mut ev = TickStarting::new(1);
         cache.dispatch(&mut ev);
         assert!(ev.is_skipped());
     }
@@ -391,18 +565,18 @@ mod tests {
         impl Actor for Sink {
             type Context = Context<Self>;
         }
-        impl Handler<LogEvent> for Sink {
+        impl Handler<LogWriting> for Sink {
             type Result = ();
-            fn handle(&mut self, msg: LogEvent, _: &mut Context<Self>) {
+            fn handle(&mut self, msg: LogWriting, _: &mut Context<Self>) {
                 self.0.lock().push(msg.message);
             }
         }
         let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let addr = Sink(seen.clone()).start();
         let events = Events::new();
-        events.subscribe(addr.recipient::<LogEvent>());
-        events.on(|e: &mut LogEvent| e.message.make_ascii_uppercase());
-        events.dispatch(&mut LogEvent::new(Level::Info, "abc".into()));
+        events.subscribe(addr.recipient::<LogWriting>());
+        events.on(|e: &mut LogWriting| e.message.make_ascii_uppercase());
+        events.dispatch(&mut LogWriting::new(Level::Info, "abc".into()));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while seen.lock().is_empty() && std::time::Instant::now() < deadline {
             actix_rt::task::yield_now().await;

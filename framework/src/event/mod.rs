@@ -9,6 +9,44 @@
 //! dispatch cannot affect any other: the PHP original kept a "propagation
 //! stopped" flag on a shared event object, and one cancelled pre-execute event
 //! skipped `execute` on every later tick.
+//!
+//! Every event is named *subject, then verb*: in the past tense for what
+//! happened, with `-ing` for what is about to happen, which a listener may
+//! still change or cancel.
+//!
+//! | event | raised | a listener may |
+//! |---|---|---|
+//! | [`DaemonStarted`] | once, before the first tick | |
+//! | [`TickStarting`] | before each `execute` | [`skip`](TickStarting::skip) this tick |
+//! | [`TickFinished`] | after each `execute` | |
+//! | [`IdleStarted`] | when a tick ends early: time to spare | |
+//! | [`SignalReceived`] | for every signal the daemon catches | |
+//! | [`LogWriting`] | before each log line | rewrite or [`suppress`](LogWriting::suppress) it |
+//! | [`StatsCollecting`] | when stats are collected | [`add`](StatsCollecting::add) fields |
+//! | [`ErrorOccurred`] | when something fails | |
+//! | [`PidChanged`] | after `--daemon` forked, after a restart | |
+//! | [`RestartStarting`] | before a restart | [`cancel`](RestartStarting::cancel) it |
+//! | [`ShutdownStarted`] | when the graceful shutdown begins | |
+//! | [`TaskExited`] | when a task process ends | |
+//! | [`WorkerSpawned`], [`WorkerReturned`], [`WorkerDied`], [`WorkerTimedOut`], [`WorkerRecycled`], [`WorkerPoolFailed`] | as worker pools run | |
+//!
+//! ```
+//! use daemonic::event::{TickFinished, WorkerDied};
+//! use daemonic::DaemonBuilder;
+//! # struct App;
+//! # impl daemonic::Daemon for App {
+//! #     fn execute(&mut self, _: &mut daemonic::LoopContext<'_, Self>) {}
+//! # }
+//!
+//! let builder = DaemonBuilder::new(App)
+//!     .on(|e: &mut TickFinished| {
+//!         if e.duration.as_millis() > 100 {
+//!             log::warn!("tick {} took {:?}", e.iteration, e.duration);
+//!         }
+//!     })
+//!     .on(|e: &mut WorkerDied| log::error!("worker {} of {} died: {}", e.pid, e.pool, e.exit));
+//! # let _ = builder;
+//! ```
 
 mod kinds;
 
@@ -22,6 +60,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An event that can be raised on an [`Events`] bus.
+///
+/// Any `Message<Result = ()> + Clone + Send` type is an event: a daemon
+/// may raise events of its own on its bus.
+///
+/// ```
+/// use daemonic::event::{Event, Events};
+///
+/// #[derive(Clone)]
+/// struct OrderPlaced {
+///     id: u64,
+/// }
+/// impl daemonic::actix::Message for OrderPlaced {
+///     type Result = ();
+/// }
+/// impl Event for OrderPlaced {}
+///
+/// let events = Events::new();
+/// events.on(|e: &mut OrderPlaced| println!("order {}", e.id));
+/// events.dispatch(&mut OrderPlaced { id: 7 });
+/// ```
 pub trait Event: Message<Result = ()> + Clone + Send + 'static {}
 
 type Closure<E> = Arc<dyn Fn(&mut E) + Send + Sync>;
@@ -74,6 +132,16 @@ impl<E: Event> ErasedList for Listeners<E> {
 }
 
 /// Identifies one subscription, for [`Events::unsubscribe`].
+///
+/// ```
+/// use daemonic::event::{Events, TickFinished};
+///
+/// let events = Events::new();
+/// let subscription = events.on(|_: &mut TickFinished| {});
+/// assert!(events.has_listeners::<TickFinished>());
+/// assert!(events.unsubscribe(subscription));
+/// assert!(!events.has_listeners::<TickFinished>());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Subscription {
     type_id: TypeId,
@@ -91,15 +159,15 @@ struct Inner {
 /// The event bus of one daemon. Cheap to clone; all clones share listeners.
 ///
 /// ```
-/// use daemonic::event::{Events, PreExecute};
+/// use daemonic::event::{Events, TickStarting};
 ///
 /// let events = Events::new();
-/// events.on(|e: &mut PreExecute| {
+/// events.on(|e: &mut TickStarting| {
 ///     if e.iteration % 2 == 0 {
 ///         e.skip();
 ///     }
 /// });
-/// let mut tick = PreExecute::new(4);
+/// let mut tick = TickStarting::new(4);
 /// events.dispatch(&mut tick);
 /// assert!(tick.is_skipped());
 /// ```

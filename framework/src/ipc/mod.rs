@@ -47,6 +47,20 @@ pub trait ChildLink {
 }
 
 /// Which transport a worker pool uses.
+///
+/// ```
+/// use daemonic::worker::{Transport, WorkerPool};
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+///
+/// let builder = WorkerPool::builder(Calc).transport(Transport::IpcChannel);
+/// # let _ = builder;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
     /// Frames over the stream socketpair every child gets at spawn: no extra

@@ -1,7 +1,7 @@
 //! Logging: slog with an async writer thread that never drops a line.
 //!
 //! The chain is `Logger → level filter → log-event hook → slog-async (Block) →
-//! line writer`. The hook runs in the caller's thread so a [`LogEvent`]
+//! line writer`. The hook runs in the caller's thread so a [`LogWriting`]
 //! listener can rewrite or suppress a line before it is queued; the writer
 //! thread formats every line as
 //! `2026-11-24T19:14:27.123Z [<daemon pid>/<pid> <role>] INFO message k=v`
@@ -12,10 +12,10 @@
 //! start with their syslog priority (`<3>` for errors, `<6>` for info).
 //!
 //! The log file is reopened when it is renamed, deleted or truncated (a
-//! [`watcher`] stats the path four times a second, never per line) and on
+//! watcher stats the path four times a second, never per line) and on
 //! SIGHUP.
 //!
-//! [`LogEvent`]: crate::event::LogEvent
+//! [`LogWriting`]: crate::event::LogWriting
 
 mod bridge;
 mod children;
@@ -36,7 +36,7 @@ pub(crate) use children::{child_lines_dropped, child_log_settings};
 // The spawn path in process/ calls these with every child's pid and role.
 pub(crate) use children::{forget_child, register_child};
 
-pub use drain::LogFile;
+pub(crate) use drain::LogFile;
 
 use crate::error::{Error, Result};
 use crate::event::Events;
@@ -46,6 +46,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Severity of a log line.
+///
+/// ```
+/// use daemonic::event::LogWriting;
+/// use daemonic::Level;
+///
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut LogWriting| {
+///     if e.level <= Level::Warning {
+///         // errors and warnings: page someone
+///     }
+/// });
+/// assert!(Level::Error < Level::Info);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
     /// A failure.
@@ -104,7 +117,7 @@ impl Level {
 
 /// Where and how a process logs.
 #[derive(Debug, Clone)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// Append to this file (created `0640` if missing, never through a symlink).
     pub file: Option<PathBuf>,
     /// Also write to stderr.
@@ -209,7 +222,7 @@ impl Logger {
 }
 
 /// Keeps the writer threads alive; dropping it flushes every queued line.
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     _async_guard: slog_async::AsyncGuard,
     children: Option<children::ChildLogReceiver>,
 }

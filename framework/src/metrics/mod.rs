@@ -61,6 +61,16 @@ use std::sync::Arc;
 
 /// The daemon's metrics registry: the daemon's own metrics and yours. Cheap
 /// to clone; all clones share the registry.
+///
+/// ```
+/// use daemonic::metrics::prometheus_client::metrics::gauge::Gauge;
+/// use daemonic::metrics::Metrics;
+///
+/// let metrics = Metrics::new();
+/// let depth = Gauge::<i64>::default();
+/// metrics.register("queue_depth", "Jobs waiting", depth.clone());
+/// depth.set(3);
+/// ```
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,

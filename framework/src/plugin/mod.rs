@@ -17,6 +17,22 @@ use crate::log::Logger;
 use std::time::Duration;
 
 /// What a plugin gets from the daemon.
+///
+/// ```
+/// use daemonic::plugin::{Plugin, PluginContext};
+///
+/// struct Hello;
+///
+/// impl Plugin for Hello {
+///     fn name(&self) -> &str {
+///         "hello"
+///     }
+///     fn setup(&mut self, ctx: &PluginContext) -> Result<(), daemonic::BoxError> {
+///         ctx.logger.log(format_args!("set up in {}", ctx.name));
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PluginContext {
     /// The daemon's logger.
@@ -33,7 +49,7 @@ pub struct PluginContext {
 ///
 /// ```
 /// use daemonic::plugin::{Plugin, PluginContext};
-/// use daemonic::event::Idle;
+/// use daemonic::event::IdleStarted;
 ///
 /// struct Heartbeat { every_ticks: u64 }
 ///
@@ -45,7 +61,7 @@ pub struct PluginContext {
 ///     }
 ///     fn setup(&mut self, ctx: &PluginContext) -> Result<(), daemonic::BoxError> {
 ///         let (logger, every) = (ctx.logger.clone(), self.every_ticks);
-///         ctx.events.on(move |e: &mut Idle| {
+///         ctx.events.on(move |e: &mut IdleStarted| {
 ///             if e.iteration % every == 0 { logger.log("still alive"); }
 ///         });
 ///         Ok(())

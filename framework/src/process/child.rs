@@ -119,13 +119,13 @@ pub(crate) const DAEMON_SIGNALS: [i32; 4] =
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-/// Children catch [`DAEMON_SIGNALS`] with a handler that does nothing,
-/// rather than ignoring them: a caught signal is reset to its default by
-/// `exec`, so a program a worker runs (`sh`, `convert`) starts with normal
-/// signal handling, while an ignored one would stay ignored there. System
-/// calls interrupted by them restart (SA_RESTART); user code may install
-/// handlers of its own.
-fn survive_daemon_signals() {
+/// The fork server, and so every child, catches [`DAEMON_SIGNALS`] with a
+/// handler that does nothing, rather than ignoring them: a caught signal is
+/// reset to its default by `exec`, so a program a worker runs (`sh`,
+/// `convert`) starts with normal signal handling, while an ignored one would
+/// stay ignored there. System calls interrupted by them restart
+/// (SA_RESTART); user code may install handlers of its own.
+pub(crate) fn survive_daemon_signals() {
     // SAFETY: the handler does nothing (async-signal-safe).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
@@ -171,34 +171,40 @@ fn set_title(title: &str, arg_area: Option<(usize, usize)>) {
 }
 
 fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
-    // Move everything out of the way first: a received descriptor may
-    // already sit on 3 or 4.
-    let staged: Vec<RawFd> = fds
-        .into_iter()
-        .map(|fd| {
-            let raw = fd.into_raw_fd();
-            // SAFETY: duplicating a descriptor we own.
-            let high = unsafe { libc::fcntl(raw, libc::F_DUPFD, 100) };
-            // SAFETY: closing the original we own.
-            unsafe { libc::close(raw) };
-            high
-        })
+    let mut sources: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+    let targets: Vec<RawFd> = (0..sources.len() as RawFd)
+        .map(|i| CHANNEL_FD + i)
         .collect();
-    if staged.iter().any(|fd| *fd < 0) {
-        return Err(io::Error::last_os_error());
+    // A source already sitting on an earlier source's target would be
+    // clobbered by that source's dup3: move only those out of the way (no
+    // system call in the usual case).
+    for j in 0..sources.len() {
+        if targets[..j].contains(&sources[j]) {
+            // SAFETY: duplicating a descriptor we own above every target.
+            let high = unsafe { libc::fcntl(sources[j], libc::F_DUPFD_CLOEXEC, 100) };
+            if high < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sources[j] = high; // the original is overwritten by a dup3 below
+        }
     }
-    for (target, fd) in [CHANNEL_FD, LOG_FD].into_iter().zip(&staged) {
+    for (source, target) in sources.iter().zip(&targets) {
+        if source == target {
+            continue; // received with MSG_CMSG_CLOEXEC: already close-on-exec
+        }
         // dup3 with O_CLOEXEC, not dup2 (which clears close-on-exec): a
         // program the child execs (`sh`, ImageMagick, `git`) must not inherit
         // a live channel to the pool or the daemon's log socket.
-        // SAFETY: dup3 onto a fixed slot; the staged copy is closed below.
-        if unsafe { libc::dup3(*fd, target, libc::O_CLOEXEC) } < 0 {
+        // SAFETY: dup3 onto a fixed slot; the source is closed below.
+        if unsafe { libc::dup3(*source, *target, libc::O_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    let first_free = CHANNEL_FD + staged.len() as RawFd;
+    let first_free = CHANNEL_FD + sources.len() as RawFd;
     // SAFETY: closes every descriptor this child does not own: the fork
-    // server's socket, staged copies, anything inherited.
+    // server's sockets and `/proc/self/stat`, the received originals and
+    // staged copies, anything inherited. (Descriptors below `first_free`
+    // were all replaced by a dup3 above.)
     unsafe { libc::close_range(first_free as libc::c_uint, libc::c_uint::MAX, 0) };
     Ok(())
 }
@@ -212,29 +218,24 @@ pub(crate) fn run(
     arg_area: Option<(usize, usize)>,
     entry: &EntryPoint,
 ) -> ! {
-    for fd in server_fds {
-        // SAFETY: the fork server's descriptors are not ours to use.
-        unsafe { libc::close(*fd) };
-    }
+    // The fork server's own descriptors are closed by `place_descriptors`
+    // (one close_range for all of them).
+    let _ = server_fds;
     if place_descriptors(fds).is_err() {
         // SAFETY: exit without running any of the fork server's state.
         unsafe { libc::_exit(71) };
     }
-    // Dispositions were reset to default when the fork server started; it
-    // only ignores SIGPIPE (as any Rust program does) and the group signals.
-    // A child gets SIGINT and SIGTERM back at their defaults (a worker then
-    // installs its graceful handler) and survives the others: see
-    // `survive_daemon_signals`. The mask is cleared in case.
-    // SAFETY: restoring defaults and an empty, initialized set.
+    // The fork server's signal state is known: default dispositions, an
+    // empty mask, SIGPIPE ignored (as in any Rust program), SIGINT and
+    // SIGTERM ignored (a group signal is the daemon's to handle), and no-op
+    // handlers for the daemon's own signals (see `survive_daemon_signals`),
+    // which a child keeps. It gets SIGINT and SIGTERM back at their defaults
+    // (a worker then installs its graceful handler).
+    // SAFETY: restoring default dispositions.
     unsafe {
-        for sig in super::server::GROUP_SIGNALS {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
     }
-    survive_daemon_signals();
     // SAFETY: plain prctl. A child never outlives the daemon.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != host_pid {
@@ -244,6 +245,21 @@ pub(crate) fn run(
     // Title first: tests (and people) wait for comm to change.
     set_title(&format!("{}: {}", request.daemon, request.role), arg_area);
     set_comm(&request.role);
+    // Before any user code, and before the entry point reads anything the
+    // daemon sent: a child that cannot give up what it was told to runs
+    // nothing.
+    if let Some(confinement) = &request.confinement {
+        if let Err(why) = super::confine::apply(confinement) {
+            let line = format!(
+                "{}: {}: cannot confine the child: {why}\n",
+                request.daemon, request.role
+            );
+            // SAFETY: a plain write to stderr (no logger exists yet).
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            // SAFETY: exit without running any of the fork server's state.
+            unsafe { libc::_exit(super::confine::EXIT_CONFINE) };
+        }
+    }
     // SAFETY: fd 3 is the channel placed above; we own it from here.
     let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let log = request.has_log.then(|| {

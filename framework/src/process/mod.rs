@@ -25,17 +25,20 @@
 //! start a fork server.
 
 pub(crate) mod child;
+mod confine;
 pub(crate) mod daemonize;
 mod launcher;
 mod orphans;
 mod reap;
 pub(crate) mod server;
+mod service;
 mod spawn;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub(crate) mod wire;
 
 pub use child::{handle_termination_gracefully, termination_requested, ChildStart};
+pub use confine::{Confinement, Identity, Limit};
 pub use launcher::{fork_server, ForkServer};
 pub(crate) use reap::Signaller;
 pub use reap::{ChildProcess, ExitStatus};

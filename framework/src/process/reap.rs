@@ -19,6 +19,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// How a child process ended.
+///
+/// ```
+/// use daemonic::{ExitStatus, WorkerError};
+///
+/// let e = WorkerError::Died {
+///     pid: 42,
+///     exit: ExitStatus::Signaled { signal: libc::SIGKILL, core_dumped: false },
+/// };
+/// if let WorkerError::Died { exit, .. } = &e {
+///     assert_eq!(exit.signal(), Some(libc::SIGKILL));
+///     assert_eq!(exit.to_string(), "killed by SIGKILL");
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
     /// It exited with this code.
@@ -175,6 +188,8 @@ impl ChildProcess {
     }
 
     /// The exit status, once reaped.
+    // Used by the test hooks (`testing.rs`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn status(&self) -> Option<&ExitStatus> {
         self.status.as_ref()
     }

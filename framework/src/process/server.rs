@@ -186,27 +186,21 @@ fn close_inherited(keep: RawFd) {
     }
 }
 
-/// Signals a terminal or service manager sends to a whole process group.
-/// The fork server ignores them: it lives exactly as long as the daemon
-/// (socket EOF, death signal). Children restore them to default.
-pub(crate) const GROUP_SIGNALS: [i32; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 fn serve(config: ServerConfig) {
     reset_signals();
-    // SAFETY: ignoring signals is always valid; a dead peer then gives EPIPE.
+    // The signals a terminal or service manager sends to a whole process
+    // group are not the fork server's: it lives exactly as long as the
+    // daemon (socket EOF, death signal). SIGINT and SIGTERM are ignored
+    // (children restore them); a dead peer gives EPIPE, not SIGPIPE.
+    // SAFETY: ignoring signals is always valid.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        for sig in GROUP_SIGNALS {
-            libc::signal(sig, libc::SIG_IGN);
-        }
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
+    // The rest of the group signals get a no-op handler, which every child
+    // inherits: it survives them too, with no system call of its own.
+    child::survive_daemon_signals();
     // SAFETY: plain prctl; the host's launcher thread is our parent.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != config.host_pid {

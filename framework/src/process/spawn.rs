@@ -16,9 +16,10 @@
 //! service thread (see `orphans.rs`): it keeps blocking on the channel we
 //! keep open until then, so it never runs its entry point.
 
-use super::launcher::{fork_server, wait_readable, Connection};
+use super::launcher::{fork_server, Connection};
 use super::orphans::inode_of;
 use super::reap::{ChildProcess, Registered};
+use super::service::wait_readable;
 use super::wire::{self, SpawnReply, SpawnRequest};
 use crate::error::{Error, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -34,12 +35,14 @@ use std::time::Duration;
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What to start in a child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
     /// Registered entry point.
     pub entry: String,
     /// Role for logs and the process title.
     pub role: String,
+    /// What the child gives up before the entry point runs.
+    pub confinement: Option<super::Confinement>,
 }
 
 /// A started child: its process handle and the host's end of its channel.
@@ -58,14 +61,17 @@ struct Pending {
     /// Taken when the spawn concludes; still here if the spawn was abandoned
     /// (its future dropped), in which case the child is found and reaped.
     channel: Option<OwnedFd>,
-    channel_inode: u64,
+    /// Our copy of the child's end, kept only to name the child if the
+    /// reply is lost (by its socket's inode; looked up only then).
+    child_end: OwnedFd,
     reply: OwnedFd,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(channel) = self.channel.take() {
-            fork_server().recover_orphan(self.channel_inode, channel);
+            let inode = inode_of(&self.child_end).unwrap_or(0);
+            fork_server().recover_orphan(inode, channel);
         }
     }
 }
@@ -99,6 +105,7 @@ fn send(conn: Arc<Connection>, options: &SpawnOptions) -> Result<Pending> {
         debug_level: settings.debug_level,
         console: settings.console,
         has_log: settings.sink.is_some(),
+        confinement: options.confinement.clone(),
         #[cfg(feature = "testing")]
         fault: super::testing::take_fault(),
     };
@@ -106,8 +113,6 @@ fn send(conn: Arc<Connection>, options: &SpawnOptions) -> Result<Pending> {
     if let Some(sink) = &settings.sink {
         fds.push(sink.as_raw_fd());
     }
-    // The child holds the other end of the pair (a socket of its own inode).
-    let channel_inode = inode_of(&child_end).unwrap_or(0);
     let bytes = wire::encode(&request).map_err(|e| os("spawn request", e))?;
     match wire::send_message(conn.sock.as_fd(), &bytes, &fds) {
         Ok(()) => {}
@@ -126,14 +131,13 @@ fn send(conn: Arc<Connection>, options: &SpawnOptions) -> Result<Pending> {
             )));
         }
     }
-    // The fork server has its own copies now; only the child keeps these.
-    drop(child_end);
+    // The fork server has its own copy now; only the child keeps it.
     drop(reply_end);
     Ok(Pending {
         conn,
         role: options.role.clone(),
         channel: Some(channel),
-        channel_inode,
+        child_end,
         reply,
     })
 }
@@ -162,6 +166,8 @@ fn conclude(mut pending: Pending, answer: Answer) -> Result<Spawned> {
                 Some(pidfd) if fds.is_empty() => {
                     // Its log lines carry this role, whatever it claims.
                     crate::log::register_child(pid, &pending.role);
+                    // The child has its end: ours must go, or the channel
+                    // would never see the child's hang-up.
                     if let Some(channel) = pending.channel.take() {
                         return Ok(Spawned {
                             process: ChildProcess::new(pid, pidfd),
@@ -244,6 +250,8 @@ impl super::ForkServer {
     /// Forks a child running `options.entry`, blocking the calling thread
     /// until the fork server answered. Inside an actix arbiter, prefer the
     /// asynchronous path the worker pools use.
+    // Used by the test hooks (`testing.rs`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn spawn(&self, options: &SpawnOptions) -> Result<Spawned> {
         spawn_blocking(options)
     }

@@ -35,6 +35,8 @@ pub(crate) struct SpawnRequest {
     /// Whether a log socket follows the channel and reply socket in the
     /// passed descriptors.
     pub has_log: bool,
+    /// What the child gives up before its entry point runs.
+    pub confinement: Option<crate::process::Confinement>,
     /// A fault the fork server injects while serving this request (tests).
     #[cfg(feature = "testing")]
     pub fault: Option<crate::process::testing::Fault>,

@@ -6,7 +6,7 @@
 //!
 //! Caught: SIGTERM, SIGINT, SIGHUP, SIGUSR1 (handled by the framework) and
 //! every other catchable signal, delivered as a
-//! [`SignalEvent`](crate::event::SignalEvent). Left alone on purpose: SIGKILL
+//! [`SignalReceived`](crate::event::SignalReceived). Left alone on purpose: SIGKILL
 //! and SIGSTOP (uncatchable); SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS,
 //! SIGABRT (faults: a handler would hide the crash); SIGCHLD (children are
 //! reaped by the process layer through pidfds); SIGPIPE (stays ignored, so a
@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// A signal arrived.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct SignalReceived {
+pub struct CaughtSignal {
     /// Signal number.
     pub signal: i32,
     /// Signal name.
@@ -87,14 +87,14 @@ pub fn signal_name(signal: i32) -> &'static str {
 
 /// Listens for signals and forwards each to the supervisor.
 pub struct SignalActor {
-    target: Recipient<SignalReceived>,
+    target: Recipient<CaughtSignal>,
     streams: Vec<(i32, tokio::signal::unix::Signal)>,
 }
 
 impl SignalActor {
     /// Installs the handlers now (inside a tokio runtime) so start-up fails
     /// loudly if the OS refuses one.
-    pub fn new(target: Recipient<SignalReceived>) -> std::io::Result<Self> {
+    pub fn new(target: Recipient<CaughtSignal>) -> std::io::Result<Self> {
         unblock_handled();
         let streams = handled_signals()
             .into_iter()
@@ -114,14 +114,14 @@ impl Actor for SignalActor {
                 listener,
                 |mut l| async move { l.recv().await.map(|()| ((), l)) },
             )
-            .map(move |()| SignalReceived { signal: sig, name });
+            .map(move |()| CaughtSignal { signal: sig, name });
             ctx.add_stream(s);
         }
     }
 }
 
-impl StreamHandler<SignalReceived> for SignalActor {
-    fn handle(&mut self, msg: SignalReceived, _: &mut Context<Self>) {
+impl StreamHandler<CaughtSignal> for SignalActor {
+    fn handle(&mut self, msg: CaughtSignal, _: &mut Context<Self>) {
         self.target.do_send(msg);
     }
 

@@ -14,6 +14,24 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A started task, as returned to the caller.
+///
+/// ```no_run
+/// # use daemonic::{BoxError, Daemon, LoopContext, Task, TaskContext};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Cleanup;
+/// # #[daemonic::task]
+/// # impl Task for Cleanup {
+/// #     fn run(self, _: &mut TaskContext) -> Result<(), BoxError> { Ok(()) }
+/// # }
+/// # struct App;
+/// # impl Daemon for App {
+/// fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+///     if let Ok(task) = ctx.task(Cleanup) {
+///         ctx.log(format_args!("{} started as pid {}", task.name, task.pid));
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskHandle {
     /// The task's pid.

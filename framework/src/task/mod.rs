@@ -38,6 +38,27 @@ use std::time::Duration;
 
 /// A job that runs in its own child process. Register the implementation
 /// with `#[daemonic::task]`.
+///
+/// ```
+/// use daemonic::{BoxError, Task, TaskContext};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Resize {
+///     path: String,
+///     width: u32,
+/// }
+///
+/// #[daemonic::task]
+/// impl Task for Resize {
+///     const MAX_CONCURRENT: Option<usize> = Some(2);
+///
+///     fn run(self, ctx: &mut TaskContext) -> Result<(), BoxError> {
+///         ctx.log(format_args!("resizing {} to {} px", self.path, self.width));
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// At most this many of this task run at once; more are refused with
     /// [`Error::Busy`] (the caller decides whether to retry). `None`: no limit.
@@ -49,12 +70,45 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
 }
 
 /// Implemented by `#[daemonic::task]`: the task's stable name.
+///
+/// ```
+/// use daemonic::task::RegisteredTask;
+/// use daemonic::{BoxError, Task, TaskContext};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Ping;
+///
+/// #[daemonic::task]
+/// impl Task for Ping {
+///     fn run(self, _: &mut TaskContext) -> Result<(), BoxError> {
+///         Ok(())
+///     }
+/// }
+///
+/// assert!(<Ping as RegisteredTask>::NAME.ends_with("::Ping"));
+/// ```
 pub trait RegisteredTask: Task {
     /// `module::path::Type`.
     const NAME: &'static str;
 }
 
 /// What a running task gets.
+///
+/// ```
+/// use daemonic::{BoxError, Task, TaskContext};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Report;
+///
+/// #[daemonic::task]
+/// impl Task for Report {
+///     fn run(self, ctx: &mut TaskContext) -> Result<(), BoxError> {
+///         ctx.log(format_args!("{} writing the report", ctx.role()));
+///         ctx.logger().debug(1, "details");
+///         Ok(())
+///     }
+/// }
+/// ```
 #[derive(Debug)]
 pub struct TaskContext {
     logger: Logger,
@@ -84,6 +138,14 @@ impl TaskContext {
 }
 
 /// How a task ended.
+///
+/// ```
+/// use daemonic::TaskStatus;
+///
+/// let status = TaskStatus::Failed("SMTP refused".into());
+/// assert!(!status.success());
+/// assert_eq!(status.to_string(), "failed: SMTP refused");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskStatus {
     /// `run` returned `Ok` (exit code 0), or the task exited with this code.
@@ -124,11 +186,11 @@ pub(crate) enum TaskReport {
 }
 
 /// Exit code of a task whose `run` returned `Err`.
-pub const EXIT_FAILED: i32 = 1;
+pub(crate) const EXIT_FAILED: i32 = 1;
 /// Exit code of a task that panicked (as for a Rust program).
-pub const EXIT_PANICKED: i32 = 101;
+pub(crate) const EXIT_PANICKED: i32 = 101;
 /// Exit code of a task whose payload could not be decoded.
-pub const EXIT_BAD_PAYLOAD: i32 = 65;
+pub(crate) const EXIT_BAD_PAYLOAD: i32 = 65;
 
 /// Entry point of every registered task (generated code calls it).
 #[doc(hidden)]
@@ -199,6 +261,21 @@ fn send_report(channel: &mut UnixStream, report: TaskReport) {
 }
 
 /// A task child started with [`spawn`], outside a daemon.
+///
+/// ```no_run
+/// # use daemonic::{BoxError, Task, TaskContext};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Backup;
+/// # #[daemonic::task]
+/// # impl Task for Backup {
+/// #     fn run(self, _: &mut TaskContext) -> Result<(), BoxError> { Ok(()) }
+/// # }
+/// let mut child = daemonic::task::spawn(&Backup)?;
+/// println!("backup running as pid {}", child.pid());
+/// let status = child.wait_blocking()?;
+/// assert!(status.success());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct TaskChild {
     process: crate::process::ChildProcess,
@@ -270,12 +347,37 @@ pub(crate) fn decode_report(bytes: &[u8]) -> Option<TaskReport> {
 /// Starts `task` in a child process now, outside any daemon (tests, tools).
 /// Inside a daemon prefer [`LoopContext::task`](crate::LoopContext::task),
 /// which applies limits, reports exits as events and stops tasks at shutdown.
+///
+/// ```no_run
+/// use daemonic::{BoxError, Task, TaskContext};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Migrate {
+///     version: u32,
+/// }
+///
+/// #[daemonic::task]
+/// impl Task for Migrate {
+///     fn run(self, ctx: &mut TaskContext) -> Result<(), BoxError> {
+///         ctx.log(format_args!("migrating to {}", self.version));
+///         Ok(())
+///     }
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let mut child = daemonic::task::spawn(&Migrate { version: 7 })?;
+///     let status = child.wait_blocking()?;
+///     println!("migration: {status}");
+///     Ok(())
+/// }
+/// ```
 pub fn spawn<T: RegisteredTask>(task: &T) -> Result<TaskChild> {
     let payload = wire::encode(task)
         .map_err(|e| Error::Spawn(format!("cannot serialize task {}: {e}", T::NAME)))?;
     let spawned = crate::process::spawn_blocking(&SpawnOptions {
         entry: T::NAME.to_string(),
         role: format!("task:{}", short_name(T::NAME)),
+        confinement: None,
     })?;
     let mut channel = spawned.channel;
     // The child reads its payload first thing, so this cannot block for

@@ -1,86 +1,20 @@
 //! The worker process: receive calls, dispatch them on the worker's state,
-//! send replies. One call at a time, in order; no actix System, so a fresh
-//! worker is ready within microseconds of its fork.
+//! send replies. One call at a time, in order (`concurrent.rs` runs `async`
+//! methods side by side instead when the pool allows it); no actix System,
+//! so a fresh worker is ready within microseconds of its fork.
 
 use super::progress::ProgressWord;
-use super::protocol::{self, Bootstrap, FromChild, Outcome, ToChild};
-use super::WorkerMethods;
+use super::protocol::{self, Bootstrap, Deadline, FromChild, Outcome, ToChild};
+use super::{DispatchError, WorkerContext, WorkerMethods};
 use crate::ipc::ipc_channel::IpcChildLink;
 use crate::ipc::socket::SocketChildLink;
 use crate::ipc::ChildLink;
-use crate::log::Logger;
 use crate::process::ChildStart;
-use std::fmt::Display;
-use std::future::Future;
 
 /// Exit code of a worker whose method panicked (it is replaced).
-pub const EXIT_PANICKED: i32 = 101;
+pub(crate) const EXIT_PANICKED: i32 = 101;
 /// Exit code of a worker that received a malformed frame.
-pub const EXIT_PROTOCOL: i32 = 76;
-
-/// What worker methods and hooks get in the child.
-pub struct WorkerContext {
-    logger: Logger,
-    role: String,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl std::fmt::Debug for WorkerContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerContext")
-            .field("role", &self.role)
-            .finish()
-    }
-}
-
-impl WorkerContext {
-    /// A context for running a worker in-process (inline mode, tests).
-    pub fn inline(logger: Logger, role: impl Into<String>) -> Self {
-        Self {
-            logger,
-            role: role.into(),
-            runtime: None,
-        }
-    }
-
-    /// A logger whose lines reach the daemon's log with this worker's pid and role.
-    pub fn logger(&self) -> &Logger {
-        &self.logger
-    }
-
-    /// Logs an informational line.
-    pub fn log(&self, message: impl Display) {
-        self.logger.log(message);
-    }
-
-    /// Logs an error line.
-    pub fn error(&self, message: impl Display) {
-        self.logger.error(message);
-    }
-
-    /// The role (`worker:<name>`).
-    pub fn role(&self) -> &str {
-        &self.role
-    }
-
-    /// Runs a future to completion on this worker's single-threaded runtime
-    /// (created on first use; used for `async` worker methods).
-    pub fn block_on<F: Future>(&mut self, future: F) -> F::Output {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Inline mode inside an actix System: this thread already drives a
-            // runtime and cannot block on another; poll the future directly
-            // (enough for methods that do not wait on tokio timers or I/O).
-            return park_on(future);
-        }
-        let runtime = self.runtime.get_or_insert_with(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("cannot start the worker's async runtime: {e}"))
-        });
-        runtime.block_on(future)
-    }
-}
+pub(crate) const EXIT_PROTOCOL: i32 = 76;
 
 /// Entry point of every registered worker (generated code refers to it).
 #[doc(hidden)]
@@ -117,16 +51,22 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
     };
     crate::panic_capture::install();
     crate::process::handle_termination_gracefully();
-    let mut ctx = WorkerContext {
-        logger,
-        role,
-        runtime: None,
-    };
+    let mut ctx = WorkerContext::new(logger, role);
     let mut serving = Serving {
         progress,
         started: 0,
         max_reply: bootstrap.max_reply,
     };
+    if bootstrap.max_concurrent > 1 {
+        // The pool allows this on the socket transport only.
+        return super::concurrent::serve(
+            serving,
+            worker,
+            ctx,
+            start.into_channel(),
+            bootstrap.max_concurrent,
+        );
+    }
     match bootstrap.ipc_server {
         None => match SocketChildLink::new(start.into_channel()) {
             Ok(mut link) => serving.run(&mut worker, &mut ctx, &mut link),
@@ -158,34 +98,86 @@ fn leave<W: WorkerMethods>(
     ctx: &mut WorkerContext,
     link: &mut impl ChildLink,
 ) -> i32 {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.stopping(ctx)));
+    run_stopping(worker, ctx);
     let _ = send(link, &FromChild::Leaving);
     let _ = link.flush();
     0
 }
 
 /// A worker's serving state.
-struct Serving {
+pub(super) struct Serving {
     progress: ProgressWord,
     /// Calls started so far (mirrored in the progress word).
     started: u64,
     max_reply: usize,
 }
 
+/// Runs the `started` hook; `Err` is the exit code if it panicked.
+pub(super) fn run_started<W: WorkerMethods>(
+    worker: &mut W,
+    ctx: &mut WorkerContext,
+) -> Result<(), i32> {
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.started(ctx)));
+    if let Err(payload) = started {
+        let message =
+            crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
+        ctx.error(format_args!("worker `started` panicked: {message}"));
+        return Err(EXIT_PANICKED);
+    }
+    Ok(())
+}
+
+/// Runs the `stopping` hook (a panic there changes nothing: it is leaving).
+pub(super) fn run_stopping<W: WorkerMethods>(worker: &mut W, ctx: &mut WorkerContext) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.stopping(ctx)));
+}
+
 impl Serving {
+    /// Counts one more call as started, before any of its code runs: from
+    /// here on, the pool counts it as started (it may have run).
+    pub(super) fn start_call(&mut self) {
+        self.started += 1;
+        self.progress.started(self.started);
+    }
+
+    /// The reply to call `id` for what its method did; `true` if the
+    /// worker must exit after sending it (a panic may have left its state
+    /// half-updated).
+    pub(super) fn outcome(
+        &self,
+        ctx: &WorkerContext,
+        id: u64,
+        result: std::thread::Result<Result<Vec<u8>, DispatchError>>,
+    ) -> (Outcome, bool) {
+        match result {
+            Ok(Ok(bytes)) if bytes.len() + protocol::REPLY_OVERHEAD > self.max_reply => {
+                ctx.error(format_args!(
+                    "the result of call {id} is {} bytes, over the pool's {}-byte limit; \
+                     it is not sent",
+                    bytes.len(),
+                    self.max_reply
+                ));
+                (Outcome::ReplyTooLarge(bytes.len()), false)
+            }
+            Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
+            Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
+            Err(payload) => {
+                let message =
+                    crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
+                ctx.error(format_args!("worker method panicked: {message}"));
+                (Outcome::Panicked(message), true)
+            }
+        }
+    }
+
     fn run<W: WorkerMethods>(
         &mut self,
         worker: &mut W,
         ctx: &mut WorkerContext,
         link: &mut impl ChildLink,
     ) -> i32 {
-        let started =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.started(ctx)));
-        if let Err(payload) = started {
-            let message =
-                crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
-            ctx.error(format_args!("worker `started` panicked: {message}"));
-            return EXIT_PANICKED;
+        if let Err(code) = run_started(worker, ctx) {
+            return code;
         }
         if send(link, &FromChild::Ready)
             .and_then(|()| link.flush())
@@ -225,43 +217,27 @@ impl Serving {
                     return EXIT_PROTOCOL;
                 }
             };
-            let (id, method, args) = match request {
-                ToChild::Call { id, method, args } => (id, method, args),
+            let (id, method, args, deadline) = match request {
+                ToChild::Call {
+                    id,
+                    method,
+                    args,
+                    deadline,
+                } => (id, method, args, deadline),
                 ToChild::Stop => {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        worker.stopping(ctx)
-                    }));
+                    run_stopping(worker, ctx);
                     let _ = link.flush();
                     return 0;
                 }
             };
-            // Before any of the method's code runs: from here on, the pool
-            // counts this call as started (it may have run).
-            self.started += 1;
-            self.progress.started(self.started);
+            self.start_call();
+            ctx.set_call(Some((id, deadline.map(Deadline::from_wire))));
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 worker.dispatch(ctx, method, &args)
             }));
+            ctx.set_call(None);
             drop(args);
-            let (outcome, poisoned) = match result {
-                Ok(Ok(bytes)) if bytes.len() + protocol::REPLY_OVERHEAD > self.max_reply => {
-                    ctx.error(format_args!(
-                        "the result of call {id} is {} bytes, over the pool's {}-byte limit; \
-                         it is not sent",
-                        bytes.len(),
-                        self.max_reply
-                    ));
-                    (Outcome::ReplyTooLarge(bytes.len()), false)
-                }
-                Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
-                Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
-                Err(payload) => {
-                    let message = crate::panic_capture::take()
-                        .unwrap_or_else(|| crate::panic_message(&*payload));
-                    ctx.error(format_args!("worker method panicked: {message}"));
-                    (Outcome::Panicked(message), true)
-                }
-            };
+            let (outcome, poisoned) = self.outcome(ctx, id, result);
             // A finished reply leaves at once: the next call, already
             // waiting, may take long, and this caller waits meanwhile.
             if send(link, &FromChild::Reply { id, outcome })
@@ -275,26 +251,5 @@ impl Serving {
                 return EXIT_PANICKED;
             }
         }
-    }
-}
-
-/// A minimal executor: polls `future`, parking the thread between wake-ups.
-fn park_on<F: Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
     }
 }

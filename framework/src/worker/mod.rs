@@ -1,7 +1,7 @@
 //! Workers: actors whose methods run in child processes.
 //!
 //! ```no_run
-//! use daemonic::worker::{WorkerContext, WorkerPool};
+//! use daemonic::prelude::*;
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[daemonic::worker]
@@ -16,45 +16,99 @@
 //!     pub fn digest(&mut self, input: String) -> String {
 //!         (0..self.rounds).fold(input, |s, _| format!("{:x}", s.len()))
 //!     }
+//!     pub fn checked(&mut self, ctx: &mut WorkerContext, input: String) -> Result<String, String> {
+//!         if input.is_empty() {
+//!             return Err("empty input".into());
+//!         }
+//!         ctx.debug(1, format_args!("call {:?} in pid {}", ctx.call_id(), ctx.pid()));
+//!         Ok(self.digest(input))
+//!     }
 //! }
 //!
 //! // anywhere in an actix System:
 //! async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //!     let pool = WorkerPool::builder(Hasher { rounds: 3 }).size(4).start()?;
-//!     let digest: Result<String, daemonic::worker::WorkerError> =
-//!         pool.send(hasher::Digest { input: "abc".into() }).await?;
+//!     let digest: String = pool.call(hasher::Digest { input: "abc".into() }).await?;
+//!     match pool.call(hasher::Checked { input: String::new() }).await {
+//!         Ok(digest) => println!("{digest}"),
+//!         Err(CallError::Method(why)) => println!("refused: {why}"),
+//!         Err(e) => println!("failed: {e}"),
+//!     }
+//!     // actix's `send` works too, with its nested results:
+//!     let digest: Result<String, WorkerError> = pool.send(hasher::Digest { input: "abc".into() }).await?;
 //!     Ok(())
 //! }
-//! # fn main() {} // items at module level: the generated `hasher` module refers to `super`
+//! # fn main() {}
 //! ```
 //!
-//! Every public method becomes a message type; `addr.send(..)` returns
-//! `Result<R, WorkerError>` where `R` is the method's own return type (a
-//! method returning `Result<T, E>` hands you that `Result` untouched). A call
-//! never hangs: a worker that dies, times out or panics resolves every call
-//! it held with an error, and the pool replaces it.
+//! Every public method becomes a message type in a module named after the
+//! worker (`Hasher::digest` → `hasher::Digest`). [`call`](CallExt::call)
+//! returns `Result<T, CallError<E>>`: the method's value (the `Ok` of a
+//! method returning `Result<T, E>`), or why not, in one level;
+//! `addr.send(..)` returns actix's `Result<Result<R, WorkerError>,
+//! MailboxError>` where `R` is the method's own return type. A call never
+//! hangs: a worker that dies, times out or panics resolves every call it
+//! held with an error, and the pool replaces it.
+//!
+//! A method may take a [`WorkerContext`] (`ctx: &mut WorkerContext`, in any
+//! position; it is not a message field) for logging, its pid, and the call's
+//! id and deadline. `async fn` methods taking `&self` run side by side in
+//! one worker with [`max_concurrent`](WorkerPoolBuilder::max_concurrent).
 
+mod call;
 mod child;
-mod pool;
+mod concurrent;
+mod context;
+pub(crate) mod pool;
 mod progress;
 pub(crate) mod protocol;
 mod stats;
 
-pub use child::{run_in_child, WorkerContext};
+pub use crate::ipc::Transport;
+#[doc(hidden)]
+pub use call::MethodResult;
+pub use call::{CallError, CallExt, CallFuture, PoolActor};
+pub use child::run_in_child;
+#[doc(hidden)]
+pub use context::Executor;
+pub use context::WorkerContext;
 pub(crate) use pool::PoolRegistry;
 pub use pool::{
-    CallResponse, CallReturn, GetPoolStats, KillWorker, StopPool, WorkerPool, WorkerPoolBuilder,
+    CallResponse, CallReturn, GetPoolStats, StopPool, WorkerPool, WorkerPoolBuilder,
     DEFAULT_START_TIMEOUT,
 };
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
 pub use stats::{ChildStats, PoolStats};
 
 use crate::process::ExitStatus;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A worker type: its state is serialized into every child it starts.
 /// Implemented by `#[daemonic::worker]` on the struct.
+///
+/// ```
+/// use daemonic::worker::Worker;
+///
+/// #[daemonic::worker]
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Resizer {
+///     quality: u8,
+/// }
+///
+/// #[daemonic::worker]
+/// impl Resizer {
+///     pub fn resize(&mut self, width: u32) -> u32 {
+///         width * u32::from(self.quality) / 100
+///     }
+/// }
+///
+/// assert!(<Resizer as Worker>::NAME.ends_with("::Resizer"));
+/// ```
 pub trait Worker: Serialize + DeserializeOwned + Send + 'static {
     /// Stable name (`module::path::Type`) by which children find it.
     const NAME: &'static str;
@@ -66,9 +120,34 @@ pub trait Worker: Serialize + DeserializeOwned + Send + 'static {
     message = "`{Self}` has no worker methods",
     label = "add `#[daemonic::worker]` to the `impl {Self}` block that defines its methods"
 )]
+///
+/// ```
+/// use daemonic::worker::WorkerMethods;
+///
+/// #[daemonic::worker]
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Db;
+///
+/// #[daemonic::worker]
+/// impl Db {
+///     fn started(&mut self, ctx: &mut daemonic::WorkerContext) {
+///         ctx.log("connecting"); // in the worker process, before its first call
+///     }
+///     pub fn get(&mut self, key: String) -> Option<String> {
+///         let _ = key;
+///         None
+///     }
+/// }
+///
+/// assert_eq!(<Db as WorkerMethods>::METHODS, &["get"]);
+/// ```
 pub trait WorkerMethods: Worker {
     /// Method names, indexed by [`Call::METHOD`].
     const METHODS: &'static [&'static str];
+
+    /// How each method runs, indexed like [`METHODS`](Self::METHODS).
+    #[doc(hidden)]
+    const KINDS: &'static [MethodKind] = &[];
 
     /// Decodes the arguments of method `method`, calls it, encodes the result.
     fn dispatch(
@@ -77,6 +156,20 @@ pub trait WorkerMethods: Worker {
         method: u16,
         args: &[u8],
     ) -> Result<Vec<u8>, DispatchError>;
+
+    /// Decodes the arguments of `async` method `method` and returns its
+    /// call as a future, for a worker that runs `async` methods
+    /// concurrently (see [`MethodKind`]).
+    #[doc(hidden)]
+    fn dispatch_async(
+        this: Rc<RefCell<Self>>,
+        ctx: WorkerContext,
+        method: u16,
+        args: &[u8],
+    ) -> Result<AsyncCall, DispatchError> {
+        let _ = (this, ctx, args);
+        Err(DispatchError::UnknownMethod(method))
+    }
 
     /// Runs in the child before the first call.
     fn started(&mut self, ctx: &mut WorkerContext) {
@@ -89,12 +182,59 @@ pub trait WorkerMethods: Worker {
     }
 }
 
+/// How a worker method may run beside others in one worker process.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodKind {
+    /// A plain method: runs alone, on the worker's thread.
+    Sync,
+    /// An `async` method taking `&mut self`: runs alone, as a future.
+    Exclusive,
+    /// An `async` method taking `&self`: runs beside other `Shared` calls,
+    /// up to the pool's `max_concurrent`.
+    Shared,
+}
+
+/// An `async` method's call, ready to be polled (generated code returns it).
+#[doc(hidden)]
+pub type AsyncCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, DispatchError>>>>;
+
 /// A message that calls one method of worker `W`. Generated by
 /// `#[daemonic::worker]`. (The worker is a type parameter, not an associated
 /// type, so a private worker type can have public message types.)
+///
+/// ```
+/// use daemonic::worker::Call;
+///
+/// #[daemonic::worker]
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Parser;
+///
+/// #[daemonic::worker]
+/// impl Parser {
+///     pub fn number(&mut self, text: String) -> Result<i64, String> {
+///         text.parse().map_err(|_| format!("not a number: {text}"))
+///     }
+/// }
+///
+/// // `call` returns `Result<i64, CallError<String>>` for this message:
+/// fn value_type(_: <parser::Number as Call<Parser>>::Value) {}
+/// value_type(7_i64);
+/// assert_eq!(<parser::Number as Call<Parser>>::NAME, "number");
+/// ```
 pub trait Call<W: WorkerMethods>: Serialize + DeserializeOwned + Send + 'static {
     /// The method's return type.
     type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// What [`call`](CallExt::call) returns on success: the `Ok` value of a
+    /// method returning `Result`, else the method's return value.
+    type Value;
+    /// The error of a method returning `Result` (else [`Infallible`](std::convert::Infallible)):
+    /// [`call`](CallExt::call) returns it as [`CallError::Method`].
+    type Error;
+    /// Splits the method's return value into [`Value`](Self::Value) and
+    /// [`Error`](Self::Error).
+    fn fold(output: Self::Output) -> Result<Self::Value, Self::Error>;
     /// Index of the method in [`WorkerMethods::METHODS`].
     const METHOD: u16;
     /// The method's name.
@@ -104,8 +244,30 @@ pub trait Call<W: WorkerMethods>: Serialize + DeserializeOwned + Send + 'static 
 /// Why a call did not return the method's value.
 ///
 /// Each variant says whether the method may have run: only `Died`,
-/// `Timeout` and `Panicked` come from a call a worker started. Every other
-/// error means the method never ran for this call.
+/// `Timeout`, `Panicked` and (for a remote pool) `HostLost` come from a call
+/// a worker may have started. Every other error means the method never ran
+/// for this call.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # async fn demo(pool: Addr<WorkerPool<Calc>>) {
+/// match pool.call(calc::Add { a: 1, b: 2 }).await {
+///     Ok(sum) => println!("{sum}"),
+///     Err(CallError::Worker(WorkerError::Busy { queued, .. })) => {
+///         println!("{queued} calls waiting: try again later")
+///     }
+///     Err(CallError::Worker(e)) if e.kind() == "timeout" => println!("too slow: {e}"),
+///     Err(e) => println!("failed: {e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum WorkerError {
@@ -178,6 +340,23 @@ pub enum WorkerError {
     /// Arguments or results could not be encoded or decoded.
     #[error("worker protocol error: {0}")]
     Protocol(String),
+    /// A remote pool found no host to take the call: none serves its
+    /// subject, or this process is not connected to NATS. The call did not
+    /// run, so it is safe to retry.
+    #[error("no host available: {reason}")]
+    Unavailable {
+        /// Why (which subject nobody serves, or the connection's state).
+        reason: String,
+    },
+    /// A remote pool's host stopped answering while it held the call (its
+    /// heartbeats stopped, or its answer was lost): the call may have run.
+    #[error("host {host} went silent for {silent:?} while it held the call; it may have run")]
+    HostLost {
+        /// The host's name (`unknown` if no host had claimed the call).
+        host: String,
+        /// How long nothing was heard about the call.
+        silent: Duration,
+    },
 }
 
 impl WorkerError {
@@ -195,11 +374,14 @@ impl WorkerError {
             WorkerError::PoolFailed { .. } => "pool_failed",
             WorkerError::ShuttingDown => "shutting_down",
             WorkerError::Protocol(_) => "protocol",
+            WorkerError::Unavailable { .. } => "unavailable",
+            WorkerError::HostLost { .. } => "host_lost",
         }
     }
 }
 
-/// A child-side dispatch failure.
+/// A child-side dispatch failure (generated code returns it).
+#[doc(hidden)]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DispatchError {
     /// No method with this index.

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 /// First frame on a worker's spawn channel, sent with one descriptor: the
 /// worker's progress word (see `progress.rs`).
@@ -14,6 +15,9 @@ pub(crate) struct Bootstrap {
     /// Largest reply the worker may send; a bigger result is answered with
     /// [`Outcome::ReplyTooLarge`] instead.
     pub max_reply: usize,
+    /// `async` methods taking `&self` the worker may run at once (1: one
+    /// call at a time, no runtime of its own until an `async` method runs).
+    pub max_concurrent: usize,
 }
 
 /// Daemon → worker. The arguments are borrowed both ways: the pool keeps
@@ -26,6 +30,8 @@ pub(crate) enum ToChild<'a> {
         method: u16,
         #[serde(with = "serde_bytes", borrow)]
         args: Cow<'a, [u8]>,
+        /// When the pool times the call out, as [`Deadline`] nanoseconds.
+        deadline: Option<u64>,
     },
     /// Run `stopping` and exit 0 (recycling, shutdown).
     Stop,
@@ -60,6 +66,41 @@ pub(crate) enum Outcome {
 /// call id, the length of the byte string): the worker keeps the whole frame
 /// within the limits.
 pub(crate) const REPLY_OVERHEAD: usize = 32;
+
+/// A call's deadline on the wire: nanoseconds of `CLOCK_MONOTONIC`, which
+/// the pool and its workers share (one machine, one time namespace), so the
+/// worker sees the pool's deadline exactly, however long the call waited in
+/// its link before it was read.
+pub(crate) struct Deadline;
+
+impl Deadline {
+    fn now() -> (Instant, u64) {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec; CLOCK_MONOTONIC exists
+        // on every Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let nanos = (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64);
+        (Instant::now(), nanos)
+    }
+
+    pub(crate) fn to_wire(deadline: Instant) -> u64 {
+        let (now, nanos) = Self::now();
+        let left = deadline.saturating_duration_since(now).as_nanos();
+        nanos.saturating_add(u64::try_from(left).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn from_wire(deadline: u64) -> Instant {
+        let (now, nanos) = Self::now();
+        let left = Duration::from_nanos(deadline.saturating_sub(nanos));
+        now.checked_add(left)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+}
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec(value)
@@ -135,5 +176,21 @@ mod tests {
             "{}",
             frame.len()
         );
+    }
+
+    #[test]
+    fn a_deadline_crosses_the_wire_unchanged() {
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let back = Deadline::from_wire(Deadline::to_wire(deadline));
+        let error = if back > deadline {
+            back - deadline
+        } else {
+            deadline - back
+        };
+        // Only preemption between the two clock reads can add an error.
+        assert!(error < Duration::from_millis(50), "{error:?}");
+        // Passed already: it stays passed.
+        let past = Instant::now();
+        assert!(Deadline::from_wire(Deadline::to_wire(past)) <= Instant::now());
     }
 }

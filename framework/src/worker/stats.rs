@@ -5,6 +5,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A snapshot of one pool.
+///
+/// ```
+/// let stats = daemonic::worker::PoolStats::default();
+/// for line in stats.lines() {
+///     println!("{line}"); // as in the SIGUSR1 dump
+/// }
+/// let errors: u64 = stats.errors.iter().map(|(_, n)| n).sum();
+/// assert_eq!(errors, 0);
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PoolStats {
     /// Pool name (the worker type's short name).
@@ -19,7 +28,9 @@ pub struct PoolStats {
     pub in_flight: usize,
     /// Calls waiting for a worker.
     pub queued: usize,
-    /// Errors by kind (`timeout`, `died`, `panicked`, `busy`, ...).
+    /// Errors by kind (`timeout`, `died`, `panicked`, `busy`, ...; JSON:
+    /// an object).
+    #[serde(with = "crate::json::pairs")]
     pub errors: Vec<(String, u64)>,
     /// Workers replaced after an unexpected exit.
     pub restarts: u64,
@@ -28,7 +39,9 @@ pub struct PoolStats {
     /// Calls a worker held but never started when it ended, run elsewhere.
     #[serde(default)]
     pub requeued: u64,
-    /// Call latency percentiles over the last 4096 calls (p50, p90, p99).
+    /// Call latency percentiles over the last 4096 calls (p50, p90, p99;
+    /// JSON: `latency_seconds`, an object with `p50`, `p90` and `p99`).
+    #[serde(rename = "latency_seconds", with = "crate::json::percentiles")]
     pub latency: Option<(Duration, Duration, Duration)>,
     /// Each worker process.
     pub children: Vec<ChildStats>,
@@ -37,11 +50,19 @@ pub struct PoolStats {
 }
 
 /// One worker process.
+///
+/// ```
+/// let stats = daemonic::worker::PoolStats::default();
+/// for child in &stats.children {
+///     println!("pid {} {} for {:?}, {} calls", child.pid, child.state, child.uptime, child.calls);
+/// }
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChildStats {
     /// Its pid.
     pub pid: i32,
-    /// Time since it was spawned.
+    /// Time since it was spawned (JSON: `uptime_seconds`).
+    #[serde(rename = "uptime_seconds", with = "crate::json::seconds")]
     pub uptime: Duration,
     /// Calls it served.
     pub calls: u64,

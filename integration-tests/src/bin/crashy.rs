@@ -3,7 +3,7 @@
 
 use clap::Args;
 use daemonic::cli::Program;
-use daemonic::event::{AutoRestart, Shutdown};
+use daemonic::event::{RestartStarting, ShutdownStarted};
 use daemonic::{Daemon, DaemonBuilder, LoopContext};
 
 #[derive(Debug, Clone, Args)]
@@ -11,7 +11,7 @@ struct CrashArgs {
     /// Panic in this tick (0: never).
     #[arg(long, default_value_t = 0)]
     panic_at: u64,
-    /// Cancel the first restart (an `AutoRestart` listener).
+    /// Cancel the first restart (an `RestartStarting` listener).
     #[arg(long)]
     cancel_first_restart: bool,
 }
@@ -34,12 +34,12 @@ fn main() -> std::process::ExitCode {
     };
     let cancelled = std::sync::atomic::AtomicBool::new(!cli.app.cancel_first_restart);
     DaemonBuilder::new(Crashy(cli.app.panic_at))
-        .on(move |e: &mut AutoRestart| {
+        .on(move |e: &mut RestartStarting| {
             if !cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 e.cancel();
             }
         })
-        .on(|e: &mut Shutdown| log::info!("shutdown event: {}", e.reason))
+        .on(|e: &mut ShutdownStarted| log::info!("shutdown event: {}", e.reason))
         .args(&cli.daemon)
         .run()
 }

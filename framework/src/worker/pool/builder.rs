@@ -11,12 +11,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the `on_return` callback sees for every finished call.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # fn demo() -> Result<(), daemonic::Error> {
+/// let pool = WorkerPool::builder(Calc)
+///     .on_return(|r| {
+///         if r.latency.as_millis() > 100 {
+///             log::warn!("{}::{} call {} took {:?} (pid {})", r.pool, r.method, r.call_id, r.latency, r.pid);
+///         }
+///     })
+///     .start()?;
+/// # let _ = pool; Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CallReturn<'a> {
     /// The pool's name.
     pub pool: &'a str,
     /// The method called.
     pub method: &'static str,
+    /// The call's id (as the method saw it in
+    /// [`WorkerContext::call_id`](crate::WorkerContext::call_id)).
+    pub call_id: u64,
     /// The worker's pid (0 in inline mode).
     pub pid: i32,
     /// Time from `send` to the reply.
@@ -63,17 +86,77 @@ pub(super) struct PoolConfig {
     pub restart_limit: (usize, Duration),
     pub max_payload: usize,
     pub max_in_flight: usize,
+    pub max_concurrent: usize,
     pub warm_spares: usize,
     pub transport: Transport,
     pub events: Events,
     pub logger: Logger,
     pub on_return: Option<OnReturn>,
+    /// The pool's own least privilege, before it is resolved at start.
+    pub privileges: PoolPrivileges,
+}
+
+/// What a pool's workers give up, as configured (see the builder's `user`,
+/// `group`, `no_new_privs` and `limit_*` methods).
+#[derive(Debug, Clone, Default)]
+pub(super) struct PoolPrivileges {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub no_new_privs: bool,
+    pub limits: Vec<crate::process::Limit>,
+    pub nice: Option<i32>,
+}
+
+impl PoolPrivileges {
+    /// Resolves names into what each child applies (`None`: nothing).
+    fn confinement(&self) -> Result<Option<crate::process::Confinement>> {
+        let identity =
+            crate::daemon::privilege::pool_identity(self.user.as_deref(), self.group.as_deref())?;
+        if let Some(nice) = self.nice {
+            if !(-20..=19).contains(&nice) {
+                return Err(Error::Config(format!("nice must be -20 to 19, got {nice}")));
+            }
+        }
+        let confinement = crate::process::Confinement {
+            limits: self.limits.clone(),
+            nice: self.nice,
+            identity,
+            no_new_privs: self.no_new_privs,
+        };
+        Ok((!confinement.is_empty()).then_some(confinement))
+    }
 }
 
 /// Default [`WorkerPoolBuilder::start_timeout`].
+///
+/// ```
+/// assert_eq!(daemonic::worker::DEFAULT_START_TIMEOUT.as_secs(), 30);
+/// ```
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Configures a [`WorkerPool`].
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// use std::time::Duration;
+/// # fn demo() -> Result<(), daemonic::Error> {
+/// let pool = WorkerPool::builder(Calc)
+///     .name("calculator")
+///     .size(4)
+///     .call_timeout(Duration::from_secs(5))
+///     .queue_capacity(256)
+///     .max_calls_per_child(10_000)
+///     .restart_limit(5, Duration::from_secs(60))
+///     .start()?; // inside an actix System
+/// # let _ = pool; Ok(()) }
+/// ```
 pub struct WorkerPoolBuilder<W: WorkerMethods> {
     worker: W,
     config: PoolConfig,
@@ -114,11 +197,13 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
                 restart_limit: (10, Duration::from_secs(10)),
                 max_payload: 16 * 1024 * 1024,
                 max_in_flight: 1,
+                max_concurrent: 1,
                 warm_spares: 1,
                 transport: Transport::default(),
                 events: Events::new(),
                 logger: Logger::discard(),
                 on_return: None,
+                privileges: PoolPrivileges::default(),
             },
             inline: false,
             arbiter: None,
@@ -203,11 +288,59 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     }
 
     /// Calls sent ahead to one worker (pipelining; default 1). A worker
-    /// still runs them one at a time, but the next call is already waiting
-    /// when it finishes. If it dies, the call it was running fails with
-    /// `Died`, and the calls it had not started run on another worker.
+    /// still runs them one at a time (but see
+    /// [`max_concurrent`](Self::max_concurrent)), and the next call is
+    /// already waiting when it finishes. If it dies, the call it was
+    /// running fails with `Died`, and the calls it had not started run on
+    /// another worker.
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.config.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// `async` methods taking `&self` that one worker runs at once (default
+    /// 1: one call at a time). I/O-bound workers (an HTTP fetcher, a
+    /// database client) then overlap their calls' waits instead of queueing
+    /// them: with `max_concurrent(100)`, 100 calls that each await 50 ms
+    /// take about 50 ms on one worker, not 5 s.
+    ///
+    /// Calls still start in the order they arrive. An `async` method
+    /// taking `&mut self`, and any plain method, runs alone: it starts once
+    /// the calls before it have finished, and the ones after it wait for
+    /// it. A worker that dies fails every call it had started with `Died`;
+    /// the calls it had received but not started run on another worker.
+    /// Each worker gets up to `max(max_in_flight, max_concurrent)` calls.
+    /// Needs the socket transport (the default).
+    ///
+    /// ```no_run
+    /// use daemonic::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    /// use std::time::Duration;
+    ///
+    /// #[daemonic::worker]
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct Fetcher;
+    ///
+    /// #[daemonic::worker]
+    /// impl Fetcher {
+    ///     // `&self`: calls may overlap.
+    ///     pub async fn fetch(&self, ctx: &mut WorkerContext, url: String) -> usize {
+    ///         ctx.debug(1, format_args!("fetching {url}"));
+    ///         tokio::time::sleep(Duration::from_millis(50)).await; // the request
+    ///         url.len()
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), daemonic::Error> {
+    /// # daemonic::actix::System::new().block_on(async {
+    /// let pool = WorkerPool::builder(Fetcher).size(1).max_concurrent(100).start()?;
+    /// # let _ = pool;
+    /// # Ok(())
+    /// # })
+    /// # }
+    /// ```
+    pub fn max_concurrent(mut self, calls: usize) -> Self {
+        self.config.max_concurrent = calls.max(1);
         self
     }
 
@@ -252,6 +385,66 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self
     }
 
+    /// The pool's workers run as `user` (a name or a uid), with its
+    /// supplementary groups and its primary group unless
+    /// [`group`](Self::group) is given: a root daemon can hand hostile input
+    /// to workers that run as `nobody`. Needs a daemon running as root (not
+    /// one that dropped to `--user`). Check from outside: `/proc/<pid>/status`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.config.privileges.user = Some(user.into());
+        self
+    }
+
+    /// The pool's workers run with `group` (a name or a gid).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.config.privileges.group = Some(group.into());
+        self
+    }
+
+    /// The pool's workers, and every program they run, can never gain
+    /// privileges (`PR_SET_NO_NEW_PRIVS`: setuid bits and file capabilities
+    /// are ignored).
+    pub fn no_new_privs(mut self) -> Self {
+        self.config.privileges.no_new_privs = true;
+        self
+    }
+
+    /// Each worker may map at most `bytes` of address space (`RLIMIT_AS`):
+    /// an allocation beyond it fails, and a Rust worker aborts, which
+    /// resolves its call with [`WorkerError::Died`] (SIGABRT) and replaces it.
+    pub fn limit_memory(mut self, bytes: u64) -> Self {
+        self.set_limit(crate::process::Limit::AddressSpace(bytes));
+        self
+    }
+
+    /// Each worker may use at most this much CPU time over its life
+    /// (`RLIMIT_CPU`, rounded up to whole seconds): beyond it the kernel
+    /// sends SIGXCPU, and the call resolves with [`WorkerError::Died`].
+    pub fn limit_cpu(mut self, time: Duration) -> Self {
+        let secs = time.as_secs() + u64::from(time.subsec_nanos() > 0);
+        self.set_limit(crate::process::Limit::CpuSeconds(secs.max(1)));
+        self
+    }
+
+    /// Each worker may hold at most `files` open descriptors (`RLIMIT_NOFILE`).
+    pub fn limit_open_files(mut self, files: u64) -> Self {
+        self.set_limit(crate::process::Limit::OpenFiles(files));
+        self
+    }
+
+    /// The pool's workers run at this niceness (-20 to 19; higher is
+    /// kinder to the rest of the machine).
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.config.privileges.nice = Some(nice);
+        self
+    }
+
+    fn set_limit(&mut self, limit: crate::process::Limit) {
+        let limits = &mut self.config.privileges.limits;
+        limits.retain(|l| std::mem::discriminant(l) != std::mem::discriminant(&limit));
+        limits.push(limit);
+    }
+
     /// Run the pool actor on this arbiter instead of the current one.
     pub fn arbiter(mut self, arbiter: ArbiterHandle) -> Self {
         self.arbiter = Some(arbiter);
@@ -276,6 +469,12 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
                 MAX_FRAME - 1024
             )));
         }
+        if c.max_concurrent > 1 && c.transport != Transport::Socket {
+            return Err(Error::Config(
+                "max_concurrent > 1 needs the socket transport".into(),
+            ));
+        }
+        c.max_in_flight = c.max_in_flight.max(c.max_concurrent);
         if c.call_timeout == Some(Duration::MAX) {
             c.call_timeout = None;
         }
@@ -298,7 +497,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             )));
         }
         let inline = if self.inline {
-            let context = WorkerContext::inline(self.config.logger.clone(), "inline");
+            let context = WorkerContext::new(self.config.logger.clone(), "inline");
             Some(super::inline::Inline::start(
                 self.worker,
                 context,
@@ -307,8 +506,9 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         } else {
             None
         };
+        let confinement = self.config.privileges.confinement()?;
         let config = self.config;
-        let pool = move || WorkerPool::<W>::new(config, template, inline);
+        let pool = move || WorkerPool::<W>::new(config, template, inline, confinement);
         let addr = match self.arbiter {
             Some(arbiter) => WorkerPool::start_in_arbiter(&arbiter, move |_| pool()),
             None => pool().start(),

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 
 /// One call for the inline worker.
 struct Job {
+    id: u64,
     method: u16,
     args: Vec<u8>,
     reply: tokio::sync::oneshot::Sender<std::result::Result<Vec<u8>, WorkerError>>,
@@ -34,9 +35,12 @@ impl Inline {
             .spawn(move || {
                 worker.started(&mut context);
                 while let Ok(job) = rx.recv() {
+                    // Inline calls have no timeout: no deadline.
+                    context.set_call(Some((job.id, None)));
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         worker.dispatch(&mut context, job.method, &job.args)
                     }));
+                    context.set_call(None);
                     let result = match outcome {
                         Ok(Ok(bytes)) => Ok(bytes),
                         Ok(Err(e)) => Err(WorkerError::Protocol(e.to_string())),
@@ -55,11 +59,13 @@ impl Inline {
     /// Runs one call; the answer arrives on the returned receiver.
     pub(super) fn call(
         &self,
+        id: u64,
         method: u16,
         args: Vec<u8>,
     ) -> tokio::sync::oneshot::Receiver<std::result::Result<Vec<u8>, WorkerError>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
+            id,
             method,
             args,
             reply,

@@ -135,6 +135,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let options = SpawnOptions {
             entry: W::NAME.to_string(),
             role: format!("worker:{}", self.config.name),
+            confinement: self.confinement.clone(),
         };
         let spawning = async move { crate::process::spawn(&options).await };
         ctx.spawn(
@@ -204,6 +205,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let bootstrap = Bootstrap {
             ipc_server: ipc.as_ref().map(|l| l.server_name().to_string()),
             max_reply: self.config.max_payload + REPLY_OVERHEAD,
+            max_concurrent: self.config.max_concurrent,
         };
         let bootstrap = protocol::encode(&bootstrap)
             .map_err(|e| fail("bootstrap", std::io::Error::other(e)))?;
@@ -414,6 +416,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         slot.link_open = false;
         let pid = slot.pid;
         let exited = slot.exit.is_some();
+        let leaving = slot.state.expects_exit();
         if let Some(why) = &error {
             self.error("protocol");
             self.config.logger.error(format_args!(
@@ -422,6 +425,16 @@ impl<W: WorkerMethods> WorkerPool<W> {
         }
         if exited {
             self.settle(key, ctx);
+        } else if error.is_none() && leaving {
+            // It is leaving as it was asked to, and closed its link on the
+            // way out: its exit follows (the kernel closes a process's
+            // descriptors before its pidfd reports the exit). Kill it only
+            // if the exit does not come.
+            ctx.run_later(LINK_DRAIN, move |act, _| {
+                if act.slot_mut(key).is_some_and(|s| s.exit.is_none()) {
+                    act.kill(key, "link dropped");
+                }
+            });
         } else {
             self.kill(key, "link dropped");
         }
@@ -445,7 +458,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 pid,
                 exit: status.clone(),
             });
-            self.finish(call.name, pid, call.accepted, call.reply, result);
+            self.finish(call.name, call.id, pid, call.accepted, call.reply, result);
         }
         let requeued = requeue.len();
         if requeued > 0 {
@@ -598,6 +611,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             ));
             self.finish(
                 call.name,
+                call.id,
                 pid,
                 call.accepted,
                 call.reply,

@@ -13,12 +13,16 @@
 //! - `lifecycle.rs`: spawning, readiness, recycling, deaths, restart limit;
 //! - `traffic.rs`: handing calls to workers and reading their replies;
 //! - `schedule.rs`, `budget.rs`: the pure decisions, unit-tested;
-//! - `reply.rs`: how an answer reaches its caller; `inline.rs`: inline mode.
+//! - `reply.rs`: how an answer reaches its caller; `inline.rs`: inline mode;
+//! - `raw.rs`: calls as bytes, for transports of their own (NATS hosts).
 
 mod budget;
 mod builder;
 mod inline;
+#[cfg(feature = "testing")]
+mod kill;
 mod lifecycle;
+mod raw;
 mod reply;
 mod schedule;
 mod slot;
@@ -26,6 +30,9 @@ mod traffic;
 
 pub(crate) use builder::PoolRegistry;
 pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_START_TIMEOUT};
+#[cfg(feature = "testing")]
+pub use kill::KillWorker;
+pub(crate) use raw::{GetPoolLimits, PoolLimits, RawCall};
 pub use reply::CallResponse;
 
 use super::stats::{ChildStats, Latencies, PoolStats};
@@ -61,6 +68,26 @@ struct Counters {
 
 /// The proxy actor of a pool of worker processes. Send it the message types
 /// `#[daemonic::worker]` generates.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # fn main() -> Result<(), daemonic::Error> {
+/// daemonic::actix::System::new().block_on(async {
+///     let pool: Addr<WorkerPool<Calc>> = WorkerPool::builder(Calc).size(2).start()?;
+///     assert_eq!(pool.call(calc::Add { a: 2, b: 3 }).await, Ok(5));
+///     // actix's own idiom works too: mailbox, then worker, then the method's value.
+///     assert_eq!(pool.send(calc::Add { a: 2, b: 3 }).await, Ok(Ok(5)));
+///     Ok(())
+/// })
+/// # }
+/// ```
 pub struct WorkerPool<W: WorkerMethods> {
     config: PoolConfig,
     template: Arc<Vec<u8>>,
@@ -80,6 +107,8 @@ pub struct WorkerPool<W: WorkerMethods> {
     spawn_retry_pending: bool,
     spare_refill_pending: bool,
     returned_listeners: CachedListeners<WorkerReturned>,
+    /// What each worker gives up before user code runs.
+    confinement: Option<crate::process::Confinement>,
     _worker: PhantomData<fn() -> W>,
 }
 
@@ -89,7 +118,12 @@ impl<W: WorkerMethods> WorkerPool<W> {
         WorkerPoolBuilder::new(worker)
     }
 
-    fn new(config: PoolConfig, template: Vec<u8>, inline: Option<inline::Inline>) -> Self {
+    fn new(
+        config: PoolConfig,
+        template: Vec<u8>,
+        inline: Option<inline::Inline>,
+        confinement: Option<crate::process::Confinement>,
+    ) -> Self {
         let seed = ((std::process::id() as u64) << 32)
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -116,6 +150,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             spawn_retry_pending: false,
             spare_refill_pending: false,
             returned_listeners,
+            confinement,
             _worker: PhantomData,
         }
     }
@@ -136,6 +171,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
     fn finish(
         &mut self,
         name: &'static str,
+        id: u64,
         pid: i32,
         accepted: Instant,
         reply: reply::Reply,
@@ -152,6 +188,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             callback(&CallReturn {
                 pool: &self.config.name,
                 method: name,
+                call_id: id,
                 pid,
                 latency,
                 error,
@@ -183,7 +220,14 @@ impl<W: WorkerMethods> WorkerPool<W> {
     /// Resolves every queued call with `error`.
     fn fail_queue(&mut self, error: WorkerError) {
         while let Some(call) = self.pop_queue() {
-            self.finish(call.name, 0, call.accepted, call.reply, Err(error.clone()));
+            self.finish(
+                call.name,
+                call.id,
+                0,
+                call.accepted,
+                call.reply,
+                Err(error.clone()),
+            );
         }
     }
 
@@ -205,6 +249,27 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 ))));
             }
         };
+        self.accept(
+            M::METHOD,
+            M::NAME,
+            args,
+            accepted,
+            decode_output::<M::Output>,
+            ctx,
+        )
+    }
+
+    /// Queues a call whose arguments are encoded (typed calls, and raw ones
+    /// from `raw.rs`), or refuses it at once.
+    fn accept<T: 'static>(
+        &mut self,
+        method: u16,
+        name: &'static str,
+        args: Vec<u8>,
+        accepted: Instant,
+        decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
+        ctx: &mut Context<Self>,
+    ) -> CallResponse<T> {
         if args.len() > self.config.max_payload {
             self.error("too_large");
             return CallResponse::ready(Err(WorkerError::TooLarge {
@@ -233,23 +298,23 @@ impl<W: WorkerMethods> WorkerPool<W> {
             self.error(error.kind());
             return CallResponse::ready(Err(error));
         }
-        let (response, reply) = CallResponse::pending(decode_output::<M::Output>);
+        let (response, reply) = CallResponse::pending(decode);
+        let id = self.next_id;
+        self.next_id += 1;
         if let Some(inline) = &self.inline {
-            let answer = inline.call(M::METHOD, args);
+            let answer = inline.call(id, method, args);
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
                     let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
-                    act.finish(M::NAME, 0, accepted, reply, result);
+                    act.finish(name, id, 0, accepted, reply, result);
                 }),
             );
             return response;
         }
-        let id = self.next_id;
-        self.next_id += 1;
         self.push_queue(Queued {
             id,
-            method: M::METHOD,
-            name: M::NAME,
+            method,
+            name,
             args,
             accepted,
             reply,
@@ -320,6 +385,23 @@ impl<W: WorkerMethods> Actor for WorkerPool<W> {
 }
 
 /// Current stats of the pool.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # async fn demo(pool: Addr<WorkerPool<Calc>>) -> Result<(), daemonic::actix::MailboxError> {
+/// use daemonic::worker::GetPoolStats;
+///
+/// let stats = pool.send(GetPoolStats).await?;
+/// println!("{} calls, {} queued, {} restarts", stats.calls, stats.queued, stats.restarts);
+/// # Ok(()) }
+/// ```
 #[derive(Message)]
 #[rtype(result = "PoolStats")]
 pub struct GetPoolStats;
@@ -335,6 +417,24 @@ impl<W: WorkerMethods> Handler<GetPoolStats> for WorkerPool<W> {
 /// Graceful stop: new calls get `ShuttingDown`, queued ones too; calls
 /// already held by workers get until `grace`, then workers are killed.
 /// Resolves when every worker has exited.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Calc;
+/// # #[daemonic::worker]
+/// # impl Calc {
+/// #     pub fn add(&mut self, a: i64, b: i64) -> i64 { a + b }
+/// # }
+/// # async fn demo(pool: Addr<WorkerPool<Calc>>) {
+/// use daemonic::worker::StopPool;
+/// use std::time::Duration;
+///
+/// // Calls held by workers get 5 s to finish; every worker has exited after.
+/// let _ = pool.send(StopPool { grace: Duration::from_secs(5) }).await;
+/// # }
+/// ```
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopPool {
@@ -368,33 +468,5 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
         Box::pin(async move {
             let _ = rx.await;
         })
-    }
-}
-
-/// Sends `signal` to one worker (tests, chaos drills). Returns its pid.
-#[derive(Message)]
-#[rtype(result = "Option<i32>")]
-pub struct KillWorker {
-    /// Which active worker (index among active workers, wrapping).
-    pub index: usize,
-    /// The signal.
-    pub signal: i32,
-}
-
-impl<W: WorkerMethods> Handler<KillWorker> for WorkerPool<W> {
-    type Result = Option<i32>;
-
-    fn handle(&mut self, msg: KillWorker, _: &mut Context<Self>) -> Option<i32> {
-        let active: Vec<&Slot> = self
-            .slots
-            .iter()
-            .filter(|s| s.state.is_active() && s.exit.is_none())
-            .collect();
-        if active.is_empty() {
-            return None;
-        }
-        let slot = active[msg.index % active.len()];
-        slot.signal(msg.signal);
-        Some(slot.pid)
     }
 }

@@ -9,9 +9,11 @@ use std::rc::Rc;
 /// Where a call's outcome goes: decodes the bytes and answers the caller.
 pub(super) type Reply = Box<dyn FnOnce(std::result::Result<Vec<u8>, WorkerError>)>;
 
-/// A call's answer as the pool hands it to actix: resolved straight from
+/// A call's answer as the pool hands it to actix (the `Handler::Result` of
+/// generated handlers; not for users to name): resolved straight from
 /// the worker's reply on the pool's thread (no task or extra channel per
 /// call, which mattered for pipelined throughput).
+#[doc(hidden)]
 pub struct CallResponse<T> {
     inner: CallResponseInner<T>,
 }

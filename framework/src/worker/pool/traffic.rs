@@ -1,6 +1,6 @@
 //! Calls to workers and replies from them.
 
-use super::super::protocol::{self, FromChild, Outcome, ToChild};
+use super::super::protocol::{self, Deadline, FromChild, Outcome, ToChild};
 use super::super::{WorkerError, WorkerMethods};
 use super::schedule;
 use super::slot::{InFlight, SlotState};
@@ -24,19 +24,20 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 return;
             };
             let slot = &mut self.slots[index];
+            let deadline = self
+                .config
+                .call_timeout
+                .and_then(|t| Instant::now().checked_add(t));
             let frame = protocol::encode(&ToChild::Call {
                 id: call.id,
                 method: call.method,
                 args: Cow::Borrowed(&call.args),
+                deadline: deadline.map(Deadline::to_wire),
             });
             let sent = frame
                 .map_err(std::io::Error::other)
                 .and_then(|bytes| slot.link.send(bytes));
             slot.sent += 1;
-            let deadline = self
-                .config
-                .call_timeout
-                .and_then(|t| Instant::now().checked_add(t));
             slot.in_flight.push_back(InFlight {
                 id: call.id,
                 seq: slot.sent,
@@ -127,7 +128,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 stop_sent: true,
             };
         }
-        self.finish(call.name, pid, call.accepted, call.reply, result);
+        self.finish(call.name, call.id, pid, call.accepted, call.reply, result);
         if panicked {
             self.promote(ctx);
         } else if by_calls {
