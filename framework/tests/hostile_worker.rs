@@ -295,7 +295,7 @@ async fn rounds(
 }
 
 fn run(transport: Transport, drill: Drill) {
-    daemonic::process::fork_server().prestart().unwrap();
+    daemonic::testing::fork_server().prestart().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("holders");
     let _holders = Holders(pids.clone());

@@ -129,10 +129,16 @@ pub(super) fn worker_frames(data: &[u8]) {
             // Owned: the round trip outlives `b`.
             let call: ToChild<'_> = protocol::decode(b).expect("re-decodes");
             match call {
-                ToChild::Call { id, method, args } => ToChild::Call {
+                ToChild::Call {
+                    id,
+                    method,
+                    args,
+                    deadline,
+                } => ToChild::Call {
                     id,
                     method,
                     args: Cow::Owned(args.into_owned()),
+                    deadline,
                 },
                 ToChild::Stop => ToChild::Stop,
             }

@@ -241,11 +241,13 @@ fn worker_seeds() -> Vec<Vec<u8>> {
             id: 3,
             method: 2,
             args: Cow::Owned(rmp(&(1u64, "two"))),
+            deadline: Some(1_000_000_000),
         }),
         rmp(&ToChild::Stop),
         rmp(&Bootstrap {
             ipc_server: Some("/tmp/ipc-channel/socket".into()),
             max_reply: 1 << 20,
+            max_concurrent: 4,
         }),
     ]
 }
@@ -264,6 +266,7 @@ fn fds_seeds() -> Vec<Vec<u8>> {
     let boot = rmp(&Bootstrap {
         ipc_server: None,
         max_reply: 4096,
+        max_concurrent: 1,
     });
     let mut one = vec![1u8];
     one.extend(framed(&[boot.clone(), rmp(&"worker state")]));
@@ -296,6 +299,11 @@ fn spawn_request() -> SpawnRequest {
         console: false,
         has_log: true,
         fault: None,
+        confinement: Some(crate::process::Confinement {
+            nice: Some(5),
+            no_new_privs: true,
+            ..Default::default()
+        }),
     }
 }
 
