@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn worker_bin() -> PathBuf {
-    example_bin("simple_worker")
+/// A daemon without workers: its descriptors change only with its
+/// control clients, so a leak shows as a count that stays up.
+fn daemon_bin() -> PathBuf {
+    example_bin("hello_world")
 }
 
 fn control(dir: &Path, args: &[&str]) -> Finished {
-    let mut cmd = Command::new(worker_bin());
+    let mut cmd = Command::new(daemon_bin());
     cmd.current_dir(dir)
         .arg("--pidfile")
         .arg("w.pid")
@@ -67,11 +69,11 @@ fn open_fds(pid: i32) -> usize {
 #[test]
 fn hostile_control_clients_get_one_line_or_nothing_and_the_daemon_serves_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(worker_bin());
+    let mut cmd = Command::new(daemon_bin());
     cmd.current_dir(dir.path())
         .args(["--pidfile", "w.pid", "--log-file", "w.log"]);
     let mut daemon = Daemon::spawn(cmd);
-    let socket = dir.path().join(".simple_worker.control/control.sock");
+    let socket = dir.path().join(".hello_world.control/control.sock");
     wait_for(DEADLINE, "the control socket", || socket.exists());
     let status = control(dir.path(), &["status"]);
     assert_eq!(status.exit.code(), Some(0), "{status:?}");
