@@ -97,7 +97,7 @@ pub use task::{Task, TaskContext, TaskHandle, TaskStatus};
 pub use worker::{CallError, CallExt, WorkerContext, WorkerError, WorkerPool};
 
 pub use daemon::stats::{LatenessHistogram, LoopStats, MemoryStats, Stats, LATENESS_BUCKETS_US};
-pub use daemon::{Daemon, DaemonBuilder, DaemonHandle, LoopContext};
+pub use daemon::{Daemon, DaemonBuilder, DaemonHandle, LoopContext, LoopPriority};
 pub use error::{BoxError, Error, ExitCode, Result};
 pub use event::{Event, Events, ShutdownReason};
 pub use log::{Level, Logger};

@@ -58,6 +58,7 @@ pub struct DaemonBuilder<D: Daemon> {
     interval: Duration,
     /// What `interval_secs` got when no `Duration` holds it (reported at start).
     bad_interval_secs: Option<f64>,
+    loop_priority: super::LoopPriority,
     shutdown_timeout: Duration,
     log_file: Option<PathBuf>,
     verbose: bool,
@@ -213,6 +214,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             program: Program::default(),
             interval: Duration::from_secs(1),
             bad_interval_secs: None,
+            loop_priority: super::LoopPriority::Inherit,
             shutdown_timeout: Duration::from_secs(10),
             log_file: None,
             verbose: false,
@@ -258,6 +260,20 @@ impl<D: Daemon> DaemonBuilder<D> {
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self.bad_interval_secs = None;
+        self
+    }
+
+    /// How the main loop's thread is scheduled: [`LoopPriority::Nice`] or
+    /// [`LoopPriority::RealTime`] keep ticks on time beside CPU-bound work
+    /// (default [`LoopPriority::Inherit`]). Applied on the loop's thread
+    /// before `initialize`; a setting the process may not use stops the
+    /// start with exit code 77, one out of range with 78.
+    ///
+    /// [`LoopPriority::Nice`]: super::LoopPriority::Nice
+    /// [`LoopPriority::RealTime`]: super::LoopPriority::RealTime
+    /// [`LoopPriority::Inherit`]: super::LoopPriority::Inherit
+    pub fn loop_priority(mut self, priority: super::LoopPriority) -> Self {
+        self.loop_priority = priority;
         self
     }
 
@@ -563,6 +579,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             )));
         }
         let interval = checked("the interval", self.interval, true)?;
+        self.loop_priority.check(interval).map_err(Error::Config)?;
         let shutdown_timeout = checked("the shutdown timeout", self.shutdown_timeout, false)?;
         if let Some(after) = self.restart.after {
             checked("the runtime before a restart", after, false)?;
@@ -802,6 +819,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             let shared = Arc::new(Shared {
                 name,
                 interval: prepared.interval,
+                loop_priority: self.loop_priority,
                 logger: logs.logger,
                 events: events.clone(),
                 counters: LoopCounters::default(),

@@ -440,13 +440,18 @@ impl<D: Daemon> Actor for MainLoop<D> {
 
 /// Run `initialize`; on success the loop starts ticking.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), crate::Error>")]
 pub(crate) struct Initialize;
 
 impl<D: Daemon> Handler<Initialize> for MainLoop<D> {
-    type Result = Result<(), String>;
+    type Result = Result<(), crate::Error>;
 
     fn handle(&mut self, _: Initialize, ctx: &mut Context<Self>) -> Self::Result {
+        // On the loop's own thread, before any user code runs on it.
+        if let Err(e) = self.shared.loop_priority.apply_to_current_thread() {
+            self.stopping = true;
+            return Err(e);
+        }
         match self.with_daemon(ctx, "initialize", |d, c| d.initialize(c)) {
             Some(Ok(())) => {
                 self.initialized = true;
@@ -454,9 +459,9 @@ impl<D: Daemon> Handler<Initialize> for MainLoop<D> {
             }
             Some(Err(e)) => {
                 self.stopping = true;
-                Err(e.to_string())
+                Err(crate::Error::Initialize(e))
             }
-            None => Err("initialize panicked".into()),
+            None => Err(crate::Error::Initialize("initialize panicked".into())),
         }
     }
 }

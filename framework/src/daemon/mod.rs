@@ -4,6 +4,7 @@
 mod builder;
 mod main_loop;
 pub(crate) mod pidfile;
+mod priority;
 pub(crate) mod privilege;
 pub mod stats;
 mod supervisor;
@@ -13,6 +14,7 @@ pub(crate) mod timer;
 pub use builder::{DaemonBuilder, DaemonHandle};
 pub(crate) mod restart;
 pub use main_loop::LoopContext;
+pub use priority::LoopPriority;
 pub(crate) use restart::RestartPolicy;
 pub(crate) use supervisor::{EnsurePlugin, GetStats, RequestShutdown, Supervisor};
 

@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 pub(crate) struct Shared {
     pub name: String,
     pub interval: Duration,
+    pub loop_priority: super::LoopPriority,
     pub logger: Logger,
     pub events: Events,
     pub counters: LoopCounters,
@@ -684,9 +685,7 @@ impl Supervisor {
                 }
                 match res {
                     Ok(Ok(())) => act.became_ready(ctx),
-                    Ok(Err(e)) => {
-                        act.start_failed(ctx, ExitCode::Software, format!("initialize failed: {e}"))
-                    }
+                    Ok(Err(e)) => act.start_failed(ctx, e.exit_code(), e.to_string()),
                     Err(e) => act.start_failed(
                         ctx,
                         ExitCode::Software,
