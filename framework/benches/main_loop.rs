@@ -82,7 +82,12 @@ fn bare_timerfd(interval: Duration, ticks: usize, priority: LoopPriority) -> Vec
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
         let start = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
         let mut out = Vec::with_capacity(ticks);
-        for k in 0..ticks as u32 {
+        // Tick 0 runs at once, as the daemon's first tick does: a timer set
+        // in the past still fires through the timer interrupt, and a first
+        // sample taken that late would hide the wake-up latency of every
+        // later tick (lateness is measured from the first sample).
+        out.push(Instant::now());
+        for k in 1..ticks as u32 {
             let due = start + interval * k;
             timer
                 .set(

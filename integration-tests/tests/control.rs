@@ -143,7 +143,7 @@ fn open_fds(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Issue 8 item 10: one failed `accept` (EMFILE) used to end the listener for
+/// A regression test: one failed `accept` (EMFILE) used to end the listener for
 /// good, and `status`/`stop` then said "not running" while the daemon ran.
 #[test]
 fn the_control_channel_outlives_a_failed_accept() {

@@ -1,4 +1,4 @@
-//! Security from outside (issue 9): the control channel's directory and peer
+//! Security from outside (SECURITY.md): the control channel's directory and peer
 //! checks, pid and lock file ownership, and the privilege drop. Most cases
 //! need root (to plant files owned by another user, or to drop to `nobody`);
 //! CI runs as root, and they say so and pass trivially elsewhere.

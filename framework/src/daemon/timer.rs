@@ -122,7 +122,13 @@ impl PreciseSleep {
             match guard.try_io(|fd| {
                 nix::unistd::read(&fd.get_ref().0, &mut expirations).map_err(std::io::Error::from)
             }) {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => {
+                    // The one expiration is consumed: without this, the next
+                    // sleep would find the old readiness and spend a `read`
+                    // on EAGAIN before it waits.
+                    guard.clear_ready();
+                    return Ok(());
+                }
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
