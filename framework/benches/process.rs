@@ -11,9 +11,24 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// Child entry point that proves user code runs: one byte back to the host.
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so a
+/// child's timestamp splits a spawn into "until the child runs" and "until
+/// the parent hears of it".
+fn mono_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain clock read into our struct (async-signal-safe).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Child entry point that proves user code runs: its first instant back to
+/// the host.
 fn ping(mut start: ChildStart) -> i32 {
-    let _ = start.channel().write_all(b"x");
+    let now = mono_ns();
+    let _ = start.channel().write_all(&now.to_le_bytes());
     0
 }
 
@@ -42,24 +57,48 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// fork → child writes a byte to a pipe and `_exit`s → parent reads, reaps.
-fn raw_fork_latency(samples: usize) -> Vec<Duration> {
+/// One spawn, split at the instant the child's code ran.
+#[derive(Clone, Copy)]
+struct Split {
+    /// Request → the child's first instant.
+    to_child: Duration,
+    /// The child's first instant → the parent has read it.
+    to_parent: Duration,
+}
+
+impl Split {
+    fn new(start: u64, child: u64, end: u64) -> Self {
+        Self {
+            to_child: Duration::from_nanos(child.saturating_sub(start)),
+            to_parent: Duration::from_nanos(end.saturating_sub(child)),
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.to_child + self.to_parent
+    }
+}
+
+/// fork → child writes its instant to a pipe and `_exit`s → parent reads,
+/// reaps.
+fn raw_fork_latency(samples: usize) -> Vec<Split> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
         let (r, w) = nix::unistd::pipe().unwrap();
-        let start = Instant::now();
+        let start = mono_ns();
         // SAFETY: the child only calls async-signal-safe functions.
         match unsafe { libc::fork() } {
             0 => unsafe {
                 use std::os::fd::AsRawFd;
-                libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1);
+                let now = mono_ns().to_le_bytes();
+                libc::write(w.as_raw_fd(), now.as_ptr().cast(), now.len());
                 libc::_exit(0);
             },
             pid => {
                 drop(w);
-                let mut byte = [0u8; 1];
-                std::fs::File::from(r).read_exact(&mut byte).unwrap();
-                out.push(start.elapsed());
+                let mut child = [0u8; 8];
+                std::fs::File::from(r).read_exact(&mut child).unwrap();
+                out.push(Split::new(start, u64::from_le_bytes(child), mono_ns()));
                 nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
             }
         }
@@ -67,7 +106,50 @@ fn raw_fork_latency(samples: usize) -> Vec<Duration> {
     out
 }
 
-fn server_latency(samples: usize) -> Vec<Duration> {
+/// One cross-process wake-up: a child blocked in `read` on a pipe is woken
+/// by a byte and answers on another; half the round trip. The spawn path
+/// has more of these than a self-fork (parent → fork server, fork server →
+/// parent), and in this VM each costs tens of microseconds when the other
+/// side's CPU is idle.
+fn wake_up_latency(samples: usize) -> Vec<Duration> {
+    let (to_child_r, to_child_w) = nix::unistd::pipe().unwrap();
+    let (to_parent_r, to_parent_w) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only calls async-signal-safe functions.
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            use std::os::fd::AsRawFd;
+            // The parent's ends: with them open here, the read below would
+            // never see the parent hang up.
+            libc::close(to_child_w.as_raw_fd());
+            libc::close(to_parent_r.as_raw_fd());
+            let mut b = [0u8; 1];
+            while libc::read(to_child_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) == 1 {
+                libc::write(to_parent_w.as_raw_fd(), b.as_ptr().cast(), 1);
+            }
+            libc::_exit(0);
+        },
+        pid => {
+            drop((to_child_r, to_parent_w));
+            let mut tx = std::fs::File::from(to_child_w);
+            let mut rx = std::fs::File::from(to_parent_r);
+            let mut out = Vec::with_capacity(samples);
+            let mut b = [0u8; 1];
+            for _ in 0..samples {
+                let start = Instant::now();
+                tx.write_all(b"x").unwrap();
+                rx.read_exact(&mut b).unwrap();
+                out.push(start.elapsed() / 2);
+                // Let both sides go idle, as between two spawns.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            drop(tx);
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            out
+        }
+    }
+}
+
+fn server_latency(samples: usize) -> Vec<Split> {
     let options = SpawnOptions {
         entry: "bench::ping".into(),
         role: "bench:ping".into(),
@@ -75,11 +157,11 @@ fn server_latency(samples: usize) -> Vec<Duration> {
     };
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let start = Instant::now();
+        let start = mono_ns();
         let mut spawned = fork_server().spawn(&options).unwrap();
-        let mut byte = [0u8; 1];
-        spawned.channel.read_exact(&mut byte).unwrap();
-        out.push(start.elapsed());
+        let mut child = [0u8; 8];
+        spawned.channel.read_exact(&mut child).unwrap();
+        out.push(Split::new(start, u64::from_le_bytes(child), mono_ns()));
         spawned.process.wait_blocking().unwrap();
     }
     out
@@ -128,16 +210,21 @@ fn main() {
     // not exist yet), as the fork-safety rule demands.
     assert_single_threaded();
     let _ = raw_fork_latency(100);
-    let mut raw = raw_fork_latency(samples);
+    let raw = raw_fork_latency(samples);
     let raw_tp = raw_fork_throughput(n);
+    let mut wake = wake_up_latency(samples.min(1000));
+    wake.sort();
     assert_single_threaded();
 
     fork_server().prestart().unwrap();
     let _ = server_latency(100); // warm up
-    let mut srv = server_latency(samples);
+    let srv = server_latency(samples);
     let srv_tp = task_throughput(n);
-    raw.sort();
-    srv.sort();
+    let sorted = |v: &[Split], part: fn(&Split) -> Duration| {
+        let mut d: Vec<Duration> = v.iter().map(part).collect();
+        d.sort();
+        d
+    };
 
     println!(
         "process layer ({samples} samples, {n} tasks; {} build)",
@@ -149,18 +236,27 @@ fn main() {
     );
     println!("| measure | daemonic | raw fork() | ratio |");
     println!("|---|---|---|---|");
-    for (label, p) in [
-        ("spawn → child code p50", 0.5),
-        ("spawn → child code p99", 0.99),
-    ] {
-        let (a, b) = (percentile(&srv, p), percentile(&raw, p));
-        println!(
-            "| {label} | {:.1} µs | {:.1} µs | {:.2}× |",
-            us(a),
-            us(b),
-            us(a) / us(b)
-        );
+    let parts: [(&str, fn(&Split) -> Duration); 3] = [
+        ("spawn → child code → parent knows", Split::total),
+        ("of which request → child code runs", |s| s.to_child),
+        ("of which child code → parent knows", |s| s.to_parent),
+    ];
+    for (what, part) in parts {
+        let (ours, base) = (sorted(&srv, part), sorted(&raw, part));
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (a, b) = (percentile(&ours, p), percentile(&base, p));
+            println!(
+                "| {what}, {label} | {:.1} µs | {:.1} µs | {:.2}× |",
+                us(a),
+                us(b),
+                us(a) / us(b)
+            );
+        }
     }
+    println!(
+        "| one cross-process wake-up (pipe ping-pong / 2), p50 | — | {:.1} µs | — |",
+        us(percentile(&wake, 0.5))
+    );
     println!(
         "| tasks spawned+reaped /s | {:.0} | {:.0} | {:.2}× |",
         srv_tp,
