@@ -502,6 +502,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 self.promote(ctx);
                 self.dispatch(ctx);
             }
+            PoolState::Restarting => self.notify_if_stopped(),
             PoolState::Stopping | PoolState::Failed => {
                 if self.state == PoolState::Stopping {
                     self.fail_queue(WorkerError::ShuttingDown);
@@ -548,6 +549,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+        self.failure = Some(reason.clone());
+        if self.supervisor.is_some() {
+            return self.fail_to_supervisor(reason);
+        }
         self.state = PoolState::Failed;
         self.config.logger.error(format_args!(
             "pool {}: giving up: {reason}; pending calls fail with PoolFailed",
@@ -570,6 +575,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
     /// Periodic: call timeouts, start timeouts, recycling by runtime.
     pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if self.state == PoolState::Restarting {
+            self.expire_waiting(now);
+        }
         let mut timed_out = Vec::new();
         let mut not_started = Vec::new();
         let mut to_retire = Vec::new();
