@@ -5,7 +5,10 @@
 //!
 //! Actors have no exit reason. Here an actor that stops by itself has
 //! failed; one that calls [`stop_normally`] has finished (what `Transient`
-//! distinguishes). A stop the supervisor asks for is neither.
+//! distinguishes). A stop the supervisor asks for is neither. An actor
+//! that refuses to stop (its `stopping` returns `Continue`) past its
+//! shutdown timeout is terminated with actix's `terminate`, which runs its
+//! `started` hook once more before `stopped`.
 
 use super::child::{ChildKind, ChildLink, ChildSpec, IntoChild, StopMode, DEFAULT_SHUTDOWN};
 use super::strategy::Exit;
