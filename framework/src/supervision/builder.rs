@@ -134,6 +134,12 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Renames it (a daemon's root takes the daemon's name).
+    pub(crate) fn named(mut self, name: String) -> Self {
+        self.name = name;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         if self.intensity.1.is_zero() {
             return Err(Error::Config(format!(

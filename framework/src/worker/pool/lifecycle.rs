@@ -477,6 +477,15 @@ impl<W: WorkerMethods> WorkerPool<W> {
             self.queue.push_front(call.into());
         }
         let expected = slot.state.expects_exit() && status.success();
+        // Killed because the whole pool failed or stopped: that failure was
+        // counted (or is its supervisor's business), even if it settles
+        // after a restart.
+        let pool_wide = matches!(
+            slot.state,
+            SlotState::Killed {
+                reason: "pool failed" | "shutdown grace over"
+            }
+        );
         if !expected {
             self.config.events.dispatch(&mut WorkerDied {
                 pool: self.config.name.clone(),
@@ -484,7 +493,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 exit: status.clone(),
                 calls_failed: failed,
             });
-            if self.state == PoolState::Running {
+            if self.state == PoolState::Running && !pool_wide {
                 let why = match slot.state {
                     SlotState::Killed { reason } => format!(" after {reason}"),
                     _ => String::new(),
