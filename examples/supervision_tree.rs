@@ -20,7 +20,7 @@ use daemonic::actix::prelude::*;
 use daemonic::event::{ChildRestarted, Events, SupervisorEscalated};
 use daemonic::prelude::*;
 use daemonic::supervision::{
-    ActorSpec, Backoff, GetTree, PoolSpec, Restart, Strategy, Supervisor,
+    ActorSpec, Backoff, GetTree, IntoChild, PoolSpec, Restart, Strategy, Supervisor,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -161,17 +161,17 @@ async fn main() -> std::io::Result<()> {
             .restart_limit(0, Duration::from_secs(10)),
     );
     let decoder = PoolSpec::new(WorkerPool::builder(Decoder).name("decoder").size(2));
-    let hits = ActorSpec::new(|_| Hits::default()).name("hits");
+    let counter = ActorSpec::new(|_| Hits::default()).name("hits");
     let state = web::Data::new(State {
         renderer: renderer.addr(),
         decoder: decoder.addr(),
-        hits: hits.addr(),
+        hits: counter.addr(),
         tree: Supervisor::builder("app")
             .strategy(Strategy::OneForOne)
             .intensity(3, Duration::from_secs(30))
             .events(events)
             .child(decoder)
-            .child(hits)
+            .child(counter)
             .child(
                 Supervisor::builder("thumbnails")
                     .strategy(Strategy::RestForOne)
@@ -186,7 +186,6 @@ async fn main() -> std::io::Result<()> {
                         // A one-off job: never restarted.
                         ActorSpec::new(|_| Hits::default())
                             .name("warm-cache")
-                            .into_child()
                             .restart(Restart::Temporary),
                     ),
             )

@@ -335,7 +335,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
 
     pub(super) fn kill(&mut self, key: u64, reason: &'static str) {
         if let Some(slot) = self.slot_mut(key) {
-            if slot.exit.is_none() {
+            // The first reason stays (a killed worker's link drops too).
+            if slot.exit.is_none() && !matches!(slot.state, SlotState::Killed { .. }) {
                 slot.state = SlotState::Killed { reason };
                 slot.signal(libc::SIGKILL);
             }
