@@ -147,7 +147,10 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let events = Events::new();
     events.on(|e: &mut ChildRestarted| {
-        eprintln!("restarted {}/{} ({}): {}", e.supervisor, e.child, e.restarts, e.reason)
+        eprintln!(
+            "restarted {}/{} ({}): {}",
+            e.supervisor, e.child, e.restarts, e.reason
+        )
     });
     events.on(|e: &mut SupervisorEscalated| {
         eprintln!("supervisor {} gave up: {}", e.supervisor, e.reason)

@@ -69,8 +69,10 @@ async fn pid(pool: &Pool) -> i32 {
 }
 
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
 }
 
 /// `ChildRestarted` and `SupervisorEscalated`, in order, as `sup/child`
@@ -88,7 +90,9 @@ impl Journal {
                 .push(format!("{}/{}", e.supervisor, e.child))
         });
         let escalated = self.0.clone();
-        events.on(move |e: &mut SupervisorEscalated| escalated.lock().push(format!("{}!", e.supervisor)));
+        events.on(move |e: &mut SupervisorEscalated| {
+            escalated.lock().push(format!("{}!", e.supervisor))
+        });
         events
     }
 
@@ -97,7 +101,10 @@ impl Journal {
     }
 
     async fn wait_for(&self, n: usize) -> Vec<String> {
-        until("tree events", Duration::from_secs(20), || self.0.lock().len() >= n).await;
+        until("tree events", Duration::from_secs(20), || {
+            self.0.lock().len() >= n
+        })
+        .await;
         self.get()
     }
 }
@@ -123,10 +130,23 @@ async fn fail_the_middle(strategy: Strategy, restarts: usize) -> (Vec<String>, [
     let after = [pid(&a).await, pid(&b).await, pid(&c).await];
     tree.send(StopTree).await.unwrap();
     for p in before.iter().chain(&after) {
-        until("workers gone after the stop", Duration::from_secs(10), || !alive(*p)).await;
+        until(
+            "workers gone after the stop",
+            Duration::from_secs(10),
+            || !alive(*p),
+        )
+        .await;
     }
-    assert_eq!(journal.get(), events, "no restart beyond the strategy's set");
-    let changed = [before[0] != after[0], before[1] != after[1], before[2] != after[2]];
+    assert_eq!(
+        journal.get(),
+        events,
+        "no restart beyond the strategy's set"
+    );
+    let changed = [
+        before[0] != after[0],
+        before[1] != after[1],
+        before[2] != after[2],
+    ];
     (events, changed)
 }
 
@@ -249,7 +269,12 @@ async fn an_actor_keeps_its_address_across_restarts() {
     assert_eq!(addr.send(Ping).await.unwrap(), "uploader");
     assert_eq!(
         log.lock().clone(),
-        ["start uploader", "stop uploader", "restart uploader", "start uploader"]
+        [
+            "start uploader",
+            "stop uploader",
+            "restart uploader",
+            "start uploader"
+        ]
     );
     tree.send(StopTree).await.unwrap();
 }
@@ -316,7 +341,12 @@ async fn restart_types_transient_and_temporary() {
         ),
         "a pool its tree gave up on fails its calls"
     );
-    until("the temporary pool's worker gone", Duration::from_secs(10), || !alive(temp_pid)).await;
+    until(
+        "the temporary pool's worker gone",
+        Duration::from_secs(10),
+        || !alive(temp_pid),
+    )
+    .await;
     assert_eq!(journal.get(), ["types/crashed"], "nothing else restarted");
     tree.send(StopTree).await.unwrap();
 }
@@ -364,7 +394,10 @@ async fn the_intensity_window_counts_recent_restarts_only() {
         let _ = p.send(unit::Die {}).await;
         journal.wait_for(round).await;
         let next_window = started + period + Duration::from_millis(50);
-        until("the window to pass", period * 2, || Instant::now() >= next_window).await;
+        until("the window to pass", period * 2, || {
+            Instant::now() >= next_window
+        })
+        .await;
     }
     assert!(escalated.lock().is_none());
     // Two within one period is one too many.
@@ -373,7 +406,10 @@ async fn the_intensity_window_counts_recent_restarts_only() {
     journal.wait_for(4).await;
     pid(&p).await;
     let _ = p.send(unit::Die {}).await;
-    until("the escalation", Duration::from_secs(10), || escalated.lock().is_some()).await;
+    until("the escalation", Duration::from_secs(10), || {
+        escalated.lock().is_some()
+    })
+    .await;
     let reason = escalated.lock().clone().unwrap_or_default();
     assert!(reason.contains("2 restarts within"), "{reason}");
     assert_eq!(journal.get().last().map(String::as_str), Some("window!"));
@@ -420,14 +456,21 @@ async fn an_escalation_climbs_the_tree_until_the_root_decides() {
         ["middle/inner", "middle!", "root/middle"]
     );
     let inner_pid = pid(&inner).await;
-    assert_eq!(pid(&steady).await, steady_pid, "one_for_one: the sibling kept its worker");
+    assert_eq!(
+        pid(&steady).await,
+        steady_pid,
+        "one_for_one: the sibling kept its worker"
+    );
     // Twice more: the middle gives up again, which is one restart too many
     // for the root: it stops everything and escalates to its owner.
     let _ = inner.send(unit::Die {}).await;
     assert_eq!(journal.wait_for(4).await[3], "middle/inner");
     pid(&inner).await;
     let _ = inner.send(unit::Die {}).await;
-    until("the root to give up", Duration::from_secs(10), || escalated.lock().is_some()).await;
+    until("the root to give up", Duration::from_secs(10), || {
+        escalated.lock().is_some()
+    })
+    .await;
     let reason = escalated.lock().clone().unwrap_or_default();
     assert!(reason.contains("middle"), "{reason}");
     let tail: Vec<String> = journal.get().into_iter().rev().take(2).collect();
@@ -469,7 +512,10 @@ async fn calls_made_while_a_pool_restarts_wait_for_it() {
         answers.iter().all(|a| a.is_ok()),
         "every call made during the restart was served: {answers:?}"
     );
-    assert!(during.elapsed() >= Duration::from_millis(300), "they waited for it");
+    assert!(
+        during.elapsed() >= Duration::from_millis(300),
+        "they waited for it"
+    );
     assert_eq!(journal.wait_for(2).await.len(), 2);
     tree.send(StopTree).await.unwrap();
 }
@@ -498,12 +544,18 @@ async fn children_stop_in_reverse_order_each_within_its_timeout() {
     let stopping = Instant::now();
     tree.send(StopTree).await.unwrap();
     let took = stopping.elapsed();
-    until("the worker reaped", Duration::from_secs(5), || !alive(worker)).await;
+    until("the worker reaped", Duration::from_secs(5), || {
+        !alive(worker)
+    })
+    .await;
     assert!(
         took < Duration::from_secs(20),
         "bounded by the children's timeouts, not the call: {took:?}"
     );
-    assert!(held.await.unwrap().is_err(), "the held call failed with the worker");
+    assert!(
+        held.await.unwrap().is_err(),
+        "the held call failed with the worker"
+    );
     let log = log.lock().clone();
     assert_eq!(
         log,
@@ -550,7 +602,11 @@ async fn restarts_back_off_exponentially() {
     // 200, 400, then the 400 ms cap.
     let floors = [0, 100, 200, 400, 400].map(Duration::from_millis);
     for (i, (gap, floor)) in gaps.iter().zip(floors).enumerate() {
-        assert!(*gap >= floor, "restart {}: waited {gap:?}, at least {floor:?}", i + 1);
+        assert!(
+            *gap >= floor,
+            "restart {}: waited {gap:?}, at least {floor:?}",
+            i + 1
+        );
     }
     println!("backoff gaps: {gaps:?}");
     tree.send(StopTree).await.unwrap();

@@ -30,7 +30,11 @@ fn handlers_keep_their_addresses_across_restarts_and_a_crash_loop_is_contained()
             .map(str::to_string)
     });
     let (status, body) = get(&format!("{base}/render?n=1"));
-    assert_eq!((status, body.starts_with("thumbnail #1 by pid")), (200, true), "{body}");
+    assert_eq!(
+        (status, body.starts_with("thumbnail #1 by pid")),
+        (200, true),
+        "{body}"
+    );
 
     // One crash: the renderer pool fails, `thumbnails` restarts it in
     // place; the handler's address answers again.
@@ -45,17 +49,29 @@ fn handlers_keep_their_addresses_across_restarts_and_a_crash_loop_is_contained()
         let (_, body) = get(&format!("{base}/crash"));
         assert!(body.contains("renderer:"), "{body}");
         let (status, body) = get(&format!("{base}/decode?input=loop{round}"));
-        assert_eq!((status, body.trim()), (200, format!("{round}pool").as_str()));
+        assert_eq!(
+            (status, body.trim()),
+            (200, format!("{round}pool").as_str())
+        );
     }
     wait_for(DEADLINE, "the subtree restarted by app", || {
         app.stderr().contains("restarted app/thumbnails")
     });
     assert!(app.stderr().contains("supervisor thumbnails gave up"));
     let (status, body) = get(&format!("{base}/render?n=3"));
-    assert_eq!(status, 200, "the same address, after the subtree's restart: {body}");
+    assert_eq!(
+        status, 200,
+        "the same address, after the subtree's restart: {body}"
+    );
     let (_, tree) = get(&format!("{base}/tree"));
     assert!(tree.starts_with("app (one_for_one, running"), "{tree}");
-    assert!(tree.contains("last failure: supervisor thumbnails gave up"), "{tree}");
-    assert!(tree.contains("warm-cache: actor temporary terminated"), "{tree}");
+    assert!(
+        tree.contains("last failure: supervisor thumbnails gave up"),
+        "{tree}"
+    );
+    assert!(
+        tree.contains("warm-cache: actor temporary terminated"),
+        "{tree}"
+    );
     assert!(app.is_running(), "the application never went down");
 }

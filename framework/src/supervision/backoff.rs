@@ -109,7 +109,10 @@ mod tests {
         }
         // Garbage in, the full delay out.
         assert_eq!(b.delay(1, f64::NAN), Duration::from_millis(100));
-        assert_eq!(b.jitter(f64::INFINITY).delay(1, 0.5), Duration::from_millis(100));
+        assert_eq!(
+            b.jitter(f64::INFINITY).delay(1, 0.5),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

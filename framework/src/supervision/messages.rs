@@ -71,7 +71,8 @@ impl Handler<StopChildren> for Supervisor {
         self.stop_waiters.push(tx);
         // Restarts planned no longer matter; a stop in progress finishes
         // first (the queue runs in order).
-        self.ops.retain(|op| matches!(op, Op::Stop { .. } | Op::Stopped));
+        self.ops
+            .retain(|op| matches!(op, Op::Stop { .. } | Op::Stopped));
         self.pending.clear();
         if self.state != TreeState::Failed {
             self.state = TreeState::Stopping;

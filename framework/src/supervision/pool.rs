@@ -4,7 +4,9 @@
 
 use super::child::{ChildKind, ChildLink, ChildSpec, IntoChild, StopMode, DEFAULT_SHUTDOWN};
 use super::strategy::Exit;
-use crate::worker::{ResumePool, StopPool, SuspendPool, WorkerMethods, WorkerPool, WorkerPoolBuilder};
+use crate::worker::{
+    ResumePool, StopPool, SuspendPool, WorkerMethods, WorkerPool, WorkerPoolBuilder,
+};
 use actix::dev::channel::AddressReceiver;
 use actix::Addr;
 use futures_util::future::LocalBoxFuture;

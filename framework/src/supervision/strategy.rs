@@ -134,7 +134,10 @@ mod tests {
     fn each_strategy_restarts_its_set() {
         for n in 1..6 {
             for failed in 0..n {
-                assert_eq!(Strategy::OneForOne.restart_set(failed, n), failed..failed + 1);
+                assert_eq!(
+                    Strategy::OneForOne.restart_set(failed, n),
+                    failed..failed + 1
+                );
                 assert_eq!(Strategy::OneForAll.restart_set(failed, n), 0..n);
                 assert_eq!(Strategy::RestForOne.restart_set(failed, n), failed..n);
             }
@@ -155,8 +158,16 @@ mod tests {
             (Restart::Temporary, false, false),
         ];
         for (restart, after_normal, after_failure) in table {
-            assert_eq!(restart.restarts_after(&Exit::Normal), after_normal, "{restart:?}");
-            assert_eq!(restart.restarts_after(&failed), after_failure, "{restart:?}");
+            assert_eq!(
+                restart.restarts_after(&Exit::Normal),
+                after_normal,
+                "{restart:?}"
+            );
+            assert_eq!(
+                restart.restarts_after(&failed),
+                after_failure,
+                "{restart:?}"
+            );
         }
     }
 }

@@ -90,7 +90,10 @@ pub(super) struct Slot {
 
 /// One step of the supervisor's work, run in order.
 pub(super) enum Op {
-    Stop { index: usize, mode: StopMode },
+    Stop {
+        index: usize,
+        mode: StopMode,
+    },
     Delay(Duration),
     /// Starts every `Stopped` child, in order, one at a time.
     StartAll,
