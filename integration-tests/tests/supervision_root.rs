@@ -13,7 +13,14 @@ fn treed() -> PathBuf {
 fn start(dir: &Path, extra: &[&str]) -> Daemon {
     let mut cmd = Command::new(treed());
     cmd.current_dir(dir)
-        .args(["--pidfile", "t.pid", "--log-file", "t.log", "--interval", "0.05"])
+        .args([
+            "--pidfile",
+            "t.pid",
+            "--log-file",
+            "t.log",
+            "--interval",
+            "0.05",
+        ])
         .args(extra);
     Daemon::spawn(cmd)
 }
@@ -26,7 +33,9 @@ fn status_json_the_table_and_sigusr1_show_the_tree() {
     wait_for_line(&log, "treed started");
     let status = |args: &[&str]| {
         let mut cmd = Command::new(treed());
-        cmd.current_dir(dir.path()).args(["--pidfile", "t.pid"]).args(args);
+        cmd.current_dir(dir.path())
+            .args(["--pidfile", "t.pid"])
+            .args(args);
         run_command(cmd)
     };
     let json = status(&["status", "--json"]);
@@ -57,7 +66,13 @@ fn status_json_the_table_and_sigusr1_show_the_tree() {
         "{}",
         table.stdout
     );
-    assert!(table.stdout.contains("tree            flaky: pool permanent running"), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains("tree            flaky: pool permanent running"),
+        "{}",
+        table.stdout
+    );
 
     daemon.signal(nix::sys::signal::Signal::SIGUSR1);
     wait_for_line(&log, "stats: tree: treed (one_for_one");
@@ -78,5 +93,8 @@ fn an_escalation_reaching_the_root_ends_the_daemon_with_exit_code_70() {
     assert!(has("supervisor treed: giving up"), "{lines:#?}");
     assert!(has("the supervision tree gave up"), "{lines:#?}");
     assert!(has("treed stopped (exit code 70)"), "{lines:#?}");
-    assert!(!dir.path().join("t.pid").exists(), "the pid file is removed");
+    assert!(
+        !dir.path().join("t.pid").exists(),
+        "the pid file is removed"
+    );
 }
