@@ -475,6 +475,18 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
             }),
             _ => self.fail_queue(WorkerError::ShuttingDown),
         }
+        self.wind_down(msg.grace, ctx)
+    }
+}
+
+impl<W: WorkerMethods> WorkerPool<W> {
+    /// Retires every worker: held calls get until `grace`, then workers are
+    /// killed. Resolves when every worker has exited.
+    pub(super) fn wind_down(
+        &mut self,
+        grace: Duration,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<()> {
         let keys: Vec<u64> = self.slots.iter().map(|s| s.key).collect();
         for key in keys {
             self.retire(key, "shutdown", ctx);
@@ -482,7 +494,7 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
         if self.all_gone() {
             return Box::pin(async {});
         }
-        ctx.run_later(msg.grace, |act, _| {
+        ctx.run_later(grace, |act, _| {
             let keys: Vec<u64> = act.slots.iter().map(|s| s.key).collect();
             for key in keys {
                 act.kill(key, "shutdown grace over");

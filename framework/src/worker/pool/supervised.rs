@@ -13,7 +13,6 @@ use super::{PoolState, WorkerPool};
 use crate::event::WorkerPoolFailed;
 use actix::prelude::*;
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 /// Tells the supervisor that the pool went over its restart limit.
 pub(crate) type PoolReport = Box<dyn Fn(String) + Send>;
@@ -71,24 +70,7 @@ impl<W: WorkerMethods> Handler<SuspendPool> for WorkerPool<W> {
         if self.state == PoolState::Running {
             self.state = PoolState::Restarting;
         }
-        let keys: Vec<u64> = self.slots.iter().map(|s| s.key).collect();
-        for key in keys {
-            self.retire(key, "shutdown", ctx);
-        }
-        if self.all_gone() {
-            return Box::pin(async {});
-        }
-        ctx.run_later(msg.grace, |act, _| {
-            let keys: Vec<u64> = act.slots.iter().map(|s| s.key).collect();
-            for key in keys {
-                act.kill(key, "shutdown grace over");
-            }
-        });
-        let (tx, rx) = oneshot::channel();
-        self.stop_waiters.push(tx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        self.wind_down(msg.grace, ctx)
     }
 }
 
