@@ -57,6 +57,12 @@ fn status_json_the_table_and_sigusr1_show_the_tree() {
     assert_eq!(flaky["kind"], "pool");
     assert_eq!(flaky["state"], "running");
     assert!(flaky["last_failure"].is_null());
+    // The tree's pools are listed with the daemon's, workers and all.
+    let pool = stats["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "flaky"))
+        .unwrap_or_else(|| panic!("no pool flaky in {}", stats["pools"]));
+    assert_eq!(pool["size"], 1);
 
     let table = status(&["status"]);
     assert!(

@@ -344,7 +344,9 @@ impl Supervisor {
     }
 
     fn stop_local_pools(&mut self, ctx: &mut Context<Self>) {
-        let pools = self.shared.pools.all();
+        let pools: Vec<_> = (self.shared.pools.all().into_iter())
+            .filter(|p| !p.supervised)
+            .collect();
         let tree = self.tree.clone();
         if pools.is_empty() && tree.is_none() {
             return self.close_nats(ctx);
@@ -702,6 +704,7 @@ impl Supervisor {
             let tree = tree
                 .events(self.shared.events.clone())
                 .logger(self.shared.logger.clone())
+                .pools(self.shared.pools.clone())
                 .on_escalation(move |reason| {
                     daemon.do_send(RequestShutdown(ShutdownReason::Error(format!(
                         "the supervision tree gave up: {reason}"

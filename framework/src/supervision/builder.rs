@@ -59,6 +59,7 @@ pub struct SupervisorBuilder {
     logger: Option<Logger>,
     children: Vec<ChildSpec>,
     on_escalation: Option<OnEscalation>,
+    pools: Option<std::sync::Arc<crate::worker::PoolRegistry>>,
 }
 
 impl SupervisorBuilder {
@@ -72,6 +73,7 @@ impl SupervisorBuilder {
             logger: None,
             children: Vec::new(),
             on_escalation: None,
+            pools: None,
         }
     }
 
@@ -134,6 +136,12 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Its pools (nested ones too) show in a daemon's stats.
+    pub(crate) fn pools(mut self, pools: std::sync::Arc<crate::worker::PoolRegistry>) -> Self {
+        self.pools = Some(pools);
+        self
+    }
+
     /// Renames it (a daemon's root takes the daemon's name).
     pub(crate) fn named(mut self, name: String) -> Self {
         self.name = name;
@@ -161,6 +169,7 @@ impl SupervisorBuilder {
             self.children,
         );
         supervisor.on_escalation = self.on_escalation;
+        supervisor.pools = self.pools;
         supervisor
     }
 
@@ -193,7 +202,9 @@ impl ChildKind for NestedTree {
                 if let Err(e) = builder.validate() {
                     return async move { Err(e.to_string()) }.boxed_local();
                 }
+                let pools = link.pools.clone();
                 let mut tree = builder.build(link.events.clone(), link.logger.clone());
+                tree.pools = tree.pools.take().or(pools);
                 tree.parent = Some(link);
                 tree.start_waiters.push(started);
                 Context::with_receiver(mailbox).run(tree);

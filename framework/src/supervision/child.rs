@@ -41,6 +41,8 @@ pub(crate) struct ChildLink {
     /// The supervisor's events and logger, for children that have none.
     pub events: Events,
     pub logger: Logger,
+    /// A daemon's pool list: its tree's pools show in its stats.
+    pub pools: Option<std::sync::Arc<crate::worker::PoolRegistry>>,
 }
 
 impl ChildLink {

@@ -81,7 +81,10 @@ impl<W: WorkerMethods> ChildKind for PoolSpec<W> {
     fn start(&mut self, link: ChildLink) -> LocalBoxFuture<'static, Result<(), String>> {
         let result = match self.first.take() {
             Some((builder, mailbox)) => {
-                let builder = builder.inherit(link.events.clone(), link.logger.clone());
+                let mut builder = builder.inherit(link.events.clone(), link.logger.clone());
+                if let Some(pools) = link.pools.clone() {
+                    builder = builder.in_registry(pools);
+                }
                 builder
                     .start_with(mailbox, self.addr.clone(), Some(report(link)))
                     .map_err(|e| e.to_string())

@@ -127,6 +127,8 @@ pub struct Supervisor {
     pub(super) on_escalation: Option<OnEscalation>,
     pub(super) start_waiters: Vec<oneshot::Sender<Result<(), String>>>,
     pub(super) stop_waiters: Vec<oneshot::Sender<()>>,
+    /// A daemon's pool list (see `ChildLink::pools`).
+    pub(super) pools: Option<std::sync::Arc<crate::worker::PoolRegistry>>,
 }
 
 impl Supervisor {
@@ -165,6 +167,7 @@ impl Supervisor {
             on_escalation: None,
             start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
+            pools: None,
         }
     }
 
@@ -285,6 +288,7 @@ impl Supervisor {
             generation: 0,
             events: self.events.clone(),
             logger: self.logger.clone(),
+            pools: self.pools.clone(),
         };
         let slot = &mut self.children[index];
         slot.generation += 1;

@@ -60,6 +60,8 @@ pub(crate) struct PoolRegistry {
 pub(crate) struct RegisteredPool {
     pub stop: Recipient<StopPool>,
     pub stats: Recipient<GetPoolStats>,
+    /// Its supervisor stops it (in its tree's order), not the daemon.
+    pub supervised: bool,
 }
 
 impl PoolRegistry {
@@ -181,6 +183,12 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self.arbiter = Some(arbiter);
         self.registry = Some(registry);
         self.wired = true;
+        self
+    }
+
+    /// Listed in a daemon's stats (a pool in the daemon's supervision tree).
+    pub(crate) fn in_registry(mut self, registry: Arc<PoolRegistry>) -> Self {
+        self.registry.get_or_insert(registry);
         self
     }
 
@@ -543,6 +551,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         };
         let confinement = self.config.privileges.confinement()?;
         let config = self.config;
+        let supervised = supervisor.is_some();
         let pool = move || {
             let mut pool = WorkerPool::<W>::new(config, template, inline, confinement);
             pool.supervisor = supervisor;
@@ -563,6 +572,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             registry.add(RegisteredPool {
                 stop: addr.clone().recipient(),
                 stats: addr.recipient(),
+                supervised,
             });
         }
         Ok(())
