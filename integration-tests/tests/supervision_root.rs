@@ -104,3 +104,30 @@ fn an_escalation_reaching_the_root_ends_the_daemon_with_exit_code_70() {
         "the pid file is removed"
     );
 }
+
+#[test]
+fn an_escalation_reaching_the_root_restarts_a_daemon_that_restarts_on_fatal_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // The crash loop starts after the minimum runtime: the restart-loop
+    // guard lets the restart through.
+    let daemon = start(
+        dir.path(),
+        &["--crash-loop", "--crash-from", "10", "--min-runtime", "0.2"],
+    );
+    let log = dir.path().join("t.log");
+    wait_for(DEADLINE, "a restart after the root gave up", || {
+        read_lines(&log)
+            .iter()
+            .filter(|l| l.contains("treed started"))
+            .count()
+            >= 2
+    });
+    let lines = read_lines(&log);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fatal error: the supervision tree gave up")),
+        "{lines:#?}"
+    );
+    drop(daemon);
+}

@@ -13,6 +13,9 @@ struct TreeArgs {
     /// Kill a worker of the supervised pool at every tick.
     #[arg(long)]
     crash_loop: bool,
+    /// With `--crash-loop`: from this tick on (to outlast `--min-runtime`).
+    #[arg(long, default_value_t = 0)]
+    crash_from: u64,
 }
 
 #[daemonic::worker]
@@ -29,11 +32,12 @@ impl Flaky {
 struct Treed {
     flaky: Addr<WorkerPool<Flaky>>,
     crash_loop: bool,
+    crash_from: u64,
 }
 
 impl Daemon for Treed {
-    fn execute(&mut self, _: &mut LoopContext<'_, Self>) {
-        if self.crash_loop {
+    fn execute(&mut self, ctx: &mut LoopContext<'_, Self>) {
+        if self.crash_loop && ctx.iteration() >= self.crash_from {
             self.flaky.do_send(flaky::Die {});
         }
     }
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
     DaemonBuilder::new(Treed {
         flaky,
         crash_loop: cli.app.crash_loop,
+        crash_from: cli.app.crash_from,
     })
     .supervise(
         Supervisor::builder("work")
