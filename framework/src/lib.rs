@@ -65,6 +65,7 @@ pub mod plugin;
 mod process;
 pub mod remote;
 mod signal;
+pub mod supervision;
 mod surface;
 pub mod task;
 #[cfg(feature = "testing")]

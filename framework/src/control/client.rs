@@ -238,6 +238,11 @@ pub(crate) fn render(s: &Stats) -> String {
     if let Some(nats) = &s.nats {
         out += &render_nats(nats);
     }
+    if let Some(tree) = &s.tree {
+        for line in tree.lines() {
+            out += &format!("tree      {}\n", printable(&line));
+        }
+    }
     if s.log_lines_dropped > 0 {
         out += &format!(
             "log       {} lines of child processes dropped (log sink too slow)\n",

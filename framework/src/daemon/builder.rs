@@ -69,6 +69,8 @@ pub struct DaemonBuilder<D: Daemon> {
     events: Events,
     plugins: Vec<Box<dyn Plugin>>,
     lazy_plugins: Vec<Box<dyn Plugin>>,
+    /// The root of the supervision tree, once a child is given.
+    tree: Option<crate::supervision::SupervisorBuilder>,
     command: Option<ControlCommand>,
     restart: RestartPolicy,
     /// Applied over the settings above when the daemon runs.
@@ -225,6 +227,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             events: Events::new(),
             plugins: Vec::new(),
             lazy_plugins: Vec::new(),
+            tree: None,
             command: None,
             restart: RestartPolicy::default(),
             command_line: None,
@@ -434,6 +437,46 @@ impl<D: Daemon> DaemonBuilder<D> {
     /// Adds a plugin, set up in the order added.
     pub fn plugin(mut self, plugin: impl Plugin) -> Self {
         self.plugins.push(Box::new(plugin));
+        self
+    }
+
+    /// Adds a child (a pool, an actor, a nested supervisor) to the daemon's
+    /// root supervisor (one_for_one, at most 3 restarts in 5 s, named after
+    /// the daemon). The tree starts before `initialize`, in the order
+    /// given, and stops with the pools at shutdown; `status` shows it. An
+    /// escalation reaching the root ends the daemon with exit code 70, or
+    /// restarts it when it restarts on fatal errors.
+    ///
+    /// ```no_run
+    /// # use daemonic::prelude::*;
+    /// # #[daemonic::worker]
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// # struct Decoder;
+    /// # #[daemonic::worker]
+    /// # impl Decoder {
+    /// #     pub fn decode(&mut self, n: u32) -> u32 { n }
+    /// # }
+    /// # struct App;
+    /// # impl Daemon for App { fn execute(&mut self, _: &mut LoopContext<'_, Self>) {} }
+    /// use daemonic::supervision::{PoolSpec, Strategy, Supervisor};
+    /// use std::time::Duration;
+    ///
+    /// let decoder = PoolSpec::new(WorkerPool::builder(Decoder).size(2));
+    /// let decode = decoder.addr(); // hand it to the daemon's state
+    /// let builder = DaemonBuilder::new(App).supervise(
+    ///     Supervisor::builder("media")
+    ///         .strategy(Strategy::RestForOne)
+    ///         .intensity(5, Duration::from_secs(30))
+    ///         .child(decoder),
+    /// );
+    /// # let _ = (builder, decode);
+    /// ```
+    pub fn supervise(mut self, child: impl crate::supervision::IntoChild) -> Self {
+        let root = self
+            .tree
+            .take()
+            .unwrap_or_else(|| crate::supervision::Supervisor::builder("root"));
+        self.tree = Some(root.child(child));
         self
     }
 
@@ -807,6 +850,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             log_guard: Some(logs.guard),
             plugins: self.plugins,
             lazy_plugins: self.lazy_plugins,
+            tree: self.tree.map(|t| t.named(name.clone())),
             on_ready,
             previous_pid,
             task_manager: Some(TaskManager::start(

@@ -52,6 +52,10 @@ pub struct Stats {
     /// [`Nats`](crate::remote) handle).
     #[serde(default)]
     pub nats: Option<crate::remote::NatsStats>,
+    /// The daemon's supervision tree (children given to
+    /// [`DaemonBuilder::supervise`](crate::DaemonBuilder::supervise)).
+    #[serde(default)]
+    pub tree: Option<crate::supervision::TreeStats>,
 }
 
 /// Main loop figures.
@@ -194,6 +198,9 @@ impl Stats {
         }
         if let Some(nats) = &self.nats {
             lines.extend(nats.lines());
+        }
+        if let Some(tree) = &self.tree {
+            lines.extend(tree.lines().into_iter().map(|l| format!("tree: {l}")));
         }
         if self.log_lines_dropped > 0 {
             lines.push(format!(

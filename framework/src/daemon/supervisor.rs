@@ -61,6 +61,7 @@ impl Shared {
             extra: Vec::new(),
             log_lines_dropped: crate::log::child_lines_dropped(),
             nats: None,
+            tree: None,
         }
     }
 }
@@ -100,6 +101,9 @@ pub(crate) struct SupervisorConfig {
     /// Connected before `initialize`, closed after the pools stopped.
     #[cfg(feature = "nats")]
     pub nats: Option<crate::remote::Nats>,
+    /// The root of the supervision tree (`DaemonBuilder::supervise`),
+    /// started before `initialize`, stopped with the pools.
+    pub tree: Option<crate::supervision::SupervisorBuilder>,
 }
 
 /// Links to the main loop, which is generic over the user's daemon type.
@@ -139,6 +143,7 @@ pub struct Supervisor {
     log_guard: Arc<Mutex<Option<LogGuard>>>,
     /// The pid file once written (removed before the locks are released).
     pidfile: Option<super::pidfile::PidFile>,
+    tree: Option<Addr<crate::supervision::Supervisor>>,
 }
 
 impl Supervisor {
@@ -168,6 +173,7 @@ impl Supervisor {
             done: Some(done),
             log_guard,
             pidfile: None,
+            tree: None,
         }
     }
 
@@ -339,16 +345,27 @@ impl Supervisor {
     }
 
     fn stop_local_pools(&mut self, ctx: &mut Context<Self>) {
-        let pools = self.shared.pools.all();
-        if pools.is_empty() {
+        let pools: Vec<_> = (self.shared.pools.all().into_iter())
+            .filter(|p| !p.supervised)
+            .collect();
+        let tree = self.tree.clone();
+        if pools.is_empty() && tree.is_none() {
             return self.close_nats(ctx);
         }
         let grace = self.remaining_grace();
-        let stopped = futures_util::future::join_all(
+        let pools = futures_util::future::join_all(
             pools
                 .into_iter()
                 .map(move |p| p.stop.send(StopPool { grace })),
         );
+        // The tree stops its children in reverse order, each within its
+        // own shutdown timeout (the daemon's timeout bounds it all).
+        let tree = async move {
+            if let Some(tree) = tree {
+                let _ = tree.send(crate::supervision::StopTree).await;
+            }
+        };
+        let stopped = futures_util::future::join(pools, tree);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                 if act.state == State::Stopping {
@@ -505,9 +522,14 @@ impl Supervisor {
     ) {
         let pools = self.shared.pools.all();
         let plugins = self.plugin_actors.clone();
+        let tree = self.tree.clone();
         #[cfg(feature = "nats")]
         let nats = self.config.nats.clone();
         let asks = async move {
+            let tree = match tree {
+                Some(tree) => tree.send(crate::supervision::GetTree).await.ok(),
+                None => None,
+            };
             let pools = futures_util::future::join_all(
                 pools.into_iter().map(|p| p.stats.send(GetPoolStats)),
             )
@@ -521,13 +543,14 @@ impl Supervisor {
             };
             #[cfg(not(feature = "nats"))]
             let nats = None;
-            (pools, plugins, nats)
+            (pools, plugins, nats, tree)
         };
         ctx.spawn(actix::fut::wrap_future::<_, Self>(asks).map(
-            move |(pools, plugins, nats), act, _| {
+            move |(pools, plugins, nats, tree), act, _| {
                 let mut stats = act.shared.stats();
                 stats.pools = pools.into_iter().filter_map(|r| r.ok()).collect();
                 stats.nats = nats;
+                stats.tree = tree;
                 for (name, lines) in plugins.into_iter().filter_map(|r| r.ok()) {
                     stats.extra.extend(
                         lines
@@ -674,6 +697,25 @@ impl Actor for Supervisor {
 impl Supervisor {
     /// The main loop's `initialize`, then ticking.
     fn initialize_loop(&mut self, ctx: &mut Context<Self>) {
+        if let Some(tree) = self.config.tree.take() {
+            // An escalation reaching the root is a fatal error: exit code
+            // 70, or a restart (with its restart-loop guard) when the
+            // daemon restarts on fatal errors.
+            let daemon = ctx.address();
+            let tree = tree
+                .events(self.shared.events.clone())
+                .logger(self.shared.logger.clone())
+                .pools(self.shared.pools.clone())
+                .on_escalation(move |reason| {
+                    daemon.do_send(RequestShutdown(ShutdownReason::Error(format!(
+                        "the supervision tree gave up: {reason}"
+                    ))));
+                });
+            match tree.start() {
+                Ok(addr) => self.tree = Some(addr),
+                Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
+            }
+        }
         let Some(link) = self.main_loop.as_ref() else {
             return;
         };

@@ -36,6 +36,8 @@ event!(
     WorkerRecycled,
     WorkerPoolFailed,
     RestartStarting,
+    ChildRestarted,
+    SupervisorEscalated,
 );
 
 /// Old names of the events, for one release.
@@ -583,4 +585,43 @@ mod tests {
         }
         assert_eq!(*seen.lock(), vec!["ABC".to_string()]);
     }
+}
+
+/// A supervisor restarted one of its children (after the child, or a
+/// sibling its strategy ties it to, failed).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::ChildRestarted| {
+///     log::warn!("{}/{} restarted ({} so far): {}", e.supervisor, e.child, e.restarts, e.reason);
+/// });
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChildRestarted {
+    /// The supervisor's name.
+    pub supervisor: String,
+    /// The child's name.
+    pub child: String,
+    /// Times this supervisor restarted it, this one included.
+    pub restarts: u64,
+    /// Why: which child failed, and how.
+    pub reason: String,
+}
+
+/// A supervisor went over its restart intensity: it stopped its children
+/// and failed upward to its own supervisor (or, at the top, to whatever
+/// runs it: a daemon ends with exit code 70, or restarts).
+///
+/// ```
+/// let events = daemonic::Events::new();
+/// events.on(|e: &mut daemonic::event::SupervisorEscalated| {
+///     log::error!("supervisor {} gave up: {}", e.supervisor, e.reason);
+/// });
+/// ```
+#[derive(Debug, Clone)]
+pub struct SupervisorEscalated {
+    /// The supervisor's name.
+    pub supervisor: String,
+    /// Why.
+    pub reason: String,
 }

@@ -29,6 +29,7 @@
 //! | [`ShutdownStarted`] | when the graceful shutdown begins | |
 //! | [`TaskExited`] | when a task process ends | |
 //! | [`WorkerSpawned`], [`WorkerReturned`], [`WorkerDied`], [`WorkerTimedOut`], [`WorkerRecycled`], [`WorkerPoolFailed`] | as worker pools run | |
+//! | [`ChildRestarted`], [`SupervisorEscalated`] | as supervision trees restart children and give up | |
 //!
 //! ```
 //! use daemonic::event::{TickFinished, WorkerDied};

@@ -79,6 +79,7 @@ pub use pool::{
 };
 #[cfg_attr(not(feature = "nats"), allow(unused_imports))]
 pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
+pub(crate) use pool::{PoolReport, ResumePool, SuspendPool};
 pub use stats::{ChildStats, PoolStats};
 
 use crate::process::ExitStatus;

@@ -60,6 +60,8 @@ pub(crate) struct PoolRegistry {
 pub(crate) struct RegisteredPool {
     pub stop: Recipient<StopPool>,
     pub stats: Recipient<GetPoolStats>,
+    /// Its supervisor stops it (in its tree's order), not the daemon.
+    pub supervised: bool,
 }
 
 impl PoolRegistry {
@@ -163,6 +165,8 @@ pub struct WorkerPoolBuilder<W: WorkerMethods> {
     inline: bool,
     arbiter: Option<ArbiterHandle>,
     registry: Option<Arc<PoolRegistry>>,
+    /// Events and logger given explicitly (a supervisor does not replace them).
+    wired: bool,
 }
 
 impl<W: WorkerMethods> WorkerPoolBuilder<W> {
@@ -178,6 +182,22 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self.config.logger = logger;
         self.arbiter = Some(arbiter);
         self.registry = Some(registry);
+        self.wired = true;
+        self
+    }
+
+    /// Listed in a daemon's stats (a pool in the daemon's supervision tree).
+    pub(crate) fn in_registry(mut self, registry: Arc<PoolRegistry>) -> Self {
+        self.registry.get_or_insert(registry);
+        self
+    }
+
+    /// A supervisor's events and logger, unless the pool has its own.
+    pub(crate) fn inherit(mut self, events: Events, logger: Logger) -> Self {
+        if !self.wired {
+            self.config.events = events;
+            self.config.logger = logger;
+        }
         self
     }
 
@@ -208,6 +228,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             inline: false,
             arbiter: None,
             registry: None,
+            wired: false,
         }
     }
 
@@ -369,12 +390,14 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     /// Raise worker events on this bus (a daemon's, say).
     pub fn events(mut self, events: Events) -> Self {
         self.config.events = events;
+        self.wired = true;
         self
     }
 
     /// Log through this logger (a daemon's, say).
     pub fn logger(mut self, logger: Logger) -> Self {
         self.config.logger = logger;
+        self.wired = true;
         self
     }
 
@@ -483,7 +506,27 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     }
 
     /// Starts the pool (inside an actix `System`) and returns its address.
-    pub fn start(mut self) -> Result<Addr<WorkerPool<W>>> {
+    pub fn start(self) -> Result<Addr<WorkerPool<W>>> {
+        // actix's default capacity; the pool raises it once it runs.
+        let (tx, rx) = actix::dev::channel::channel(16);
+        let addr = Addr::new(tx);
+        self.start_with(rx, addr.clone(), None)?;
+        Ok(addr)
+    }
+
+    /// The pool's name as configured.
+    pub(crate) fn pool_name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Starts the pool on a mailbox made beforehand (a supervised pool's
+    /// address exists before it starts), telling `supervisor` if it fails.
+    pub(crate) fn start_with(
+        mut self,
+        mailbox: actix::dev::channel::AddressReceiver<WorkerPool<W>>,
+        addr: Addr<WorkerPool<W>>,
+        supervisor: Option<super::PoolReport>,
+    ) -> Result<()> {
         if actix_rt::System::try_current().is_none() {
             return Err(Error::NoSystem);
         }
@@ -508,17 +551,30 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         };
         let confinement = self.config.privileges.confinement()?;
         let config = self.config;
-        let pool = move || WorkerPool::<W>::new(config, template, inline, confinement);
-        let addr = match self.arbiter {
-            Some(arbiter) => WorkerPool::start_in_arbiter(&arbiter, move |_| pool()),
-            None => pool().start(),
+        let supervised = supervisor.is_some();
+        let pool = move || {
+            let mut pool = WorkerPool::<W>::new(config, template, inline, confinement);
+            pool.supervisor = supervisor;
+            pool
         };
+        let run = move || {
+            Context::with_receiver(mailbox).run(pool());
+        };
+        match self.arbiter {
+            Some(arbiter) => {
+                if !arbiter.spawn_fn(run) {
+                    return Err(Error::Config("the pool's arbiter has stopped".into()));
+                }
+            }
+            None => run(),
+        }
         if let Some(registry) = self.registry {
             registry.add(RegisteredPool {
                 stop: addr.clone().recipient(),
-                stats: addr.clone().recipient(),
+                stats: addr.recipient(),
+                supervised,
             });
         }
-        Ok(addr)
+        Ok(())
     }
 }

@@ -335,7 +335,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
 
     pub(super) fn kill(&mut self, key: u64, reason: &'static str) {
         if let Some(slot) = self.slot_mut(key) {
-            if slot.exit.is_none() {
+            // The first reason stays (a killed worker's link drops too).
+            if slot.exit.is_none() && !matches!(slot.state, SlotState::Killed { .. }) {
                 slot.state = SlotState::Killed { reason };
                 slot.signal(libc::SIGKILL);
             }
@@ -477,6 +478,15 @@ impl<W: WorkerMethods> WorkerPool<W> {
             self.queue.push_front(call.into());
         }
         let expected = slot.state.expects_exit() && status.success();
+        // Killed because the whole pool failed or stopped: that failure was
+        // counted (or is its supervisor's business), even if it settles
+        // after a restart.
+        let pool_wide = matches!(
+            slot.state,
+            SlotState::Killed {
+                reason: "pool failed" | "shutdown grace over"
+            }
+        );
         if !expected {
             self.config.events.dispatch(&mut WorkerDied {
                 pool: self.config.name.clone(),
@@ -484,7 +494,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 exit: status.clone(),
                 calls_failed: failed,
             });
-            if self.state == PoolState::Running {
+            if self.state == PoolState::Running && !pool_wide {
                 let why = match slot.state {
                     SlotState::Killed { reason } => format!(" after {reason}"),
                     _ => String::new(),
@@ -502,6 +512,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 self.promote(ctx);
                 self.dispatch(ctx);
             }
+            PoolState::Restarting => self.notify_if_stopped(),
             PoolState::Stopping | PoolState::Failed => {
                 if self.state == PoolState::Stopping {
                     self.fail_queue(WorkerError::ShuttingDown);
@@ -548,6 +559,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+        self.failure = Some(reason.clone());
+        if self.supervisor.is_some() {
+            return self.fail_to_supervisor(reason);
+        }
         self.state = PoolState::Failed;
         self.config.logger.error(format_args!(
             "pool {}: giving up: {reason}; pending calls fail with PoolFailed",
@@ -570,6 +585,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
     /// Periodic: call timeouts, start timeouts, recycling by runtime.
     pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if self.state == PoolState::Restarting {
+            self.expire_waiting(now);
+        }
         let mut timed_out = Vec::new();
         let mut not_started = Vec::new();
         let mut to_retire = Vec::new();

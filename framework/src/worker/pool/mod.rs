@@ -12,11 +12,11 @@
 //! - `slot.rs`: one worker's state and the calls it holds;
 //! - `lifecycle.rs`: spawning, readiness, recycling, deaths, restart limit;
 //! - `traffic.rs`: handing calls to workers and reading their replies;
-//! - `schedule.rs`, `budget.rs`: the pure decisions, unit-tested;
+//! - `schedule.rs`: the pure decisions, unit-tested (the restart limit is
+//!   `supervision/budget.rs`, shared with supervisors);
 //! - `reply.rs`: how an answer reaches its caller; `inline.rs`: inline mode;
 //! - `raw.rs`: calls as bytes, for transports of their own (NATS hosts).
 
-mod budget;
 mod builder;
 mod inline;
 #[cfg(feature = "testing")]
@@ -26,6 +26,7 @@ mod raw;
 mod reply;
 mod schedule;
 mod slot;
+mod supervised;
 mod traffic;
 
 pub(crate) use builder::PoolRegistry;
@@ -34,12 +35,13 @@ pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_START_TIMEOUT};
 pub use kill::KillWorker;
 pub(crate) use raw::{GetPoolLimits, PoolLimits, RawCall};
 pub use reply::CallResponse;
+pub(crate) use supervised::{PoolReport, ResumePool, SuspendPool};
 
 use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
+use crate::supervision::budget::RestartBudget;
 use actix::prelude::*;
-use budget::RestartBudget;
 use builder::PoolConfig;
 use slot::{Queued, Slot};
 use std::collections::{BTreeMap, VecDeque};
@@ -53,6 +55,9 @@ enum PoolState {
     Running,
     Failed,
     Stopping,
+    /// A supervised pool that failed, or that its supervisor stopped to
+    /// restart it: calls queue (up to `start_timeout`) for the restart.
+    Restarting,
 }
 
 #[derive(Default)]
@@ -109,6 +114,10 @@ pub struct WorkerPool<W: WorkerMethods> {
     returned_listeners: CachedListeners<WorkerReturned>,
     /// What each worker gives up before user code runs.
     confinement: Option<crate::process::Confinement>,
+    /// Set when a supervisor runs the pool: told instead of giving up.
+    supervisor: Option<PoolReport>,
+    /// Why the pool last gave up (what queued calls get if it stays down).
+    failure: Option<String>,
     _worker: PhantomData<fn() -> W>,
 }
 
@@ -151,6 +160,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
             spare_refill_pending: false,
             returned_listeners,
             confinement,
+            supervisor: None,
+            failure: None,
             _worker: PhantomData,
         }
     }
@@ -279,10 +290,13 @@ impl<W: WorkerMethods> WorkerPool<W> {
         }
         let refused = match self.state {
             PoolState::Failed => Some(WorkerError::PoolFailed {
-                reason: "restart limit reached".into(),
+                reason: self
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| "restart limit reached".into()),
             }),
             PoolState::Stopping => Some(WorkerError::ShuttingDown),
-            PoolState::Running
+            PoolState::Running | PoolState::Restarting
                 if self.queue.len() >= self.config.queue_capacity
                     || (!self.queue.is_empty()
                         && self.queued_bytes + args.len() > self.config.max_queued_bytes) =>
@@ -292,7 +306,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                     queued_bytes: self.queued_bytes,
                 })
             }
-            PoolState::Running => None,
+            PoolState::Running | PoolState::Restarting => None,
         };
         if let Some(error) = refused {
             self.error(error.kind());
@@ -446,10 +460,33 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: StopPool, ctx: &mut Context<Self>) -> Self::Result {
+        // Stopped for good: nothing will take the calls waiting for a
+        // restart, and a supervisor no longer hears of this pool.
+        self.supervisor = None;
+        if self.state == PoolState::Restarting && self.failure.is_some() {
+            self.state = PoolState::Failed;
+        }
         if self.state != PoolState::Failed {
             self.state = PoolState::Stopping;
         }
-        self.fail_queue(WorkerError::ShuttingDown);
+        match self.state {
+            PoolState::Failed => self.fail_queue(WorkerError::PoolFailed {
+                reason: self.failure.clone().unwrap_or_default(),
+            }),
+            _ => self.fail_queue(WorkerError::ShuttingDown),
+        }
+        self.wind_down(msg.grace, ctx)
+    }
+}
+
+impl<W: WorkerMethods> WorkerPool<W> {
+    /// Retires every worker: held calls get until `grace`, then workers are
+    /// killed. Resolves when every worker has exited.
+    pub(super) fn wind_down(
+        &mut self,
+        grace: Duration,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<()> {
         let keys: Vec<u64> = self.slots.iter().map(|s| s.key).collect();
         for key in keys {
             self.retire(key, "shutdown", ctx);
@@ -457,7 +494,7 @@ impl<W: WorkerMethods> Handler<StopPool> for WorkerPool<W> {
         if self.all_gone() {
             return Box::pin(async {});
         }
-        ctx.run_later(msg.grace, |act, _| {
+        ctx.run_later(grace, |act, _| {
             let keys: Vec<u64> = act.slots.iter().map(|s| s.key).collect();
             for key in keys {
                 act.kill(key, "shutdown grace over");

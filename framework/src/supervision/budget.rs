@@ -1,19 +1,19 @@
 //! The restart intensity limit (OTP's `intensity` and `period`): at most
-//! `limit` restarts within `window`; one more and the pool gives up instead
-//! of fork-bombing.
+//! `limit` restarts within `window`; one more and the pool (or supervisor)
+//! gives up instead of fork-bombing.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
-pub(super) struct RestartBudget {
+pub(crate) struct RestartBudget {
     limit: usize,
     window: Duration,
     restarts: VecDeque<Instant>,
 }
 
 impl RestartBudget {
-    pub(super) fn new(limit: usize, window: Duration) -> Self {
+    pub(crate) fn new(limit: usize, window: Duration) -> Self {
         Self {
             limit,
             window,
@@ -22,7 +22,7 @@ impl RestartBudget {
     }
 
     /// Records a restart at `now`; `true` if that exceeds the budget.
-    pub(super) fn record(&mut self, now: Instant) -> bool {
+    pub(crate) fn record(&mut self, now: Instant) -> bool {
         self.restarts.push_back(now);
         while self
             .restarts
@@ -35,12 +35,21 @@ impl RestartBudget {
     }
 
     /// Restarts within the window as of the last record.
-    pub(super) fn recent(&self) -> usize {
+    pub(crate) fn recent(&self) -> usize {
         self.restarts.len()
     }
 
-    pub(super) fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Forgets every restart (a restarted pool or tree starts afresh).
+    pub(crate) fn reset(&mut self) {
+        self.restarts.clear();
     }
 }
 

@@ -1,0 +1,160 @@
+//! What a supervisor answers: its children's exits, its parent's restarts
+//! and stops, and anyone's questions about its tree.
+
+use super::child::{ChildExited, ChildLink, StopMode};
+use super::supervisor::{ChildState, Op, Supervisor, TreeState};
+use super::tree::TreeStats;
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        self.on_exit(msg);
+        self.advance(ctx);
+    }
+}
+
+/// The parent restarts this (stopped or escalated) tree in place: a fresh
+/// intensity window, every child started again in order.
+pub(super) struct RestartTree {
+    pub link: ChildLink,
+    pub started: oneshot::Sender<Result<(), String>>,
+}
+
+impl Message for RestartTree {
+    type Result = ();
+}
+
+impl Handler<RestartTree> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestartTree, ctx: &mut Context<Self>) {
+        self.parent = Some(msg.link);
+        if self.state == TreeState::Running && self.ops.is_empty() && !self.busy {
+            // Running already: nothing to restart.
+            let _ = msg.started.send(Ok(()));
+            return;
+        }
+        self.start_waiters.push(msg.started);
+        self.budget.reset();
+        self.pending.clear();
+        self.state = TreeState::Restarting;
+        for slot in &mut self.children {
+            // As OTP's restarted supervisor, from its specs: temporary
+            // children too.
+            if matches!(slot.state, ChildState::Terminated | ChildState::Failed) {
+                slot.state = ChildState::Stopped;
+            }
+        }
+        self.ops.push_back(Op::StartAll);
+        self.advance(ctx);
+    }
+}
+
+/// Stops every child in reverse order (each within its shutdown timeout);
+/// resolves once they all stopped.
+pub(super) struct StopChildren {
+    pub mode: StopMode,
+}
+
+impl Message for StopChildren {
+    type Result = ();
+}
+
+impl Handler<StopChildren> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: StopChildren, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stop_waiters.push(tx);
+        // Restarts planned no longer matter; a stop in progress finishes
+        // first (the queue runs in order).
+        self.ops
+            .retain(|op| matches!(op, Op::Stop { .. } | Op::Stopped));
+        self.pending.clear();
+        if self.state != TreeState::Failed {
+            self.state = TreeState::Stopping;
+        }
+        for index in (0..self.children.len()).rev() {
+            self.ops.push_back(Op::Stop {
+                index,
+                mode: msg.mode,
+            });
+        }
+        self.ops.push_back(Op::Stopped);
+        self.advance(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// Stops the tree for good: every child in reverse order, each within its
+/// shutdown timeout (pools fail the calls still waiting with
+/// `ShuttingDown`). Resolves once all stopped.
+///
+/// ```no_run
+/// # async fn demo(tree: daemonic::actix::Addr<daemonic::supervision::Supervisor>) {
+/// use daemonic::supervision::StopTree;
+/// let _ = tree.send(StopTree).await;
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopTree;
+
+impl Handler<StopTree> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopTree, ctx: &mut Context<Self>) -> Self::Result {
+        self.parent = None;
+        self.on_escalation = None;
+        <Self as Handler<StopChildren>>::handle(
+            self,
+            StopChildren {
+                mode: StopMode::Final,
+            },
+            ctx,
+        )
+    }
+}
+
+/// The tree as it is now: this supervisor, its children and nested trees.
+///
+/// ```no_run
+/// # async fn demo(tree: daemonic::actix::Addr<daemonic::supervision::Supervisor>) {
+/// use daemonic::supervision::GetTree;
+/// if let Ok(stats) = tree.send(GetTree).await {
+///     for line in stats.lines() {
+///         println!("{line}");
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Message)]
+#[rtype(result = "TreeStats")]
+pub struct GetTree;
+
+impl Handler<GetTree> for Supervisor {
+    type Result = ResponseFuture<TreeStats>;
+
+    fn handle(&mut self, _: GetTree, _: &mut Context<Self>) -> Self::Result {
+        let mut stats = self.stats();
+        let nested: Vec<_> = self
+            .children
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.spec.kind.tree().map(|t| (i, t)))
+            .collect();
+        Box::pin(async move {
+            for (index, tree) in nested {
+                if let Some(tree) = tree.await {
+                    stats.children[index].tree = Some(Box::new(tree));
+                }
+            }
+            stats
+        })
+    }
+}
