@@ -238,7 +238,9 @@ pub(crate) fn render(s: &Stats) -> String {
     if let Some(nats) = &s.nats {
         out += &render_nats(nats);
     }
-    if let Some(tree) = &s.tree {
+    // An empty root (a daemon without pools or supervised children) says
+    // nothing worth a line.
+    if let Some(tree) = s.tree.as_ref().filter(|t| !t.children.is_empty()) {
         for line in tree.lines() {
             out += &format!("tree      {}\n", printable(&line));
         }

@@ -864,6 +864,7 @@ impl<D: Daemon> DaemonBuilder<D> {
                 name,
                 interval: prepared.interval,
                 loop_priority: self.loop_priority,
+                root: std::sync::OnceLock::new(),
                 logger: logs.logger,
                 events: events.clone(),
                 counters: LoopCounters::default(),

@@ -127,12 +127,14 @@ impl<D: Daemon> LoopContext<'_, D> {
         &self,
         worker: W,
     ) -> crate::worker::WorkerPoolBuilder<W> {
-        crate::worker::WorkerPool::builder(worker).for_daemon(
-            self.shared.events.clone(),
-            self.shared.logger.clone(),
-            self.shared.arbiter.clone(),
-            self.shared.pools.clone(),
-        )
+        crate::worker::WorkerPool::builder(worker)
+            .for_daemon(
+                self.shared.events.clone(),
+                self.shared.logger.clone(),
+                self.shared.arbiter.clone(),
+                self.shared.pools.clone(),
+            )
+            .under(self.shared.root.get().cloned())
     }
 
     /// Sets up a plugin registered with

@@ -199,7 +199,7 @@ impl Stats {
         if let Some(nats) = &self.nats {
             lines.extend(nats.lines());
         }
-        if let Some(tree) = &self.tree {
+        if let Some(tree) = self.tree.as_ref().filter(|t| !t.children.is_empty()) {
             lines.extend(tree.lines().into_iter().map(|l| format!("tree: {l}")));
         }
         if self.log_lines_dropped > 0 {

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     pub name: String,
     pub interval: Duration,
     pub loop_priority: super::LoopPriority,
+    /// The root of the daemon's supervision tree, once it started (before
+    /// `initialize`): `ctx.workers(..)` pools become its children.
+    pub root: std::sync::OnceLock<Addr<crate::supervision::Supervisor>>,
     pub logger: Logger,
     pub events: Events,
     pub counters: LoopCounters,
@@ -697,10 +700,14 @@ impl Actor for Supervisor {
 impl Supervisor {
     /// The main loop's `initialize`, then ticking.
     fn initialize_loop(&mut self, ctx: &mut Context<Self>) {
-        if let Some(tree) = self.config.tree.take() {
-            // An escalation reaching the root is a fatal error: exit code
-            // 70, or a restart (with its restart-loop guard) when the
-            // daemon restarts on fatal errors.
+        {
+            // The root always exists: `ctx.workers(..)` pools join it. An
+            // escalation reaching it is a fatal error: exit code 70, or a
+            // restart (with its restart-loop guard) when the daemon
+            // restarts on fatal errors.
+            let tree = self.config.tree.take().unwrap_or_else(|| {
+                crate::supervision::Supervisor::builder(self.shared.name.clone())
+            });
             let daemon = ctx.address();
             let tree = tree
                 .events(self.shared.events.clone())
@@ -712,7 +719,10 @@ impl Supervisor {
                     ))));
                 });
             match tree.start() {
-                Ok(addr) => self.tree = Some(addr),
+                Ok(addr) => {
+                    let _ = self.shared.root.set(addr.clone());
+                    self.tree = Some(addr);
+                }
                 Err(e) => return self.start_failed(ctx, e.exit_code(), e.to_string()),
             }
         }

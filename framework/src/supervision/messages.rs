@@ -158,3 +158,31 @@ impl Handler<GetTree> for Supervisor {
         })
     }
 }
+
+/// Adds a child after the others and starts it: the pools a daemon's
+/// `initialize` starts with `ctx.workers(..)` join its root this way. A
+/// tree that is stopping or gave up drops it (its pool never starts).
+pub(crate) struct AddChild(pub super::child::ChildSpec);
+
+impl Message for AddChild {
+    type Result = ();
+}
+
+impl Handler<AddChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, AddChild(spec): AddChild, ctx: &mut Context<Self>) {
+        if !self.state.supervising() {
+            self.logger.warn(format_args!(
+                "supervisor {}: child {} not added: the tree is {}",
+                self.name,
+                spec.name,
+                self.state.name()
+            ));
+            return;
+        }
+        self.children.push(super::supervisor::Slot::new(spec));
+        self.ops.push_back(Op::StartAll);
+        self.advance(ctx);
+    }
+}

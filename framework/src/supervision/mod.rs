@@ -73,6 +73,7 @@ pub use actor::{stop_normally, ActorSpec};
 pub use backoff::Backoff;
 pub use builder::SupervisorBuilder;
 pub use child::{ChildSpec, IntoChild, DEFAULT_SHUTDOWN};
+pub(crate) use messages::AddChild;
 pub use messages::{GetTree, StopTree};
 pub use pool::PoolSpec;
 pub use strategy::{Exit, Restart, Strategy};

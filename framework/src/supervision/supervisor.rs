@@ -57,7 +57,7 @@ pub(super) enum TreeState {
 }
 
 impl TreeState {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             TreeState::Starting => "starting",
             TreeState::Running => "running",
@@ -86,6 +86,19 @@ pub(super) struct Slot {
     pub last_failure: Option<String>,
     /// Set when it is to restart, with why (raised as `ChildRestarted`).
     pub restart_reason: Option<String>,
+}
+
+impl Slot {
+    pub(super) fn new(spec: ChildSpec) -> Self {
+        Self {
+            spec,
+            state: ChildState::Stopped,
+            generation: 0,
+            restarts: 0,
+            last_failure: None,
+            restart_reason: None,
+        }
+    }
 }
 
 /// One step of the supervisor's work, run in order.
@@ -148,17 +161,7 @@ impl Supervisor {
             backoff,
             events,
             logger,
-            children: children
-                .into_iter()
-                .map(|spec| Slot {
-                    spec,
-                    state: ChildState::Stopped,
-                    generation: 0,
-                    restarts: 0,
-                    last_failure: None,
-                    restart_reason: None,
-                })
-                .collect(),
+            children: children.into_iter().map(Slot::new).collect(),
             state: TreeState::Starting,
             ops: VecDeque::from([Op::StartAll]),
             busy: false,

@@ -165,6 +165,8 @@ pub struct WorkerPoolBuilder<W: WorkerMethods> {
     inline: bool,
     arbiter: Option<ArbiterHandle>,
     registry: Option<Arc<PoolRegistry>>,
+    /// A daemon's root supervisor: `start` hands the pool to it as a child.
+    root: Option<actix::Addr<crate::supervision::Supervisor>>,
     /// Events and logger given explicitly (a supervisor does not replace them).
     wired: bool,
 }
@@ -183,6 +185,15 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self.arbiter = Some(arbiter);
         self.registry = Some(registry);
         self.wired = true;
+        self
+    }
+
+    /// Started as a child of a daemon's root supervisor (see `start`).
+    pub(crate) fn under(
+        mut self,
+        root: Option<actix::Addr<crate::supervision::Supervisor>>,
+    ) -> Self {
+        self.root = root;
         self
     }
 
@@ -228,6 +239,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
             inline: false,
             arbiter: None,
             registry: None,
+            root: None,
             wired: false,
         }
     }
@@ -506,12 +518,46 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     }
 
     /// Starts the pool (inside an actix `System`) and returns its address.
-    pub fn start(self) -> Result<Addr<WorkerPool<W>>> {
+    ///
+    /// A pool made with a daemon's `ctx.workers(..)` starts as a child of the
+    /// daemon's root supervisor: when it trips its own restart limit, the
+    /// root restarts it in place (the address stays valid, calls wait for
+    /// it), and a pool that keeps failing ends the daemon (exit code 70, or
+    /// a restart), as any escalation reaching the root does. Configuration
+    /// errors are still returned here.
+    pub fn start(mut self) -> Result<Addr<WorkerPool<W>>> {
+        if let Some(root) = self.root.take() {
+            self.preflight()?;
+            self.config.privileges.confinement()?;
+            let spec = crate::supervision::PoolSpec::new(self);
+            let addr = spec.addr();
+            use crate::supervision::IntoChild;
+            root.do_send(crate::supervision::AddChild(spec.into_child()));
+            return Ok(addr);
+        }
         // actix's default capacity; the pool raises it once it runs.
         let (tx, rx) = actix::dev::channel::channel(16);
         let addr = Addr::new(tx);
         self.start_with(rx, addr.clone(), None)?;
         Ok(addr)
+    }
+
+    /// Checks what can be checked before the pool runs; the worker's
+    /// serialized state, sent to every worker.
+    fn preflight(&mut self) -> Result<Vec<u8>> {
+        if actix_rt::System::try_current().is_none() {
+            return Err(Error::NoSystem);
+        }
+        self.validate()?;
+        let template = super::super::protocol::encode(&self.worker)
+            .map_err(|e| Error::Config(format!("cannot serialize the worker's state: {e}")))?;
+        if template.len() > MAX_FRAME {
+            return Err(Error::Config(format!(
+                "the worker's serialized state is {} bytes, over the {MAX_FRAME}-byte frame limit",
+                template.len()
+            )));
+        }
+        Ok(template)
     }
 
     /// The pool's name as configured.
@@ -527,18 +573,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         addr: Addr<WorkerPool<W>>,
         supervisor: Option<super::PoolReport>,
     ) -> Result<()> {
-        if actix_rt::System::try_current().is_none() {
-            return Err(Error::NoSystem);
-        }
-        self.validate()?;
-        let template = super::super::protocol::encode(&self.worker)
-            .map_err(|e| Error::Config(format!("cannot serialize the worker's state: {e}")))?;
-        if template.len() > MAX_FRAME {
-            return Err(Error::Config(format!(
-                "the worker's serialized state is {} bytes, over the {MAX_FRAME}-byte frame limit",
-                template.len()
-            )));
-        }
+        let template = self.preflight()?;
         let inline = if self.inline {
             let context = WorkerContext::new(self.config.logger.clone(), "inline");
             Some(super::inline::Inline::start(
