@@ -236,7 +236,8 @@ fn main() {
     );
     println!("| measure | daemonic | raw fork() | ratio |");
     println!("|---|---|---|---|");
-    let parts: [(&str, fn(&Split) -> Duration); 3] = [
+    type Part = fn(&Split) -> Duration;
+    let parts: [(&str, Part); 3] = [
         ("spawn → child code → parent knows", Split::total),
         ("of which request → child code runs", |s| s.to_child),
         ("of which child code → parent knows", |s| s.to_parent),

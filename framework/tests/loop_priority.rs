@@ -20,11 +20,14 @@ fn sched_of(stat_path: &str) -> (i64, u32) {
     (nice, policy)
 }
 
+/// (nice, policy) of the loop's thread and of the supervisor's.
+type Seen = Option<((i64, u32), (i64, u32))>;
+
 /// Records how its own thread and the supervisor's thread (the one that
 /// started the daemon) are scheduled.
 struct Probe {
     supervisor_tid: i32,
-    seen: Arc<Mutex<Option<((i64, u32), (i64, u32))>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Daemon for Probe {
@@ -36,7 +39,7 @@ impl Daemon for Probe {
     }
 }
 
-fn run(priority: LoopPriority, interval: Duration) -> (ExitCode, Option<((i64, u32), (i64, u32))>) {
+fn run(priority: LoopPriority, interval: Duration) -> (ExitCode, Seen) {
     let seen = Arc::new(Mutex::new(None));
     let daemon = Probe {
         supervisor_tid: nix::unistd::gettid().as_raw(),

@@ -159,10 +159,35 @@ impl Handler<GetTree> for Supervisor {
     }
 }
 
-/// Adds a child after the others and starts it: the pools a daemon's
-/// `initialize` starts with `ctx.workers(..)` join its root this way. A
-/// tree that is stopping or gave up drops it (its pool never starts).
-pub(crate) struct AddChild(pub super::child::ChildSpec);
+/// Adds a child after the others and starts it (OTP's `start_child`): the
+/// pools a daemon's `initialize` starts with `ctx.workers(..)` join its root
+/// this way. From then on it is a child like the others: restarted by the
+/// strategy, stopped in reverse order (it is the last, so the first to
+/// stop). A tree that is stopping or gave up drops it, with a warning.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Resizer;
+/// # #[daemonic::worker]
+/// # impl Resizer {
+/// #     pub fn resize(&mut self, n: u32) -> u32 { n }
+/// # }
+/// use daemonic::supervision::{AddChild, IntoChild, PoolSpec, Supervisor};
+///
+/// # fn main() -> Result<(), daemonic::Error> {
+/// daemonic::actix::System::new().block_on(async {
+///     let tree = Supervisor::builder("media").start()?;
+///     let resizer = PoolSpec::new(WorkerPool::builder(Resizer));
+///     let addr = resizer.addr();
+///     tree.do_send(AddChild(resizer.into_child()));
+///     assert_eq!(addr.call(resizer::Resize { n: 3 }).await, Ok(3));
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub struct AddChild(pub super::child::ChildSpec);
 
 impl Message for AddChild {
     type Result = ();
