@@ -248,6 +248,17 @@ fn worker_seeds() -> Vec<Vec<u8>> {
             ipc_server: Some("/tmp/ipc-channel/socket".into()),
             max_reply: 1 << 20,
             max_concurrent: 4,
+            shm_threshold: None,
+        }),
+        rmp(&FromChild::Reply {
+            id: 5,
+            outcome: Outcome::Shared(1 << 20),
+        }),
+        rmp(&ToChild::CallShared {
+            id: 4,
+            method: 1,
+            len: 1 << 22,
+            deadline: None,
         }),
     ]
 }
@@ -267,6 +278,7 @@ fn fds_seeds() -> Vec<Vec<u8>> {
         ipc_server: None,
         max_reply: 4096,
         max_concurrent: 1,
+        shm_threshold: Some(256 * 1024),
     });
     let mut one = vec![1u8];
     one.extend(framed(&[boot.clone(), rmp(&"worker state")]));

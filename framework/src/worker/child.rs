@@ -7,9 +7,12 @@ use super::progress::ProgressWord;
 use super::protocol::{self, Bootstrap, Deadline, FromChild, Outcome, ToChild};
 use super::{DispatchError, WorkerContext, WorkerMethods};
 use crate::ipc::ipc_channel::IpcChildLink;
+use crate::ipc::shm::{self, Mapping};
 use crate::ipc::socket::SocketChildLink;
-use crate::ipc::ChildLink;
+use crate::ipc::{ChildLink, Frame};
 use crate::process::ChildStart;
+use std::borrow::Cow;
+use std::os::fd::OwnedFd;
 
 /// Exit code of a worker whose method panicked (it is replaced).
 pub(crate) const EXIT_PANICKED: i32 = 101;
@@ -56,6 +59,7 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
         progress,
         started: 0,
         max_reply: bootstrap.max_reply,
+        shm_threshold: bootstrap.shm_threshold,
     };
     if bootstrap.max_concurrent > 1 {
         // The pool allows this on the socket transport only.
@@ -90,6 +94,17 @@ fn send(link: &mut impl ChildLink, message: &FromChild) -> std::io::Result<()> {
     link.send(&bytes)
 }
 
+fn send_reply(
+    link: &mut impl ChildLink,
+    (message, fd): (FromChild, Option<OwnedFd>),
+) -> std::io::Result<()> {
+    let bytes = protocol::encode(&message).map_err(std::io::Error::other)?;
+    match fd {
+        Some(fd) => link.send_with_fd(&bytes, fd),
+        None => link.send(&bytes),
+    }
+}
+
 /// SIGTERM/SIGINT: the current call is done; say goodbye and exit cleanly.
 /// Calls already sent but not started stay unstarted (the progress word says
 /// so) and the pool runs them elsewhere.
@@ -110,6 +125,41 @@ pub(super) struct Serving {
     /// Calls started so far (mirrored in the progress word).
     started: u64,
     max_reply: usize,
+    /// Results of at least this many bytes go back in a sealed memfd.
+    shm_threshold: Option<usize>,
+}
+
+/// What the pool asked for.
+pub(super) enum Request {
+    Call(Received),
+    /// Run `stopping` and exit 0.
+    Stop,
+}
+
+/// A call as the worker received it.
+pub(super) struct Received {
+    pub id: u64,
+    pub method: u16,
+    pub args: Args,
+    pub deadline: Option<u64>,
+}
+
+/// A call's encoded arguments: in the frame they came in, or in the sealed
+/// memfd it carried, mapped read-only (decoded in place either way).
+pub(super) enum Args {
+    InFrame(Vec<u8>, std::ops::Range<usize>),
+    Mapped(Mapping),
+}
+
+impl std::ops::Deref for Args {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Args::InFrame(frame, range) => &frame[range.clone()],
+            Args::Mapped(mapping) => mapping,
+        }
+    }
 }
 
 /// Runs the `started` hook; `Err` is the exit code if it panicked.
@@ -133,6 +183,93 @@ pub(super) fn run_stopping<W: WorkerMethods>(worker: &mut W, ctx: &mut WorkerCon
 }
 
 impl Serving {
+    /// Decodes a frame from the pool; `Err` says why it is malformed (the
+    /// worker then exits: its link is broken).
+    pub(super) fn request(&self, frame: Frame) -> Result<Request, String> {
+        let Frame { bytes, fd } = frame;
+        let request = protocol::decode::<ToChild>(&bytes).map_err(|e| e.to_string())?;
+        let (id, method, deadline, args) = match (request, fd) {
+            (ToChild::Stop, None) => return Ok(Request::Stop),
+            (
+                ToChild::Call {
+                    id,
+                    method,
+                    args,
+                    deadline,
+                },
+                None,
+            ) => {
+                // Where the decoder found the arguments in the frame, so
+                // they are decoded from it without a copy.
+                let range = match &args {
+                    Cow::Borrowed(slice) => {
+                        let start = (slice.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+                        let range = start..start.saturating_add(slice.len());
+                        (range.end <= bytes.len()).then_some(range)
+                    }
+                    Cow::Owned(_) => None,
+                };
+                let args = match range {
+                    Some(range) => Args::InFrame(bytes, range),
+                    None => {
+                        let owned = args.into_owned();
+                        let len = owned.len();
+                        Args::InFrame(owned, 0..len)
+                    }
+                };
+                (id, method, deadline, args)
+            }
+            (
+                ToChild::CallShared {
+                    id,
+                    method,
+                    len,
+                    deadline,
+                },
+                Some(fd),
+            ) => {
+                let mapping = Mapping::open(fd, len, self.max_reply).map_err(|e| e.to_string())?;
+                (id, method, deadline, Args::Mapped(mapping))
+            }
+            (ToChild::CallShared { .. }, None) => {
+                return Err("shared arguments without their memfd".into())
+            }
+            (_, Some(_)) => return Err("a descriptor with a frame that takes none".into()),
+        };
+        Ok(Request::Call(Received {
+            id,
+            method,
+            args,
+            deadline,
+        }))
+    }
+
+    /// The reply frame for call `id`: a large result goes in a sealed
+    /// memfd attached to it (in the frame if the memfd cannot be made).
+    pub(super) fn reply(&self, id: u64, outcome: Outcome) -> (FromChild, Option<OwnedFd>) {
+        match outcome {
+            Outcome::Ok(bytes) if self.shm_threshold.is_some_and(|t| bytes.len() >= t) => {
+                match shm::sealed(&bytes) {
+                    Ok(fd) => (
+                        FromChild::Reply {
+                            id,
+                            outcome: Outcome::Shared(bytes.len() as u64),
+                        },
+                        Some(fd),
+                    ),
+                    Err(_) => (
+                        FromChild::Reply {
+                            id,
+                            outcome: Outcome::Ok(bytes),
+                        },
+                        None,
+                    ),
+                }
+            }
+            outcome => (FromChild::Reply { id, outcome }, None),
+        }
+    }
+
     /// Counts one more call as started, before any of its code runs: from
     /// here on, the pool counts it as started (it may have run).
     pub(super) fn start_call(&mut self) {
@@ -210,26 +347,24 @@ impl Serving {
                     return EXIT_PROTOCOL;
                 }
             };
-            let request = match protocol::decode::<ToChild>(&frame) {
-                Ok(r) => r,
+            let call = match self.request(frame) {
+                Ok(Request::Call(call)) => call,
+                Ok(Request::Stop) => {
+                    run_stopping(worker, ctx);
+                    let _ = link.flush();
+                    return 0;
+                }
                 Err(e) => {
                     ctx.error(format_args!("malformed request from the daemon: {e}"));
                     return EXIT_PROTOCOL;
                 }
             };
-            let (id, method, args, deadline) = match request {
-                ToChild::Call {
-                    id,
-                    method,
-                    args,
-                    deadline,
-                } => (id, method, args, deadline),
-                ToChild::Stop => {
-                    run_stopping(worker, ctx);
-                    let _ = link.flush();
-                    return 0;
-                }
-            };
+            let Received {
+                id,
+                method,
+                args,
+                deadline,
+            } = call;
             self.start_call();
             ctx.set_call(Some((id, deadline.map(Deadline::from_wire))));
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -240,7 +375,7 @@ impl Serving {
             let (outcome, poisoned) = self.outcome(ctx, id, result);
             // A finished reply leaves at once: the next call, already
             // waiting, may take long, and this caller waits meanwhile.
-            if send(link, &FromChild::Reply { id, outcome })
+            if send_reply(link, self.reply(id, outcome))
                 .and_then(|()| link.flush())
                 .is_err()
             {

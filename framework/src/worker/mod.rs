@@ -75,7 +75,7 @@ pub use context::WorkerContext;
 pub(crate) use pool::PoolRegistry;
 pub use pool::{
     CallResponse, CallReturn, GetPoolStats, StopPool, WorkerPool, WorkerPoolBuilder,
-    DEFAULT_START_TIMEOUT,
+    DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT,
 };
 #[cfg_attr(not(feature = "nats"), allow(unused_imports))]
 pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};

@@ -29,7 +29,7 @@ mod slot;
 mod traffic;
 
 pub(crate) use builder::PoolRegistry;
-pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_START_TIMEOUT};
+pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT};
 #[cfg(feature = "testing")]
 pub use kill::KillWorker;
 pub(crate) use raw::{GetPoolLimits, PoolLimits, RawCall};
@@ -38,6 +38,7 @@ pub use reply::CallResponse;
 use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
+use crate::ipc::shm::Payload;
 use actix::prelude::*;
 use budget::RestartBudget;
 use builder::PoolConfig;
@@ -63,6 +64,7 @@ struct Counters {
     restarts: u64,
     recycled: u64,
     requeued: u64,
+    shared_payloads: u64,
     latencies: Latencies,
 }
 
@@ -175,7 +177,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         pid: i32,
         accepted: Instant,
         reply: reply::Reply,
-        result: std::result::Result<Vec<u8>, WorkerError>,
+        result: std::result::Result<Payload, WorkerError>,
     ) {
         let latency = accepted.elapsed();
         self.counters.latencies.record(latency);
@@ -305,7 +307,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
             let answer = inline.call(id, method, args);
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
-                    let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
+                    let result = result
+                        .unwrap_or(Err(WorkerError::ShuttingDown))
+                        .map(Payload::from);
                     act.finish(name, id, 0, accepted, reply, result);
                 }),
             );
@@ -340,6 +344,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             restarts: self.counters.restarts,
             recycled: self.counters.recycled,
             requeued: self.counters.requeued,
+            shared_payloads: self.counters.shared_payloads,
             latency: self.counters.latencies.percentiles(),
             children: self
                 .slots
