@@ -414,6 +414,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let Some(slot) = self.slot_mut(key) else {
             return;
         };
+        if !slot.link_open {
+            return; // dropped already (a malformed frame, then the break)
+        }
         slot.link_open = false;
         let pid = slot.pid;
         let exited = slot.exit.is_some();
