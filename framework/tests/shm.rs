@@ -53,6 +53,12 @@ impl Store {
         data
     }
 
+    /// Runs beside other calls in a pool with `max_concurrent`.
+    pub async fn echo_async(&self, data: ByteBuf) -> ByteBuf {
+        tokio::task::yield_now().await;
+        data
+    }
+
     /// Dies (SIGKILL) while it holds its arguments.
     pub fn die_holding(&mut self, data: ByteBuf) -> u64 {
         assert!(!data.is_empty());
@@ -329,6 +335,46 @@ async fn the_default_threshold_sends_several_mib_through_shared_memory() {
         2,
         "half the threshold: in the frame"
     );
+    stop(pool).await;
+}
+
+#[actix::test]
+async fn concurrent_workers_move_large_payloads_too() {
+    daemonic::testing::fork_server().prestart().unwrap();
+    let pool = WorkerPool::builder(Store)
+        .size(1)
+        .max_concurrent(4)
+        .shm_threshold(THRESHOLD)
+        .max_payload(40 * 1024 * 1024)
+        .call_timeout(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    let sizes = [
+        0,
+        THRESHOLD - 100,
+        THRESHOLD + 100,
+        2 * 1024 * 1024,
+        6 * 1024 * 1024,
+    ];
+    let calls: Vec<_> = sizes
+        .iter()
+        .map(|&len| {
+            pool.send(store::EchoAsync {
+                data: ByteBuf::from(bytes(len)),
+            })
+        })
+        .collect();
+    for (len, back) in sizes
+        .iter()
+        .zip(futures_util::future::join_all(calls).await)
+    {
+        assert!(
+            back.unwrap().unwrap() == ByteBuf::from(bytes(*len)),
+            "{len} bytes"
+        );
+    }
+    // Three calls' arguments and results were large.
+    assert_eq!(shared_payloads(&pool).await, 6);
     stop(pool).await;
 }
 

@@ -106,17 +106,130 @@ fn seals(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
     Err(e)
 }
 
-/// A sealed memfd holding `bytes`: its size and bytes are final.
-pub(crate) fn sealed(bytes: &[u8]) -> io::Result<OwnedFd> {
+/// A memfd sealed against every change, and its length.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    fd: OwnedFd,
+    len: usize,
+}
+
+impl Sealed {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A descriptor of it to send (the bytes are final: any number of
+    /// receivers may map it, and the sender may send it again).
+    pub(crate) fn share(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// Its bytes, read back.
+    pub(crate) fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; self.len];
+        let mut at = 0;
+        while at < self.len {
+            match nix::sys::uio::pread(&self.fd, &mut bytes[at..], at as libc::off_t) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => at += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+fn new_payload_memfd() -> io::Result<File> {
     let name = c"daemonic-payload";
     debug_assert_eq!(name.to_bytes(), PAYLOAD_NAME.as_bytes());
-    let mut file = File::from(memfd(name)?);
+    Ok(File::from(memfd(name)?))
+}
+
+fn seal(file: File, len: usize) -> io::Result<Sealed> {
+    let fd = OwnedFd::from(file);
+    add_seals(fd.as_fd(), FINAL)?;
+    Ok(Sealed { fd, len })
+}
+
+/// A sealed memfd holding `bytes`: its size and bytes are final.
+pub(crate) fn sealed(bytes: &[u8]) -> io::Result<Sealed> {
+    let mut file = new_payload_memfd()?;
     // One write(2) copies the bytes into the memfd's pages: cheaper than
     // faulting in a fresh mapping page by page.
     file.write_all(bytes)?;
-    let fd = OwnedFd::from(file);
-    add_seals(fd.as_fd(), FINAL)?;
-    Ok(fd)
+    seal(file, bytes.len())
+}
+
+/// A value encoded for a link: in memory, or in a sealed memfd.
+#[derive(Debug)]
+pub(crate) enum Encoded {
+    Inline(Vec<u8>),
+    Shared(Sealed),
+}
+
+impl Encoded {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Encoded::Inline(bytes) => bytes.len(),
+            Encoded::Shared(sealed) => sealed.len(),
+        }
+    }
+}
+
+/// Encodes `value` (rmp-serde) in memory, or, once the encoding reaches
+/// `threshold` bytes, straight into a sealed memfd: a large payload is
+/// copied once, into the memfd's pages, with no buffer of its size on the
+/// way (its allocation, in fresh pages, costs as much as the copy).
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+    value: &T,
+    threshold: Option<usize>,
+) -> Result<Encoded, rmp_serde::encode::Error> {
+    let mut spill = Spill {
+        buf: Vec::new(),
+        threshold,
+        file: None,
+        len: 0,
+    };
+    rmp_serde::encode::write(&mut spill, value)?;
+    match spill.file {
+        None => Ok(Encoded::Inline(spill.buf)),
+        Some(file) => {
+            let sealed = seal(file, spill.len).map_err(|e| {
+                rmp_serde::encode::Error::Syntax(format!("cannot seal the payload: {e}"))
+            })?;
+            Ok(Encoded::Shared(sealed))
+        }
+    }
+}
+
+/// Bytes in memory until they reach the threshold, then in a memfd.
+struct Spill {
+    buf: Vec<u8>,
+    threshold: Option<usize>,
+    file: Option<File>,
+    len: usize,
+}
+
+impl Write for Spill {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.threshold.is_some_and(|t| self.len + data.len() >= t) {
+            let mut file = new_payload_memfd()?;
+            file.write_all(&self.buf)?;
+            self.buf = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(data)?,
+            None => self.buf.extend_from_slice(data),
+        }
+        self.len += data.len();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A received payload, checked and mapped read-only; unmapped (and its
@@ -250,15 +363,45 @@ mod tests {
     fn a_sealed_payload_maps_back_unchanged() {
         for len in [0usize, 1, 4095, 4096, 4097, 3 << 20] {
             let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let fd = sealed(&bytes).unwrap();
+            let fd = sealed(&bytes).unwrap().share().unwrap();
             let mapping = Mapping::open(fd, len as u64, MAX).unwrap();
             assert_eq!(&*mapping, &bytes[..], "{len} bytes");
         }
     }
 
     #[test]
+    fn an_encoding_spills_into_a_memfd_at_the_threshold() {
+        let value = serde_bytes::ByteBuf::from(vec![9u8; 1000]);
+        let plain = rmp_serde::to_vec(&value).unwrap();
+        let n = plain.len();
+        for (threshold, shared) in [
+            (None, false),
+            (Some(n + 1), false),
+            (Some(n), true),
+            (Some(0), true),
+        ] {
+            let encoded = encode(&value, threshold).unwrap();
+            assert_eq!(encoded.len(), n);
+            let bytes = match encoded {
+                Encoded::Inline(bytes) => {
+                    assert!(!shared, "{threshold:?}");
+                    bytes
+                }
+                Encoded::Shared(sealed) => {
+                    assert!(shared, "{threshold:?}");
+                    let copy = sealed.to_vec().unwrap();
+                    let mapped = Mapping::open(sealed.share().unwrap(), n as u64, MAX).unwrap();
+                    assert_eq!(&*mapped, &copy[..]);
+                    copy
+                }
+            };
+            assert_eq!(bytes, plain);
+        }
+    }
+
+    #[test]
     fn its_bytes_and_size_are_final() {
-        let fd = sealed(b"final").unwrap();
+        let fd = sealed(b"final").unwrap().share().unwrap();
         assert!(nix::unistd::ftruncate(&fd, 0).is_err());
         assert!(nix::unistd::ftruncate(&fd, 100).is_err());
         assert!(nix::sys::uio::pwrite(&fd, b"X", 0).is_err());
@@ -297,7 +440,7 @@ mod tests {
         let partly = unsealed(b"abc");
         add_seals(partly.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
         assert!(matches!(wrong(partly, 3), ShmError::NotSealed(_)));
-        let fd = sealed(b"abc").unwrap();
+        let fd = sealed(b"abc").unwrap().share().unwrap();
         assert!(matches!(
             wrong(fd, 4),
             ShmError::WrongSize {
@@ -305,12 +448,12 @@ mod tests {
                 actual: 3
             }
         ));
-        let fd = sealed(b"abc").unwrap();
+        let fd = sealed(b"abc").unwrap().share().unwrap();
         assert!(matches!(
             Mapping::open(fd, 3, 2).unwrap_err(),
             ShmError::TooLarge { .. }
         ));
-        let fd = sealed(b"").unwrap();
+        let fd = sealed(b"").unwrap().share().unwrap();
         assert!(matches!(
             Mapping::open(fd, u64::MAX, MAX).unwrap_err(),
             ShmError::TooLarge { .. }

@@ -7,7 +7,7 @@ use super::progress::ProgressWord;
 use super::protocol::{self, Bootstrap, Deadline, FromChild, Outcome, ToChild};
 use super::{DispatchError, WorkerContext, WorkerMethods};
 use crate::ipc::ipc_channel::IpcChildLink;
-use crate::ipc::shm::{self, Mapping};
+use crate::ipc::shm::{self, Encoded, Mapping};
 use crate::ipc::socket::SocketChildLink;
 use crate::ipc::{ChildLink, Frame};
 use crate::process::ChildStart;
@@ -55,6 +55,7 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
     crate::panic_capture::install();
     crate::process::handle_termination_gracefully();
     let mut ctx = WorkerContext::new(logger, role);
+    super::spill_results_at(bootstrap.shm_threshold);
     let mut serving = Serving {
         progress,
         started: 0,
@@ -244,32 +245,6 @@ impl Serving {
         }))
     }
 
-    /// The reply frame for call `id`: a large result goes in a sealed
-    /// memfd attached to it (in the frame if the memfd cannot be made).
-    pub(super) fn reply(&self, id: u64, outcome: Outcome) -> (FromChild, Option<OwnedFd>) {
-        match outcome {
-            Outcome::Ok(bytes) if self.shm_threshold.is_some_and(|t| bytes.len() >= t) => {
-                match shm::sealed(&bytes) {
-                    Ok(fd) => (
-                        FromChild::Reply {
-                            id,
-                            outcome: Outcome::Shared(bytes.len() as u64),
-                        },
-                        Some(fd),
-                    ),
-                    Err(_) => (
-                        FromChild::Reply {
-                            id,
-                            outcome: Outcome::Ok(bytes),
-                        },
-                        None,
-                    ),
-                }
-            }
-            outcome => (FromChild::Reply { id, outcome }, None),
-        }
-    }
-
     /// Counts one more call as started, before any of its code runs: from
     /// here on, the pool counts it as started (it may have run).
     pub(super) fn start_call(&mut self) {
@@ -277,32 +252,65 @@ impl Serving {
         self.progress.started(self.started);
     }
 
-    /// The reply to call `id` for what its method did; `true` if the
-    /// worker must exit after sending it (a panic may have left its state
-    /// half-updated).
+    /// The reply to call `id` for what its method did, with the memfd of a
+    /// large result; `true` if the worker must exit after sending it (a
+    /// panic may have left its state half-updated).
     pub(super) fn outcome(
         &self,
         ctx: &WorkerContext,
         id: u64,
         result: std::thread::Result<Result<Vec<u8>, DispatchError>>,
-    ) -> (Outcome, bool) {
+    ) -> (FromChild, Option<OwnedFd>, bool) {
+        let reply = |outcome| FromChild::Reply { id, outcome };
+        // A large result was encoded straight into a memfd (see
+        // `encode_output`); its bytes are left empty.
+        let spilled = super::take_spilled();
         match result {
-            Ok(Ok(bytes)) if bytes.len() + protocol::REPLY_OVERHEAD > self.max_reply => {
-                ctx.error(format_args!(
-                    "the result of call {id} is {} bytes, over the pool's {}-byte limit; \
-                     it is not sent",
-                    bytes.len(),
-                    self.max_reply
-                ));
-                (Outcome::ReplyTooLarge(bytes.len()), false)
+            Ok(Ok(bytes)) => {
+                let result = match spilled {
+                    Some(sealed) if bytes.is_empty() => Encoded::Shared(sealed),
+                    _ => Encoded::Inline(bytes),
+                };
+                let len = result.len();
+                if len + protocol::REPLY_OVERHEAD > self.max_reply {
+                    ctx.error(format_args!(
+                        "the result of call {id} is {len} bytes, over the pool's {}-byte limit; \
+                         it is not sent",
+                        self.max_reply
+                    ));
+                    return (reply(Outcome::ReplyTooLarge(len)), None, false);
+                }
+                let shared = match result {
+                    Encoded::Shared(sealed) => Some(sealed),
+                    Encoded::Inline(bytes) if self.shm_threshold.is_some_and(|t| len >= t) => {
+                        // Encoded elsewhere than by `encode_output`.
+                        match shm::sealed(&bytes) {
+                            Ok(sealed) => Some(sealed),
+                            Err(_) => return (reply(Outcome::Ok(bytes)), None, false),
+                        }
+                    }
+                    Encoded::Inline(bytes) => return (reply(Outcome::Ok(bytes)), None, false),
+                };
+                match shared.map(|s| s.share()) {
+                    Some(Ok(fd)) => (reply(Outcome::Shared(len as u64)), Some(fd), false),
+                    _ => {
+                        ctx.error(format_args!(
+                            "cannot share the memfd of call {id}'s result; it is not sent"
+                        ));
+                        (
+                            reply(Outcome::BadCall("cannot share the result's memfd".into())),
+                            None,
+                            false,
+                        )
+                    }
+                }
             }
-            Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
-            Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
+            Ok(Err(e)) => (reply(Outcome::BadCall(e.to_string())), None, false),
             Err(payload) => {
                 let message =
                     crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
                 ctx.error(format_args!("worker method panicked: {message}"));
-                (Outcome::Panicked(message), true)
+                (reply(Outcome::Panicked(message)), None, true)
             }
         }
     }
@@ -372,10 +380,10 @@ impl Serving {
             }));
             ctx.set_call(None);
             drop(args);
-            let (outcome, poisoned) = self.outcome(ctx, id, result);
+            let (reply, fd, poisoned) = self.outcome(ctx, id, result);
             // A finished reply leaves at once: the next call, already
             // waiting, may take long, and this caller waits meanwhile.
-            if send_reply(link, self.reply(id, outcome))
+            if send_reply(link, (reply, fd))
                 .and_then(|()| link.flush())
                 .is_err()
             {

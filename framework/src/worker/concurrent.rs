@@ -18,7 +18,7 @@
 use super::child::{
     run_started, run_stopping, Received, Request, Serving, EXIT_PANICKED, EXIT_PROTOCOL,
 };
-use super::protocol::{self, Deadline, FromChild, Outcome};
+use super::protocol::{self, Deadline, FromChild};
 use super::{DispatchError, MethodKind, WorkerContext, WorkerMethods};
 use crate::ipc::frame::Decoder;
 use crate::ipc::outbox::Outbox;
@@ -308,11 +308,10 @@ impl<W: WorkerMethods> Worker<W> {
     }
 
     fn reply(&mut self, id: u64, result: CallResult) {
-        let (outcome, poisoned): (Outcome, bool) = self.serving.outcome(&self.ctx, id, result);
+        let (reply, fd, poisoned) = self.serving.outcome(&self.ctx, id, result);
         if poisoned {
             self.mode = Mode::Poisoned;
         }
-        let (reply, fd) = self.serving.reply(id, outcome);
         self.queue_frame(&reply, fd);
     }
 

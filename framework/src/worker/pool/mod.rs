@@ -38,7 +38,7 @@ pub use reply::CallResponse;
 use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
-use crate::ipc::shm::Payload;
+use crate::ipc::shm::{Encoded, Payload};
 use actix::prelude::*;
 use budget::RestartBudget;
 use builder::PoolConfig;
@@ -242,7 +242,13 @@ impl<W: WorkerMethods> WorkerPool<W> {
     ) -> CallResponse<M::Output> {
         let accepted = Instant::now();
         self.counters.calls += 1;
-        let args = match rmp_serde::to_vec(&message) {
+        // Large arguments go straight into a sealed memfd (see `ipc/shm.rs`).
+        let threshold = if self.inline.is_some() {
+            None
+        } else {
+            self.shm_threshold()
+        };
+        let args = match crate::ipc::shm::encode(&message, threshold) {
             Ok(a) => a,
             Err(e) => {
                 self.error("protocol");
@@ -267,7 +273,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         &mut self,
         method: u16,
         name: &'static str,
-        args: Vec<u8>,
+        args: Encoded,
         accepted: Instant,
         decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
         ctx: &mut Context<Self>,
@@ -304,7 +310,19 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let id = self.next_id;
         self.next_id += 1;
         if let Some(inline) = &self.inline {
-            let answer = inline.call(id, method, args);
+            let args = match args {
+                Encoded::Inline(bytes) => Ok(bytes),
+                Encoded::Shared(sealed) => sealed.to_vec(),
+            };
+            let answer = match args {
+                Ok(args) => inline.call(id, method, args),
+                Err(e) => {
+                    self.error("protocol");
+                    return CallResponse::ready(Err(WorkerError::Protocol(format!(
+                        "cannot read the arguments back: {e}"
+                    ))));
+                }
+            };
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
                     let result = result

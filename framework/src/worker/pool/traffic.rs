@@ -5,7 +5,7 @@ use super::super::{WorkerError, WorkerMethods};
 use super::schedule;
 use super::slot::{InFlight, SlotState};
 use super::{PoolState, WorkerPool};
-use crate::ipc::shm::{self, Mapping, Payload};
+use crate::ipc::shm::{self, Encoded, Mapping, Payload};
 use crate::ipc::{Frame, Transport};
 use actix::prelude::*;
 use std::borrow::Cow;
@@ -32,30 +32,42 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 .config
                 .call_timeout
                 .and_then(|t| Instant::now().checked_add(t));
-            let shared = threshold
-                .filter(|&t| call.args.len() >= t)
-                .and_then(|_| shm::sealed(&call.args).ok());
-            let sent = match shared {
-                Some(fd) => {
+            // Arguments of the threshold's size or more travel in a sealed
+            // memfd: the one they were encoded into, or (bytes from a raw
+            // call) a new one.
+            let sealed = match &call.args {
+                Encoded::Shared(sealed) => sealed.share().ok(),
+                Encoded::Inline(bytes) if threshold.is_some_and(|t| bytes.len() >= t) => {
+                    shm::sealed(bytes).and_then(|s| s.share()).ok()
+                }
+                Encoded::Inline(_) => None,
+            };
+            let deadline_wire = deadline.map(Deadline::to_wire);
+            let sent = match (sealed, &call.args) {
+                (Some(fd), args) => {
                     self.counters.shared_payloads += 1;
                     protocol::encode(&ToChild::CallShared {
                         id: call.id,
                         method: call.method,
-                        len: call.args.len() as u64,
-                        deadline: deadline.map(Deadline::to_wire),
+                        len: args.len() as u64,
+                        deadline: deadline_wire,
                     })
                     .map_err(std::io::Error::other)
                     .and_then(|bytes| slot.link.send_with_fd(bytes, fd))
                 }
-                // Small, or no memfd to be had: in the frame.
-                None => protocol::encode(&ToChild::Call {
+                (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
                     id: call.id,
                     method: call.method,
-                    args: Cow::Borrowed(&call.args),
-                    deadline: deadline.map(Deadline::to_wire),
+                    args: Cow::Borrowed(bytes),
+                    deadline: deadline_wire,
                 })
                 .map_err(std::io::Error::other)
                 .and_then(|bytes| slot.link.send(bytes)),
+                // No descriptor to be had (out of them): the link is as
+                // good as broken.
+                (None, Encoded::Shared(_)) => {
+                    Err(std::io::Error::other("cannot share the arguments' memfd"))
+                }
             };
             slot.sent += 1;
             slot.in_flight.push_back(InFlight {
