@@ -86,6 +86,14 @@ pub fn targets() -> Vec<Target> {
             run: sockets::frame_with_fds,
         },
         Target {
+            name: "link_with_fds",
+            about: "ipc/frame.rs Decoder::recv on a worker link, descriptors attached; ipc/shm.rs checks",
+            seeds: link_seeds,
+            max_len: 32 * 1024,
+            bound: allocation_bound,
+            run: sockets::link_with_fds,
+        },
+        Target {
             name: "worker_frames",
             about: "worker/protocol.rs FromChild, ToChild and Bootstrap",
             seeds: worker_seeds,
@@ -285,6 +293,24 @@ fn fds_seeds() -> Vec<Vec<u8>> {
     let mut none = vec![0u8];
     none.extend(framed(&[boot]));
     vec![one, none]
+}
+
+fn link_seeds() -> Vec<Vec<u8>> {
+    let reply = rmp(&FromChild::Reply {
+        id: 9,
+        outcome: Outcome::Shared(3),
+    });
+    let mut flagged = frame::header_with_fd(reply.len()).expect("small").to_vec();
+    flagged.extend_from_slice(&reply);
+    let mut seeds = Vec::new();
+    for seed in [0u8, 1, 2, 3] {
+        let mut input = vec![seed];
+        input.extend(framed(&[rmp(&FromChild::Ready)]));
+        input.extend_from_slice(&flagged);
+        input.extend(framed(&[rmp(&FromChild::Leaving)]));
+        seeds.push(input);
+    }
+    seeds
 }
 
 fn payload_seeds() -> Vec<Vec<u8>> {

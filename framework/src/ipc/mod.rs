@@ -16,7 +16,7 @@ pub mod frame;
 pub mod ipc_channel;
 pub(crate) mod ipc_guard;
 pub(crate) mod outbox;
-pub mod shm;
+pub(crate) mod shm;
 pub mod socket;
 
 pub use frame::{Frame, MAX_FRAME};
