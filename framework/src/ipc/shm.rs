@@ -214,10 +214,16 @@ struct Spill {
 impl Write for Spill {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.file.is_none() && self.threshold.is_some_and(|t| self.len + data.len() >= t) {
-            let mut file = new_payload_memfd()?;
-            file.write_all(&self.buf)?;
-            self.buf = Vec::new();
-            self.file = Some(file);
+            match new_payload_memfd() {
+                Ok(mut file) => {
+                    file.write_all(&self.buf)?;
+                    self.buf = Vec::new();
+                    self.file = Some(file);
+                }
+                // No memfd to be had (out of descriptors): the payload stays
+                // in memory and goes in its frame, as a small one does.
+                Err(_) => self.threshold = None,
+            }
         }
         match &mut self.file {
             Some(file) => file.write_all(data)?,
