@@ -47,6 +47,11 @@ fn frame_with_fds() {
 }
 
 #[test]
+fn link_with_fds() {
+    check("link_with_fds");
+}
+
+#[test]
 fn worker_frames() {
     check("worker_frames");
 }

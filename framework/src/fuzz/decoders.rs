@@ -59,7 +59,7 @@ pub(super) fn stream_frames(data: &[u8]) {
         decoder.read_buffer().extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         match decoder.frames() {
-            Ok(frames) => decoded.extend(frames),
+            Ok(frames) => decoded.extend(frames.into_iter().map(|f| f.bytes)),
             Err(e) => {
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
                 refused = true;
@@ -141,6 +141,17 @@ pub(super) fn worker_frames(data: &[u8]) {
                     deadline,
                 },
                 ToChild::Stop => ToChild::Stop,
+                ToChild::CallShared {
+                    id,
+                    method,
+                    len,
+                    deadline,
+                } => ToChild::CallShared {
+                    id,
+                    method,
+                    len,
+                    deadline,
+                },
             }
         });
     }

@@ -86,6 +86,14 @@ pub fn targets() -> Vec<Target> {
             run: sockets::frame_with_fds,
         },
         Target {
+            name: "link_with_fds",
+            about: "ipc/frame.rs Decoder::recv on a worker link, descriptors attached; ipc/shm.rs checks",
+            seeds: link_seeds,
+            max_len: 32 * 1024,
+            bound: allocation_bound,
+            run: sockets::link_with_fds,
+        },
+        Target {
             name: "worker_frames",
             about: "worker/protocol.rs FromChild, ToChild and Bootstrap",
             seeds: worker_seeds,
@@ -248,6 +256,17 @@ fn worker_seeds() -> Vec<Vec<u8>> {
             ipc_server: Some("/tmp/ipc-channel/socket".into()),
             max_reply: 1 << 20,
             max_concurrent: 4,
+            shm_threshold: None,
+        }),
+        rmp(&FromChild::Reply {
+            id: 5,
+            outcome: Outcome::Shared(1 << 20),
+        }),
+        rmp(&ToChild::CallShared {
+            id: 4,
+            method: 1,
+            len: 1 << 22,
+            deadline: None,
         }),
     ]
 }
@@ -267,12 +286,31 @@ fn fds_seeds() -> Vec<Vec<u8>> {
         ipc_server: None,
         max_reply: 4096,
         max_concurrent: 1,
+        shm_threshold: Some(256 * 1024),
     });
     let mut one = vec![1u8];
     one.extend(framed(&[boot.clone(), rmp(&"worker state")]));
     let mut none = vec![0u8];
     none.extend(framed(&[boot]));
     vec![one, none]
+}
+
+fn link_seeds() -> Vec<Vec<u8>> {
+    let reply = rmp(&FromChild::Reply {
+        id: 9,
+        outcome: Outcome::Shared(3),
+    });
+    let mut flagged = frame::header_with_fd(reply.len()).expect("small").to_vec();
+    flagged.extend_from_slice(&reply);
+    let mut seeds = Vec::new();
+    for seed in [0u8, 1, 2, 3] {
+        let mut input = vec![seed];
+        input.extend(framed(&[rmp(&FromChild::Ready)]));
+        input.extend_from_slice(&flagged);
+        input.extend(framed(&[rmp(&FromChild::Leaving)]));
+        seeds.push(input);
+    }
+    seeds
 }
 
 fn payload_seeds() -> Vec<Vec<u8>> {

@@ -80,6 +80,62 @@ pub(super) fn frame_with_fds(data: &[u8]) {
     probe.assert_all_closed();
 }
 
+/// The socket transport's reader of a worker link (`Decoder::recv` and
+/// `frames`, `ipc/fds.rs`): the bytes travel in pieces on a stream
+/// socketpair, descriptors attached to some pieces, and every frame that
+/// claims one is checked as the pool checks a large result's memfd
+/// (`ipc/shm.rs`). The first byte seeds the cut and the attachments. Every
+/// descriptor is closed once the reader is dropped.
+pub(super) fn link_with_fds(data: &[u8]) {
+    use crate::worker::protocol::{self, FromChild, Outcome};
+    let (seed, stream) = match data.split_first() {
+        Some((seed, stream)) => (u64::from(*seed), stream),
+        None => (0, data),
+    };
+    let mut rng = super::gen::Rng::new(seed);
+    let mut pieces = Vec::new();
+    let mut rest = stream;
+    while !rest.is_empty() {
+        let n = (1 + rng.below(rest.len().min(512))).min(rest.len());
+        let fds = [0, 0, 1, 2][rng.below(4)];
+        pieces.push((&rest[..n], fds));
+        rest = &rest[n..];
+    }
+    let probe = Probe::new(pieces.iter().map(|(_, n)| n).sum());
+    {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let raw = probe.raw();
+        let mut next = 0;
+        for (piece, n) in &pieces {
+            // Fits the socket's buffer: the targets keep inputs small.
+            wire::send_message(a.as_fd(), piece, &raw[next..next + n]).expect("send");
+            next += n;
+        }
+        drop(a);
+        let mut decoder = frame::Decoder::new();
+        while let Ok(n) = decoder.recv(b.as_fd()) {
+            let Ok(frames) = decoder.frames() else { break };
+            for frame in frames {
+                assert!(frame.bytes.len() <= MAX_FRAME);
+                let shared = match protocol::decode::<FromChild>(&frame.bytes) {
+                    Ok(FromChild::Reply {
+                        outcome: Outcome::Shared(len),
+                        ..
+                    }) => Some(len),
+                    _ => None,
+                };
+                if let (Some(fd), Some(len)) = (frame.fd, shared) {
+                    assert!(crate::ipc::shm::Mapping::open(fd, len, MAX_FRAME).is_err());
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    probe.assert_all_closed();
+}
+
 /// [`wire::recv_message`] on a SOCK_SEQPACKET socket (the fork server's
 /// control and reply sockets), then the message decoded as each of the fork
 /// server's messages. The first byte says how many descriptors come with it.

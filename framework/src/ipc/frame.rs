@@ -16,6 +16,26 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bytes of a frame's length header.
 pub const HEADER: usize = 4;
 
+/// The header's top bit: the frame carries one descriptor (see `fds.rs`).
+/// Only readers that take descriptors accept it; for every other reader
+/// such a header announces a frame over the limit.
+const WITH_FD: u32 = 1 << 31;
+
+/// One frame as a descriptor-taking reader returns it.
+#[derive(Debug)]
+pub struct Frame {
+    /// The frame's bytes.
+    pub bytes: Vec<u8>,
+    /// The descriptor it carried, if its header announced one.
+    pub fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(bytes: Vec<u8>) -> Self {
+        Frame { bytes, fd: None }
+    }
+}
+
 /// How much a reader reserves at a time while a large frame arrives.
 const CHUNK: usize = 1024 * 1024;
 
@@ -40,6 +60,12 @@ pub(crate) fn header(len: usize) -> io::Result<[u8; HEADER]> {
     Ok(len.to_le_bytes())
 }
 
+/// The header of a frame of `len` bytes sent with a descriptor attached.
+pub(crate) fn header_with_fd(len: usize) -> io::Result<[u8; HEADER]> {
+    let header = u32::from_le_bytes(header(len)?) | WITH_FD;
+    Ok(header.to_le_bytes())
+}
+
 /// Appends one frame (header and body) to `buf`.
 pub(crate) fn push(buf: &mut Vec<u8>, frame: &[u8]) -> io::Result<()> {
     buf.extend_from_slice(&header(frame.len())?);
@@ -55,18 +81,50 @@ fn announced(header: [u8; HEADER]) -> io::Result<usize> {
     Ok(len)
 }
 
+/// A header's length, and whether a descriptor comes with the frame.
+fn announced_with_fd(header: [u8; HEADER]) -> io::Result<(usize, bool)> {
+    let word = u32::from_le_bytes(header);
+    let len = announced((word & !WITH_FD).to_le_bytes())?;
+    Ok((len, word & WITH_FD != 0))
+}
+
 /// Splits frames off a byte stream that arrives in pieces (the daemon's
 /// non-blocking side of a link).
+///
+/// Frames may carry descriptors: [`recv`](Self::recv) reads a socket and
+/// keeps what arrived with each read (see `fds.rs`), and every frame whose
+/// header announces a descriptor gets the one sent with it.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     buf: Vec<u8>,
+    /// Stream offset of `buf[0]`: bytes taken as frames so far.
+    taken: u64,
+    fds: super::fds::FdQueue,
+    /// Why the link is broken, found after frames that came before it.
+    broken: Option<io::Error>,
 }
 
 impl Decoder {
     pub(crate) fn new() -> Self {
         Self {
             buf: Vec::with_capacity(KEEP),
+            ..Self::default()
         }
+    }
+
+    /// One read from `sock` (one `recvmsg`: blocking or not, as the socket
+    /// is), keeping the descriptors that came with it; the bytes read (0:
+    /// the peer hung up).
+    pub(crate) fn recv(&mut self, sock: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+        let start = self.taken + self.buf.len() as u64;
+        let (n, fds) = super::fds::recv_into(sock, self.read_buffer())?;
+        self.fds.arrived(start, start + n as u64, fds)?;
+        Ok(n)
+    }
+
+    /// Whether part of a frame has arrived.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// The buffer to read into, with room reserved for the next read: at
@@ -88,42 +146,78 @@ impl Decoder {
     /// within the limit).
     fn pending_len(&self) -> Option<usize> {
         let header: [u8; HEADER] = self.buf.get(..HEADER)?.try_into().ok()?;
-        announced(header).ok()
+        announced_with_fd(header).ok().map(|(len, _)| len)
     }
 
-    /// Every complete frame received so far, in order. An oversized header is
-    /// an error as soon as it arrives; frames that arrived whole before it
-    /// are returned first, and the error then (see [`refused`](Self::refused)).
-    pub(crate) fn frames(&mut self) -> io::Result<Vec<Vec<u8>>> {
+    /// Every complete frame received so far, in order, with the descriptor
+    /// each announced. A broken link (an oversized header, a descriptor
+    /// missing or unclaimed) is an error as soon as it shows; frames that
+    /// arrived whole before it are returned first, and the error then (see
+    /// [`refused`](Self::refused)).
+    pub(crate) fn frames(&mut self) -> io::Result<Vec<Frame>> {
+        if let Some(e) = self.broken.take() {
+            return Err(e);
+        }
         let mut frames = Vec::new();
         let mut at = 0;
-        while self.buf.len() - at >= HEADER {
-            let header: [u8; HEADER] = self.buf[at..at + HEADER]
-                .try_into()
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-            let len = match announced(header) {
-                Ok(len) => len,
-                Err(e) if frames.is_empty() => return Err(e),
-                Err(_) => break,
+        let failed = loop {
+            if let Err(e) = self.fds.stale(self.taken + at as u64) {
+                break Some(e);
+            }
+            if self.buf.len() - at < HEADER {
+                break None;
+            }
+            let header: [u8; HEADER] = match self.buf[at..at + HEADER].try_into() {
+                Ok(header) => header,
+                Err(_) => break Some(io::Error::from(io::ErrorKind::InvalidData)),
+            };
+            let (len, with_fd) = match announced_with_fd(header) {
+                Ok(announced) => announced,
+                Err(e) => break Some(e),
             };
             if self.buf.len() - at - HEADER < len {
-                break;
+                // Its descriptor came with its first byte: if it did not,
+                // the link is broken now, not once the body is in.
+                if with_fd {
+                    if let Err(e) = self.fds.check(self.taken + at as u64) {
+                        break Some(e);
+                    }
+                }
+                break None;
             }
-            frames.push(self.buf[at + HEADER..at + HEADER + len].to_vec());
+            let fd = if with_fd {
+                match self.fds.claim(self.taken + at as u64) {
+                    Ok(fd) => Some(fd),
+                    Err(e) => break Some(e),
+                }
+            } else {
+                None
+            };
+            frames.push(Frame {
+                bytes: self.buf[at + HEADER..at + HEADER + len].to_vec(),
+                fd,
+            });
             at += HEADER + len;
-        }
+        };
         self.buf.drain(..at);
+        self.taken += at as u64;
         if self.buf.capacity() > 2 * KEEP && self.buf.len() <= KEEP {
             self.buf.shrink_to(KEEP);
         }
-        Ok(frames)
+        match failed {
+            Some(e) if frames.is_empty() => Err(e),
+            Some(e) => {
+                self.broken = Some(e);
+                Ok(frames)
+            }
+            None => Ok(frames),
+        }
     }
 
-    /// The error for an oversized header waiting at the front (left there by
-    /// [`frames`](Self::frames) after the frames before it).
-    pub(crate) fn refused(&self) -> Option<io::Error> {
-        let header: [u8; HEADER] = self.buf.get(..HEADER)?.try_into().ok()?;
-        announced(header).err()
+    /// The error that broke the link after the frames
+    /// [`frames`](Self::frames) returned before it.
+    pub(crate) fn refused(&mut self) -> Option<io::Error> {
+        self.broken.take()
     }
 
     /// Bytes held (capacity), to check that buffers shrink.
@@ -234,6 +328,10 @@ fn read_body(input: &mut impl Read, len: usize, give_up: &dyn Fn() -> bool) -> i
 pub(crate) mod tests {
     use super::*;
 
+    fn bodies(frames: Vec<Frame>) -> Vec<Vec<u8>> {
+        frames.into_iter().map(|f| f.bytes).collect()
+    }
+
     fn framed(parts: &[&[u8]]) -> Vec<u8> {
         let mut buf = Vec::new();
         for p in parts {
@@ -249,9 +347,12 @@ pub(crate) mod tests {
         bytes.extend_from_slice(&10u32.to_le_bytes());
         bytes.extend_from_slice(b"par");
         d.read_buffer().extend_from_slice(&bytes);
-        assert_eq!(d.frames().unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(
+            bodies(d.frames().unwrap()),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
         d.read_buffer().extend_from_slice(b"tial!!!");
-        assert_eq!(d.frames().unwrap(), vec![b"partial!!!".to_vec()]);
+        assert_eq!(bodies(d.frames().unwrap()), vec![b"partial!!!".to_vec()]);
         assert!(d.frames().unwrap().is_empty());
     }
 
@@ -261,7 +362,7 @@ pub(crate) mod tests {
         let mut bytes = framed(&[b"reply"]);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         d.read_buffer().extend_from_slice(&bytes);
-        assert_eq!(d.frames().unwrap(), vec![b"reply".to_vec()]);
+        assert_eq!(bodies(d.frames().unwrap()), vec![b"reply".to_vec()]);
         assert!(d.refused().is_some());
         assert!(d.frames().is_err());
     }
@@ -281,6 +382,13 @@ pub(crate) mod tests {
         let mut d = Decoder::new();
         d.read_buffer().extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(d.frames().is_err());
+        let mut d = Decoder::new();
+        d.read_buffer()
+            .extend_from_slice(&header_with_fd(MAX_FRAME + 1).unwrap_or([0xff; 4]));
+        assert!(d.frames().is_err());
+        // A header announcing a descriptor means nothing to a plain reader.
+        let flagged = header_with_fd(3).unwrap();
+        assert!(read_frame(&[&flagged[..], b"abc"].concat()[..]).is_err());
         let too_big = (MAX_FRAME as u32 + 1).to_le_bytes();
         assert!(read_frame(&too_big[..]).is_err());
         let mut out = Vec::new();
@@ -316,7 +424,7 @@ pub(crate) mod tests {
             frames.extend(d.frames().unwrap());
         }
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0].len(), big.len());
+        assert_eq!(frames[0].bytes.len(), big.len());
         assert!(d.capacity() <= 2 * KEEP, "kept {}", d.capacity());
     }
 

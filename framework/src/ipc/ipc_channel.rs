@@ -13,7 +13,7 @@
 //! checks every message a worker sends before ipc-channel parses it (see
 //! `ipc_guard.rs`).
 
-use super::frame::{too_large, MAX_FRAME};
+use super::frame::{too_large, Frame, MAX_FRAME};
 use super::ipc_guard::{check_next, Listener, Wakers};
 use super::{ChildLink, HostLink};
 use futures_util::stream::{LocalBoxStream, StreamExt};
@@ -138,11 +138,13 @@ impl HostLink for IpcHostLink {
         })
     }
 
-    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Vec<u8>>>>> {
+    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {
         let rx = self.incoming.take()?;
         Some(
             futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
+                let item = rx.recv().await?;
+                let frames = item.map(|batch| batch.into_iter().map(Frame::from).collect());
+                Some((frames, rx))
             })
             .boxed_local(),
         )
@@ -188,11 +190,11 @@ impl IpcChildLink {
 }
 
 impl ChildLink for IpcChildLink {
-    fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+    fn recv(&mut self) -> io::Result<Option<Frame>> {
         loop {
             match self.calls.recv() {
                 Ok(frame) if frame.len() > MAX_FRAME => return Err(too_large(frame.len())),
-                Ok(frame) => return Ok(Some(frame.into_vec())),
+                Ok(frame) => return Ok(Some(Frame::from(frame.into_vec()))),
                 Err(ipc_channel::ipc::IpcError::Disconnected) => return Ok(None),
                 Err(_) if crate::process::termination_requested() => {
                     return Err(io::ErrorKind::Interrupted.into())

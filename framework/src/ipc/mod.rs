@@ -6,17 +6,31 @@
 //! non-blocking; [`ChildLink`] is the worker's side, blocking. The [`socket`]
 //! transport runs over the stream socketpair every child gets at spawn:
 //! frames queued while a write is pending are coalesced into one `write(2)`,
-//! and the reader hands over every frame a `read(2)` returned at once.
+//! and the reader hands over every frame a `read(2)` returned at once. On
+//! it, a call's arguments or result above the pool's
+//! [`shm_threshold`](crate::worker::WorkerPoolBuilder::shm_threshold) travel
+//! in a sealed memfd attached to their frame ([`shm`]), not in the stream.
 
+pub(crate) mod fds;
 pub mod frame;
 pub mod ipc_channel;
 pub(crate) mod ipc_guard;
+pub(crate) mod outbox;
+pub(crate) mod shm;
 pub mod socket;
 
-pub use frame::MAX_FRAME;
+pub use frame::{Frame, MAX_FRAME};
 
 use futures_util::stream::LocalBoxStream;
 use std::io;
+use std::os::fd::OwnedFd;
+
+fn no_descriptors() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this transport carries no descriptors",
+    )
+}
 
 /// The daemon's side of a link to one child.
 pub trait HostLink: 'static {
@@ -24,9 +38,17 @@ pub trait HostLink: 'static {
     /// is gone.
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()>;
 
+    /// Queues one frame that carries a descriptor (a large payload's
+    /// memfd). Transports that cannot carry one refuse.
+    fn send_with_fd(&mut self, frame: Vec<u8>, fd: OwnedFd) -> io::Result<()> {
+        let _ = (frame, fd);
+        Err(no_descriptors())
+    }
+
     /// Batches of frames from the child, in order; ends when the child hangs
-    /// up. An error (a malformed or oversized frame) ends it too.
-    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Vec<u8>>>>>;
+    /// up. An error (a malformed or oversized frame, a descriptor that does
+    /// not belong to its frame) ends it too.
+    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>>;
 
     /// The child has exited: whatever the link still waits for (a
     /// connection that will never come) is given up, so that
@@ -37,10 +59,17 @@ pub trait HostLink: 'static {
 /// The worker's side of a link (blocking).
 pub trait ChildLink {
     /// The next frame from the daemon; `None` when it hung up.
-    fn recv(&mut self) -> io::Result<Option<Vec<u8>>>;
+    fn recv(&mut self) -> io::Result<Option<Frame>>;
 
     /// Queues a frame for the daemon.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+
+    /// Queues a frame that carries a descriptor (a large result's memfd).
+    /// Transports that cannot carry one refuse.
+    fn send_with_fd(&mut self, frame: &[u8], fd: OwnedFd) -> io::Result<()> {
+        let _ = (frame, fd);
+        Err(no_descriptors())
+    }
 
     /// Writes queued frames out.
     fn flush(&mut self) -> io::Result<()>;

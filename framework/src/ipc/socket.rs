@@ -1,18 +1,21 @@
-//! The socket transport: frames over the child's stream socketpair.
+//! The socket transport: frames over the child's stream socketpair, with
+//! the descriptors of large payloads attached (see `fds.rs`, `shm.rs`).
 
-use super::frame::{self, Decoder};
+use super::frame::{Decoder, Frame};
+use super::outbox::Outbox;
 use super::{ChildLink, HostLink};
 use futures_util::stream::{self, LocalBoxStream, StreamExt};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 /// Host side: a writer task owns the write half and coalesces queued frames.
 pub struct SocketHostLink {
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outgoing: mpsc::Sender<Frame>,
     reader: Option<OwnedReadHalf>,
 }
 
@@ -31,38 +34,8 @@ impl SocketHostLink {
             reader: Some(reader),
         })
     }
-}
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
-    use tokio::io::AsyncWriteExt;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        if frame::push(&mut buf, &first).is_err() {
-            return; // the pool checks sizes first; the child sees EOF
-        }
-        // Everything queued meanwhile goes out in the same write.
-        while buf.len() < 1024 * 1024 {
-            match rx.try_recv() {
-                Ok(next) => {
-                    if frame::push(&mut buf, &next).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if writer.write_all(&buf).await.is_err() {
-            return; // the child is gone; its death is reported by its pidfd
-        }
-        if buf.capacity() > 4 * 1024 * 1024 {
-            buf = Vec::with_capacity(64 * 1024); // after a large call
-        }
-    }
-}
-
-impl HostLink for SocketHostLink {
-    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+    fn queue(&mut self, frame: Frame) -> io::Result<()> {
         self.outgoing.try_send(frame).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -73,22 +46,72 @@ impl HostLink for SocketHostLink {
             }
         })
     }
+}
 
-    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Vec<u8>>>>> {
+async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) {
+    let mut out = Outbox::default();
+    while let Some(first) = rx.recv().await {
+        if out.push_frame(first).is_err() {
+            return; // the pool checks sizes first; the child sees EOF
+        }
+        // Everything queued meanwhile goes out in the same write.
+        while out.len() < 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    if out.push_frame(next).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if out.write_async(writer.as_ref()).await.is_err() {
+            return; // the child is gone; its death is reported by its pidfd
+        }
+    }
+}
+
+/// One read from a non-blocking link into `decoder`, descriptors
+/// included, once the socket is readable: the bytes read (0: hung up).
+/// Cancel-safe (nothing is read until the socket is ready).
+pub(crate) async fn read_into(reader: &OwnedReadHalf, decoder: &mut Decoder) -> io::Result<usize> {
+    let sock: &UnixStream = reader.as_ref();
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || decoder.recv(sock.as_fd())) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
+impl HostLink for SocketHostLink {
+    fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
+        self.queue(Frame::from(frame))
+    }
+
+    fn send_with_fd(&mut self, frame: Vec<u8>, fd: OwnedFd) -> io::Result<()> {
+        self.queue(Frame {
+            bytes: frame,
+            fd: Some(fd),
+        })
+    }
+
+    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {
         let reader = self.reader.take()?;
         let state = (reader, Decoder::new(), false);
         Some(
-            stream::unfold(state, |(mut reader, mut decoder, done)| async move {
+            stream::unfold(state, |(reader, mut decoder, done)| async move {
                 if done {
                     return None;
                 }
                 loop {
-                    // Frames before an oversized header were delivered;
-                    // now the header ends the link.
+                    // Frames before a broken part were delivered; now the
+                    // break ends the link.
                     if let Some(e) = decoder.refused() {
                         return Some((Err(e), (reader, decoder, true)));
                     }
-                    match reader.read_buf(decoder.read_buffer()).await {
+                    match read_into(&reader, &mut decoder).await {
                         Ok(0) => return None,
                         Ok(_) => match decoder.frames() {
                             Ok(frames) if frames.is_empty() => continue,
@@ -105,36 +128,59 @@ impl HostLink for SocketHostLink {
     }
 }
 
-/// Child side: buffered blocking reads and writes on the channel.
+/// Child side: blocking reads (each `recvmsg` takes every frame that came)
+/// and writes queued until [`flush`](ChildLink::flush).
 pub struct SocketChildLink {
-    reader: BufReader<StdUnixStream>,
-    writer: BufWriter<StdUnixStream>,
+    channel: StdUnixStream,
+    decoder: Decoder,
+    received: VecDeque<Frame>,
+    out: Outbox,
 }
 
 impl SocketChildLink {
     /// Wraps the child's end of its channel.
     pub fn new(channel: StdUnixStream) -> io::Result<Self> {
-        let writer = channel.try_clone()?;
+        channel.set_nonblocking(false)?;
         Ok(Self {
-            reader: BufReader::with_capacity(64 * 1024, channel),
-            writer: BufWriter::with_capacity(64 * 1024, writer),
+            channel,
+            decoder: Decoder::new(),
+            received: VecDeque::new(),
+            out: Outbox::default(),
         })
     }
 }
 
 impl ChildLink for SocketChildLink {
-    fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
-        // std's read_exact retries on EINTR forever; a worker asked to
-        // terminate must stop waiting instead.
-        frame::read_frame_or_give_up(&mut self.reader, &crate::process::termination_requested)
+    fn recv(&mut self) -> io::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.received.pop_front() {
+                return Ok(Some(frame));
+            }
+            if let Some(e) = self.decoder.refused() {
+                return Err(e);
+            }
+            match self.decoder.recv(self.channel.as_fd()) {
+                Ok(0) if self.decoder.is_empty() => return Ok(None),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => self.received.extend(self.decoder.frames()?),
+                // A worker asked to terminate stops waiting.
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        && !crate::process::termination_requested() => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.writer.write_all(&frame::header(frame.len())?)?;
-        self.writer.write_all(frame)
+        self.out.push(frame)
+    }
+
+    fn send_with_fd(&mut self, frame: &[u8], fd: OwnedFd) -> io::Result<()> {
+        self.out.push_with_fd(frame, fd)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        self.out.write_blocking(self.channel.as_fd())
     }
 }

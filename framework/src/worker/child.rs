@@ -7,9 +7,12 @@ use super::progress::ProgressWord;
 use super::protocol::{self, Bootstrap, Deadline, FromChild, Outcome, ToChild};
 use super::{DispatchError, WorkerContext, WorkerMethods};
 use crate::ipc::ipc_channel::IpcChildLink;
+use crate::ipc::shm::{self, Encoded, Mapping};
 use crate::ipc::socket::SocketChildLink;
-use crate::ipc::ChildLink;
+use crate::ipc::{ChildLink, Frame};
 use crate::process::ChildStart;
+use std::borrow::Cow;
+use std::os::fd::OwnedFd;
 
 /// Exit code of a worker whose method panicked (it is replaced).
 pub(crate) const EXIT_PANICKED: i32 = 101;
@@ -52,10 +55,12 @@ pub fn run_in_child<W: WorkerMethods>(mut start: ChildStart) -> i32 {
     crate::panic_capture::install();
     crate::process::handle_termination_gracefully();
     let mut ctx = WorkerContext::new(logger, role);
+    super::spill_results_at(bootstrap.shm_threshold);
     let mut serving = Serving {
         progress,
         started: 0,
         max_reply: bootstrap.max_reply,
+        shm_threshold: bootstrap.shm_threshold,
     };
     if bootstrap.max_concurrent > 1 {
         // The pool allows this on the socket transport only.
@@ -90,6 +95,17 @@ fn send(link: &mut impl ChildLink, message: &FromChild) -> std::io::Result<()> {
     link.send(&bytes)
 }
 
+fn send_reply(
+    link: &mut impl ChildLink,
+    (message, fd): (FromChild, Option<OwnedFd>),
+) -> std::io::Result<()> {
+    let bytes = protocol::encode(&message).map_err(std::io::Error::other)?;
+    match fd {
+        Some(fd) => link.send_with_fd(&bytes, fd),
+        None => link.send(&bytes),
+    }
+}
+
 /// SIGTERM/SIGINT: the current call is done; say goodbye and exit cleanly.
 /// Calls already sent but not started stay unstarted (the progress word says
 /// so) and the pool runs them elsewhere.
@@ -110,6 +126,41 @@ pub(super) struct Serving {
     /// Calls started so far (mirrored in the progress word).
     started: u64,
     max_reply: usize,
+    /// Results of at least this many bytes go back in a sealed memfd.
+    shm_threshold: Option<usize>,
+}
+
+/// What the pool asked for.
+pub(super) enum Request {
+    Call(Received),
+    /// Run `stopping` and exit 0.
+    Stop,
+}
+
+/// A call as the worker received it.
+pub(super) struct Received {
+    pub id: u64,
+    pub method: u16,
+    pub args: Args,
+    pub deadline: Option<u64>,
+}
+
+/// A call's encoded arguments: in the frame they came in, or in the sealed
+/// memfd it carried, mapped read-only (decoded in place either way).
+pub(super) enum Args {
+    InFrame(Vec<u8>, std::ops::Range<usize>),
+    Mapped(Mapping),
+}
+
+impl std::ops::Deref for Args {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Args::InFrame(frame, range) => &frame[range.clone()],
+            Args::Mapped(mapping) => mapping,
+        }
+    }
 }
 
 /// Runs the `started` hook; `Err` is the exit code if it panicked.
@@ -133,6 +184,67 @@ pub(super) fn run_stopping<W: WorkerMethods>(worker: &mut W, ctx: &mut WorkerCon
 }
 
 impl Serving {
+    /// Decodes a frame from the pool; `Err` says why it is malformed (the
+    /// worker then exits: its link is broken).
+    pub(super) fn request(&self, frame: Frame) -> Result<Request, String> {
+        let Frame { bytes, fd } = frame;
+        let request = protocol::decode::<ToChild>(&bytes).map_err(|e| e.to_string())?;
+        let (id, method, deadline, args) = match (request, fd) {
+            (ToChild::Stop, None) => return Ok(Request::Stop),
+            (
+                ToChild::Call {
+                    id,
+                    method,
+                    args,
+                    deadline,
+                },
+                None,
+            ) => {
+                // Where the decoder found the arguments in the frame, so
+                // they are decoded from it without a copy.
+                let range = match &args {
+                    Cow::Borrowed(slice) => {
+                        let start = (slice.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+                        let range = start..start.saturating_add(slice.len());
+                        (range.end <= bytes.len()).then_some(range)
+                    }
+                    Cow::Owned(_) => None,
+                };
+                let args = match range {
+                    Some(range) => Args::InFrame(bytes, range),
+                    None => {
+                        let owned = args.into_owned();
+                        let len = owned.len();
+                        Args::InFrame(owned, 0..len)
+                    }
+                };
+                (id, method, deadline, args)
+            }
+            (
+                ToChild::CallShared {
+                    id,
+                    method,
+                    len,
+                    deadline,
+                },
+                Some(fd),
+            ) => {
+                let mapping = Mapping::open(fd, len, self.max_reply).map_err(|e| e.to_string())?;
+                (id, method, deadline, Args::Mapped(mapping))
+            }
+            (ToChild::CallShared { .. }, None) => {
+                return Err("shared arguments without their memfd".into())
+            }
+            (_, Some(_)) => return Err("a descriptor with a frame that takes none".into()),
+        };
+        Ok(Request::Call(Received {
+            id,
+            method,
+            args,
+            deadline,
+        }))
+    }
+
     /// Counts one more call as started, before any of its code runs: from
     /// here on, the pool counts it as started (it may have run).
     pub(super) fn start_call(&mut self) {
@@ -140,32 +252,65 @@ impl Serving {
         self.progress.started(self.started);
     }
 
-    /// The reply to call `id` for what its method did; `true` if the
-    /// worker must exit after sending it (a panic may have left its state
-    /// half-updated).
+    /// The reply to call `id` for what its method did, with the memfd of a
+    /// large result; `true` if the worker must exit after sending it (a
+    /// panic may have left its state half-updated).
     pub(super) fn outcome(
         &self,
         ctx: &WorkerContext,
         id: u64,
         result: std::thread::Result<Result<Vec<u8>, DispatchError>>,
-    ) -> (Outcome, bool) {
+    ) -> (FromChild, Option<OwnedFd>, bool) {
+        let reply = |outcome| FromChild::Reply { id, outcome };
+        // A large result was encoded straight into a memfd (see
+        // `encode_output`); its bytes are left empty.
+        let spilled = super::take_spilled();
         match result {
-            Ok(Ok(bytes)) if bytes.len() + protocol::REPLY_OVERHEAD > self.max_reply => {
-                ctx.error(format_args!(
-                    "the result of call {id} is {} bytes, over the pool's {}-byte limit; \
-                     it is not sent",
-                    bytes.len(),
-                    self.max_reply
-                ));
-                (Outcome::ReplyTooLarge(bytes.len()), false)
+            Ok(Ok(bytes)) => {
+                let result = match spilled {
+                    Some(sealed) if bytes.is_empty() => Encoded::Shared(sealed),
+                    _ => Encoded::Inline(bytes),
+                };
+                let len = result.len();
+                if len + protocol::REPLY_OVERHEAD > self.max_reply {
+                    ctx.error(format_args!(
+                        "the result of call {id} is {len} bytes, over the pool's {}-byte limit; \
+                         it is not sent",
+                        self.max_reply
+                    ));
+                    return (reply(Outcome::ReplyTooLarge(len)), None, false);
+                }
+                let shared = match result {
+                    Encoded::Shared(sealed) => Some(sealed),
+                    Encoded::Inline(bytes) if self.shm_threshold.is_some_and(|t| len >= t) => {
+                        // Encoded elsewhere than by `encode_output`.
+                        match shm::sealed(&bytes) {
+                            Ok(sealed) => Some(sealed),
+                            Err(_) => return (reply(Outcome::Ok(bytes)), None, false),
+                        }
+                    }
+                    Encoded::Inline(bytes) => return (reply(Outcome::Ok(bytes)), None, false),
+                };
+                match shared.map(|s| s.share()) {
+                    Some(Ok(fd)) => (reply(Outcome::Shared(len as u64)), Some(fd), false),
+                    _ => {
+                        ctx.error(format_args!(
+                            "cannot share the memfd of call {id}'s result; it is not sent"
+                        ));
+                        (
+                            reply(Outcome::BadCall("cannot share the result's memfd".into())),
+                            None,
+                            false,
+                        )
+                    }
+                }
             }
-            Ok(Ok(bytes)) => (Outcome::Ok(bytes), false),
-            Ok(Err(e)) => (Outcome::BadCall(e.to_string()), false),
+            Ok(Err(e)) => (reply(Outcome::BadCall(e.to_string())), None, false),
             Err(payload) => {
                 let message =
                     crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
                 ctx.error(format_args!("worker method panicked: {message}"));
-                (Outcome::Panicked(message), true)
+                (reply(Outcome::Panicked(message)), None, true)
             }
         }
     }
@@ -210,26 +355,24 @@ impl Serving {
                     return EXIT_PROTOCOL;
                 }
             };
-            let request = match protocol::decode::<ToChild>(&frame) {
-                Ok(r) => r,
+            let call = match self.request(frame) {
+                Ok(Request::Call(call)) => call,
+                Ok(Request::Stop) => {
+                    run_stopping(worker, ctx);
+                    let _ = link.flush();
+                    return 0;
+                }
                 Err(e) => {
                     ctx.error(format_args!("malformed request from the daemon: {e}"));
                     return EXIT_PROTOCOL;
                 }
             };
-            let (id, method, args, deadline) = match request {
-                ToChild::Call {
-                    id,
-                    method,
-                    args,
-                    deadline,
-                } => (id, method, args, deadline),
-                ToChild::Stop => {
-                    run_stopping(worker, ctx);
-                    let _ = link.flush();
-                    return 0;
-                }
-            };
+            let Received {
+                id,
+                method,
+                args,
+                deadline,
+            } = call;
             self.start_call();
             ctx.set_call(Some((id, deadline.map(Deadline::from_wire))));
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -237,10 +380,10 @@ impl Serving {
             }));
             ctx.set_call(None);
             drop(args);
-            let (outcome, poisoned) = self.outcome(ctx, id, result);
+            let (reply, fd, poisoned) = self.outcome(ctx, id, result);
             // A finished reply leaves at once: the next call, already
             // waiting, may take long, and this caller waits meanwhile.
-            if send(link, &FromChild::Reply { id, outcome })
+            if send_reply(link, (reply, fd))
                 .and_then(|()| link.flush())
                 .is_err()
             {

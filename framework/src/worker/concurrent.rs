@@ -15,10 +15,14 @@
 //! on the same thread, exactly as in the sequential worker (so they may
 //! still use `ctx.block_on`).
 
-use super::child::{run_started, run_stopping, Serving, EXIT_PANICKED, EXIT_PROTOCOL};
-use super::protocol::{self, Deadline, FromChild, Outcome, ToChild};
+use super::child::{
+    run_started, run_stopping, Received, Request, Serving, EXIT_PANICKED, EXIT_PROTOCOL,
+};
+use super::protocol::{self, Deadline, FromChild};
 use super::{DispatchError, MethodKind, WorkerContext, WorkerMethods};
-use crate::ipc::frame::{self, Decoder};
+use crate::ipc::frame::Decoder;
+use crate::ipc::outbox::Outbox;
+use crate::ipc::socket::read_into;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use std::cell::RefCell;
@@ -29,7 +33,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// How often the worker looks whether SIGTERM or SIGINT arrived (their
@@ -37,12 +40,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 const TERMINATION_CHECK: Duration = Duration::from_millis(20);
 
 /// A call received and not started yet.
-struct Arrived {
-    id: u64,
-    method: u16,
-    args: Vec<u8>,
-    deadline: Option<u64>,
-}
+type Arrived = Received;
 
 type Running = Pin<Box<dyn Future<Output = (u64, CallResult)>>>;
 type CallResult = std::thread::Result<Result<Vec<u8>, DispatchError>>;
@@ -84,7 +82,7 @@ struct Worker<W> {
     /// The running call (then the only one) holds the state exclusively.
     exclusive: bool,
     /// Encoded replies not written yet.
-    out: Vec<u8>,
+    out: Outbox,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     decoder: Decoder,
@@ -133,7 +131,7 @@ pub(super) fn serve<W: WorkerMethods>(
         arrived: VecDeque::new(),
         running: FuturesUnordered::new(),
         exclusive: false,
-        out: Vec::new(),
+        out: Outbox::default(),
         reader,
         writer,
         decoder: Decoder::new(),
@@ -161,22 +159,22 @@ impl<W: WorkerMethods> Worker<W> {
     }
 
     fn queue_reply(&mut self, message: &FromChild) {
+        self.queue_frame(message, None);
+    }
+
+    fn queue_frame(&mut self, message: &FromChild, fd: Option<std::os::fd::OwnedFd>) {
         // A reply that cannot be encoded or framed cannot be sent at all;
         // the pool then settles the call when this worker ends.
         if let Ok(bytes) = protocol::encode(message) {
-            let _ = frame::push(&mut self.out, &bytes);
+            let _ = match fd {
+                Some(fd) => self.out.push_with_fd(&bytes, fd),
+                None => self.out.push(&bytes),
+            };
         }
     }
 
     async fn write_out(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await?;
-            self.out.clear();
-            if self.out.capacity() > 4 * 1024 * 1024 {
-                self.out = Vec::new(); // after a large reply
-            }
-        }
-        Ok(())
+        self.out.write_async(self.writer.as_ref()).await
     }
 
     /// Runs the runtime's part until a plain call must run, or the worker
@@ -210,7 +208,7 @@ impl<W: WorkerMethods> Worker<W> {
                         self.exclusive = false;
                     }
                 }
-                read = self.reader.read_buf(self.decoder.read_buffer()), if reading => {
+                read = read_into(&self.reader, &mut self.decoder), if reading => {
                     match read {
                         Ok(0) => return Step::Exit(0), // the daemon hung up
                         Ok(_) => {
@@ -241,19 +239,9 @@ impl<W: WorkerMethods> Worker<W> {
             EXIT_PROTOCOL
         })?;
         for frame in frames {
-            match protocol::decode::<ToChild>(&frame) {
-                Ok(ToChild::Call {
-                    id,
-                    method,
-                    args,
-                    deadline,
-                }) => self.arrived.push_back(Arrived {
-                    id,
-                    method,
-                    args: args.into_owned(),
-                    deadline,
-                }),
-                Ok(ToChild::Stop) => self.mode = Mode::Stopping,
+            match self.serving.request(frame) {
+                Ok(Request::Call(call)) => self.arrived.push_back(call),
+                Ok(Request::Stop) => self.mode = Mode::Stopping,
                 Err(e) => {
                     self.ctx
                         .error(format_args!("malformed request from the daemon: {e}"));
@@ -320,11 +308,11 @@ impl<W: WorkerMethods> Worker<W> {
     }
 
     fn reply(&mut self, id: u64, result: CallResult) {
-        let (outcome, poisoned): (Outcome, bool) = self.serving.outcome(&self.ctx, id, result);
+        let (reply, fd, poisoned) = self.serving.outcome(&self.ctx, id, result);
         if poisoned {
             self.mode = Mode::Poisoned;
         }
-        self.queue_reply(&FromChild::Reply { id, outcome });
+        self.queue_frame(&reply, fd);
     }
 
     /// Ends the worker (nothing runs any more): its exit code. On this

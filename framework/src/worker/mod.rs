@@ -75,7 +75,7 @@ pub use context::WorkerContext;
 pub(crate) use pool::PoolRegistry;
 pub use pool::{
     CallResponse, CallReturn, GetPoolStats, StopPool, WorkerPool, WorkerPoolBuilder,
-    DEFAULT_START_TIMEOUT,
+    DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT,
 };
 #[cfg_attr(not(feature = "nats"), allow(unused_imports))]
 pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
@@ -403,10 +403,41 @@ pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DispatchError
         .map_err(|e| DispatchError::BadArgs(e.to_string()))
 }
 
-/// Encodes a method's result (generated code calls it).
+thread_local! {
+    /// In a worker process: results of this many bytes or more are encoded
+    /// straight into a sealed memfd (`None`: never; the pool's side).
+    static SPILL_AT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// The memfd of the result `encode_output` just encoded, if it spilled.
+    static SPILLED: RefCell<Option<crate::ipc::shm::Sealed>> = const { RefCell::new(None) };
+}
+
+/// Makes [`encode_output`] encode results of `threshold` bytes or more
+/// into a sealed memfd, on this thread (a worker's).
+pub(crate) fn spill_results_at(threshold: Option<usize>) {
+    SPILL_AT.with(|at| at.set(threshold));
+}
+
+/// The memfd of the result [`encode_output`] encoded last, if it spilled.
+pub(crate) fn take_spilled() -> Option<crate::ipc::shm::Sealed> {
+    SPILLED.with(|spilled| spilled.borrow_mut().take())
+}
+
+/// Encodes a method's result (generated code calls it). In a worker, a
+/// result of the pool's `shm_threshold` or more goes straight into a
+/// sealed memfd, which the worker sends with its reply; the bytes returned
+/// are then empty (no encoding is empty: the reply tells them apart).
 #[doc(hidden)]
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, DispatchError> {
-    rmp_serde::to_vec(value).map_err(|e| DispatchError::Encode(e.to_string()))
+    use crate::ipc::shm::Encoded;
+    let threshold = SPILL_AT.with(std::cell::Cell::get);
+    match crate::ipc::shm::encode(value, threshold) {
+        Ok(Encoded::Inline(bytes)) => Ok(bytes),
+        Ok(Encoded::Shared(sealed)) => {
+            SPILLED.with(|spilled| *spilled.borrow_mut() = Some(sealed));
+            Ok(Vec::new())
+        }
+        Err(e) => Err(DispatchError::Encode(e.to_string())),
+    }
 }
 
 pub(crate) fn short_name(name: &str) -> String {

@@ -10,7 +10,7 @@
 //! survives the worker: the pool reads it with `pread` after the death.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const SIZE: usize = std::mem::size_of::<u64>();
@@ -21,29 +21,14 @@ pub(crate) struct Progress(OwnedFd);
 
 impl Progress {
     pub(crate) fn new() -> io::Result<Self> {
-        // SAFETY: plain memfd creation with a static, NUL-terminated name.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"daemonic-progress".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor, ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::ipc::shm::memfd(c"daemonic-progress")?;
         nix::unistd::ftruncate(&fd, SIZE as libc::off_t)?;
         // The worker cannot shrink or grow it (its own mapping would fault,
         // and a read here past a shrunk end would see nothing).
-        // SAFETY: fcntl on our own memfd.
-        unsafe {
-            libc::fcntl(
-                fd.as_raw_fd(),
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-            )
-        };
+        crate::ipc::shm::add_seals(
+            fd.as_fd(),
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )?;
         Ok(Self(fd))
     }
 

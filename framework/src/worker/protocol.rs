@@ -18,6 +18,11 @@ pub(crate) struct Bootstrap {
     /// `async` methods taking `&self` the worker may run at once (1: one
     /// call at a time, no runtime of its own until an `async` method runs).
     pub max_concurrent: usize,
+    /// Results of at least this many bytes go back in a sealed memfd
+    /// ([`Outcome::Shared`]); `None`: always in the frame (a transport that
+    /// carries no descriptors).
+    #[serde(default)]
+    pub shm_threshold: Option<usize>,
 }
 
 /// Daemon → worker. The arguments are borrowed both ways: the pool keeps
@@ -35,6 +40,14 @@ pub(crate) enum ToChild<'a> {
     },
     /// Run `stopping` and exit 0 (recycling, shutdown).
     Stop,
+    /// A call whose arguments, `len` bytes, are in the sealed memfd the
+    /// frame carries (see `ipc/shm.rs`).
+    CallShared {
+        id: u64,
+        method: u16,
+        len: u64,
+        deadline: Option<u64>,
+    },
 }
 
 /// Worker → daemon.
@@ -60,6 +73,9 @@ pub(crate) enum Outcome {
     /// The method returned, but its encoded result is this many bytes,
     /// over the pool's limit.
     ReplyTooLarge(usize),
+    /// The method returned; its encoded result, this many bytes, is in the
+    /// sealed memfd the frame carries.
+    Shared(u64),
 }
 
 /// Bytes a reply adds around the method's encoded result (enum tags, the

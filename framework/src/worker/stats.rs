@@ -39,6 +39,10 @@ pub struct PoolStats {
     /// Calls a worker held but never started when it ended, run elsewhere.
     #[serde(default)]
     pub requeued: u64,
+    /// Call arguments and results that travelled in shared memory (see
+    /// [`shm_threshold`](crate::worker::WorkerPoolBuilder::shm_threshold)).
+    #[serde(default)]
+    pub shared_payloads: u64,
     /// Call latency percentiles over the last 4096 calls (p50, p90, p99;
     /// JSON: `latency_seconds`, an object with `p50`, `p90` and `p99`).
     #[serde(rename = "latency_seconds", with = "crate::json::percentiles")]

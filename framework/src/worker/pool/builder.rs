@@ -91,6 +91,9 @@ pub(super) struct PoolConfig {
     pub max_concurrent: usize,
     pub warm_spares: usize,
     pub transport: Transport,
+    /// Arguments and results of at least this many bytes travel in a
+    /// sealed memfd (socket transport); `None`: never.
+    pub shm_threshold: Option<usize>,
     pub events: Events,
     pub logger: Logger,
     pub on_return: Option<OnReturn>,
@@ -135,6 +138,15 @@ impl PoolPrivileges {
 /// assert_eq!(daemonic::worker::DEFAULT_START_TIMEOUT.as_secs(), 30);
 /// ```
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default [`WorkerPoolBuilder::shm_threshold`]: 256 KiB, chosen from the
+/// `workers` benchmark (see BENCHMARKS.md): from there up, a memfd is
+/// faster than the socket.
+///
+/// ```
+/// assert_eq!(daemonic::worker::DEFAULT_SHM_THRESHOLD, 256 * 1024);
+/// ```
+pub const DEFAULT_SHM_THRESHOLD: usize = 256 * 1024;
 
 /// Configures a [`WorkerPool`].
 ///
@@ -231,6 +243,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
                 max_concurrent: 1,
                 warm_spares: 1,
                 transport: Transport::default(),
+                shm_threshold: Some(DEFAULT_SHM_THRESHOLD),
                 events: Events::new(),
                 logger: Logger::discard(),
                 on_return: None,
@@ -388,6 +401,39 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     /// [`Transport::Socket`]).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.config.transport = transport;
+        self
+    }
+
+    /// Call arguments and results of at least `bytes` (encoded) travel in
+    /// shared memory instead of through the socket (default
+    /// [`DEFAULT_SHM_THRESHOLD`]; `usize::MAX`: never). The sender writes
+    /// them into a sealed memfd and passes its descriptor with the call's
+    /// frame; the receiver checks the seals and the size and maps it
+    /// read-only, so the bytes are copied once instead of through the
+    /// kernel's socket buffers. Failures are those of any call: a worker
+    /// that dies mid-transfer fails its call with [`WorkerError::Died`], and
+    /// its memory goes with it (a memfd is freed with its last descriptor;
+    /// nothing is left in `/dev/shm`). The [`Transport::IpcChannel`]
+    /// transport always sends bytes.
+    ///
+    /// ```no_run
+    /// # use daemonic::prelude::*;
+    /// # #[daemonic::worker]
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// # struct Thumbnailer;
+    /// # #[daemonic::worker]
+    /// # impl Thumbnailer {
+    /// #     pub fn shrink(&mut self, image: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf { image }
+    /// # }
+    /// # fn demo() -> Result<(), daemonic::Error> {
+    /// let pool = WorkerPool::builder(Thumbnailer)
+    ///     .max_payload(48 * 1024 * 1024) // images up to 48 MiB
+    ///     .shm_threshold(1024 * 1024) // from 1 MiB up, through shared memory
+    ///     .start()?;
+    /// # let _ = pool; Ok(()) }
+    /// ```
+    pub fn shm_threshold(mut self, bytes: usize) -> Self {
+        self.config.shm_threshold = (bytes != usize::MAX).then_some(bytes);
         self
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// Frames from one worker, then the end of its link.
 pub(super) struct ChildFrames {
     key: u64,
-    batch: Option<std::io::Result<Vec<Vec<u8>>>>,
+    batch: Option<std::io::Result<Vec<crate::ipc::Frame>>>,
 }
 
 impl<W: WorkerMethods> StreamHandler<ChildFrames> for WorkerPool<W> {
@@ -206,6 +206,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             ipc_server: ipc.as_ref().map(|l| l.server_name().to_string()),
             max_reply: self.config.max_payload + REPLY_OVERHEAD,
             max_concurrent: self.config.max_concurrent,
+            shm_threshold: self.shm_threshold(),
         };
         let bootstrap = protocol::encode(&bootstrap)
             .map_err(|e| fail("bootstrap", std::io::Error::other(e)))?;
@@ -414,6 +415,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let Some(slot) = self.slot_mut(key) else {
             return;
         };
+        if !slot.link_open {
+            return; // dropped already (a malformed frame, then the break)
+        }
         slot.link_open = false;
         let pid = slot.pid;
         let exited = slot.exit.is_some();

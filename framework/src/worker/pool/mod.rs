@@ -30,7 +30,7 @@ mod supervised;
 mod traffic;
 
 pub(crate) use builder::PoolRegistry;
-pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_START_TIMEOUT};
+pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT};
 #[cfg(feature = "testing")]
 pub use kill::KillWorker;
 pub(crate) use raw::{GetPoolLimits, PoolLimits, RawCall};
@@ -41,6 +41,7 @@ use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
 use crate::supervision::budget::RestartBudget;
+use crate::ipc::shm::{Encoded, Payload};
 use actix::prelude::*;
 use builder::PoolConfig;
 use slot::{Queued, Slot};
@@ -68,6 +69,7 @@ struct Counters {
     restarts: u64,
     recycled: u64,
     requeued: u64,
+    shared_payloads: u64,
     latencies: Latencies,
 }
 
@@ -186,7 +188,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         pid: i32,
         accepted: Instant,
         reply: reply::Reply,
-        result: std::result::Result<Vec<u8>, WorkerError>,
+        result: std::result::Result<Payload, WorkerError>,
     ) {
         let latency = accepted.elapsed();
         self.counters.latencies.record(latency);
@@ -251,7 +253,13 @@ impl<W: WorkerMethods> WorkerPool<W> {
     ) -> CallResponse<M::Output> {
         let accepted = Instant::now();
         self.counters.calls += 1;
-        let args = match rmp_serde::to_vec(&message) {
+        // Large arguments go straight into a sealed memfd (see `ipc/shm.rs`).
+        let threshold = if self.inline.is_some() {
+            None
+        } else {
+            self.shm_threshold()
+        };
+        let args = match crate::ipc::shm::encode(&message, threshold) {
             Ok(a) => a,
             Err(e) => {
                 self.error("protocol");
@@ -276,7 +284,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         &mut self,
         method: u16,
         name: &'static str,
-        args: Vec<u8>,
+        args: Encoded,
         accepted: Instant,
         decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
         ctx: &mut Context<Self>,
@@ -316,10 +324,24 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let id = self.next_id;
         self.next_id += 1;
         if let Some(inline) = &self.inline {
-            let answer = inline.call(id, method, args);
+            let args = match args {
+                Encoded::Inline(bytes) => Ok(bytes),
+                Encoded::Shared(sealed) => sealed.to_vec(),
+            };
+            let answer = match args {
+                Ok(args) => inline.call(id, method, args),
+                Err(e) => {
+                    self.error("protocol");
+                    return CallResponse::ready(Err(WorkerError::Protocol(format!(
+                        "cannot read the arguments back: {e}"
+                    ))));
+                }
+            };
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
-                    let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
+                    let result = result
+                        .unwrap_or(Err(WorkerError::ShuttingDown))
+                        .map(Payload::from);
                     act.finish(name, id, 0, accepted, reply, result);
                 }),
             );
@@ -354,6 +376,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             restarts: self.counters.restarts,
             recycled: self.counters.recycled,
             requeued: self.counters.requeued,
+            shared_payloads: self.counters.shared_payloads,
             latency: self.counters.latencies.percentiles(),
             children: self
                 .slots

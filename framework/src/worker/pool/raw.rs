@@ -6,6 +6,7 @@
 
 use super::super::{WorkerError, WorkerMethods};
 use super::{CallResponse, WorkerPool};
+use crate::ipc::shm::Encoded;
 use actix::prelude::*;
 use std::time::Instant;
 
@@ -34,7 +35,14 @@ impl<W: WorkerMethods> Handler<RawCall> for WorkerPool<W> {
                 call.method
             ))));
         };
-        self.accept(call.method, name, call.args, accepted, bytes, ctx)
+        self.accept(
+            call.method,
+            name,
+            Encoded::Inline(call.args),
+            accepted,
+            bytes,
+            ctx,
+        )
     }
 }
 

@@ -2,12 +2,14 @@
 
 use super::super::{WorkerError, WorkerMethods};
 use super::WorkerPool;
+use crate::ipc::shm::Payload;
 use actix::prelude::*;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Where a call's outcome goes: decodes the bytes and answers the caller.
-pub(super) type Reply = Box<dyn FnOnce(std::result::Result<Vec<u8>, WorkerError>)>;
+/// Where a call's outcome goes: decodes the bytes (from a frame, or from
+/// a mapped memfd, in place) and answers the caller.
+pub(super) type Reply = Box<dyn FnOnce(std::result::Result<Payload, WorkerError>)>;
 
 /// A call's answer as the pool hands it to actix (the `Handler::Result` of
 /// generated handlers; not for users to name): resolved straight from

@@ -3,6 +3,7 @@
 use super::super::progress::Progress;
 use super::reply::Reply;
 use super::schedule::Candidate;
+use crate::ipc::shm::Encoded;
 use crate::ipc::HostLink;
 use crate::process::{ExitStatus, Signaller};
 use std::collections::VecDeque;
@@ -89,7 +90,7 @@ pub(super) struct InFlight {
     pub method: u16,
     pub name: &'static str,
     /// Kept to run the call elsewhere if this worker never starts it.
-    pub args: Vec<u8>,
+    pub args: Encoded,
     pub accepted: Instant,
     pub deadline: Option<Instant>,
     pub reply: Reply,
@@ -100,7 +101,7 @@ pub(super) struct Queued {
     pub id: u64,
     pub method: u16,
     pub name: &'static str,
-    pub args: Vec<u8>,
+    pub args: Encoded,
     pub accepted: Instant,
     pub reply: Reply,
 }

@@ -5,8 +5,11 @@ use super::super::{WorkerError, WorkerMethods};
 use super::schedule;
 use super::slot::{InFlight, SlotState};
 use super::{PoolState, WorkerPool};
+use crate::ipc::shm::{self, Encoded, Mapping, Payload};
+use crate::ipc::{Frame, Transport};
 use actix::prelude::*;
 use std::borrow::Cow;
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 impl<W: WorkerMethods> WorkerPool<W> {
@@ -16,6 +19,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             return;
         }
         let max = self.config.max_in_flight;
+        let threshold = self.shm_threshold();
         while !self.queue.is_empty() {
             let Some(index) = schedule::pick(self.slots.iter().map(|s| s.candidate()), max) else {
                 return;
@@ -28,15 +32,43 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 .config
                 .call_timeout
                 .and_then(|t| Instant::now().checked_add(t));
-            let frame = protocol::encode(&ToChild::Call {
-                id: call.id,
-                method: call.method,
-                args: Cow::Borrowed(&call.args),
-                deadline: deadline.map(Deadline::to_wire),
-            });
-            let sent = frame
+            // Arguments of the threshold's size or more travel in a sealed
+            // memfd: the one they were encoded into, or (bytes from a raw
+            // call) a new one.
+            let sealed = match &call.args {
+                Encoded::Shared(sealed) => sealed.share().ok(),
+                Encoded::Inline(bytes) if threshold.is_some_and(|t| bytes.len() >= t) => {
+                    shm::sealed(bytes).and_then(|s| s.share()).ok()
+                }
+                Encoded::Inline(_) => None,
+            };
+            let deadline_wire = deadline.map(Deadline::to_wire);
+            let sent = match (sealed, &call.args) {
+                (Some(fd), args) => {
+                    self.counters.shared_payloads += 1;
+                    protocol::encode(&ToChild::CallShared {
+                        id: call.id,
+                        method: call.method,
+                        len: args.len() as u64,
+                        deadline: deadline_wire,
+                    })
+                    .map_err(std::io::Error::other)
+                    .and_then(|bytes| slot.link.send_with_fd(bytes, fd))
+                }
+                (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
+                    id: call.id,
+                    method: call.method,
+                    args: Cow::Borrowed(bytes),
+                    deadline: deadline_wire,
+                })
                 .map_err(std::io::Error::other)
-                .and_then(|bytes| slot.link.send(bytes));
+                .and_then(|bytes| slot.link.send(bytes)),
+                // No descriptor to be had (out of them): the link is as
+                // good as broken.
+                (None, Encoded::Shared(_)) => {
+                    Err(std::io::Error::other("cannot share the arguments' memfd"))
+                }
+            };
             slot.sent += 1;
             slot.in_flight.push_back(InFlight {
                 id: call.id,
@@ -81,22 +113,71 @@ impl<W: WorkerMethods> WorkerPool<W> {
         }
     }
 
-    pub(super) fn on_frames(&mut self, key: u64, frames: Vec<Vec<u8>>, ctx: &mut Context<Self>) {
-        for frame in frames {
-            match protocol::decode::<FromChild>(&frame) {
-                Ok(FromChild::Ready) => self.on_ready(key),
-                Ok(FromChild::Reply { id, outcome }) => self.on_reply(key, id, outcome, ctx),
-                Ok(FromChild::Leaving) => self.on_leaving(key),
-                Err(e) => return self.on_link_closed(key, Some(e.to_string()), ctx),
+    /// Large payloads travel in a sealed memfd, on the socket transport.
+    pub(super) fn shm_threshold(&self) -> Option<usize> {
+        self.config
+            .shm_threshold
+            .filter(|_| self.config.transport == Transport::Socket)
+    }
+
+    pub(super) fn on_frames(&mut self, key: u64, frames: Vec<Frame>, ctx: &mut Context<Self>) {
+        for Frame { bytes, fd } in frames {
+            let message = protocol::decode::<FromChild>(&bytes).map_err(|e| e.to_string());
+            let reply = match (message, fd) {
+                (Ok(FromChild::Ready), None) => {
+                    self.on_ready(key);
+                    continue;
+                }
+                (Ok(FromChild::Leaving), None) => {
+                    self.on_leaving(key);
+                    continue;
+                }
+                (Ok(FromChild::Reply { id, outcome }), fd) => self.answer(id, outcome, fd),
+                (Ok(_), Some(_)) => Err("a descriptor with a frame that takes none".into()),
+                (Err(e), _) => Err(e),
+            };
+            match reply {
+                Ok((id, result)) => self.on_reply(key, id, result, ctx),
+                Err(why) => return self.on_link_closed(key, Some(why), ctx),
             }
         }
         self.promote(ctx);
         self.dispatch(ctx);
     }
 
-    fn on_reply(&mut self, key: u64, id: u64, outcome: Outcome, ctx: &mut Context<Self>) {
+    /// What a reply says, its large result checked and mapped; `Err`: the
+    /// reply is malformed (the link is dropped).
+    fn answer(
+        &mut self,
+        id: u64,
+        outcome: Outcome,
+        fd: Option<OwnedFd>,
+    ) -> Result<(u64, Result<Payload, WorkerError>), String> {
+        let max = self.config.max_payload;
+        let result = match (outcome, fd) {
+            (Outcome::Shared(len), Some(fd)) => {
+                let mapping = Mapping::open(fd, len, max).map_err(|e| e.to_string())?;
+                self.counters.shared_payloads += 1;
+                Ok(Payload::Mapped(mapping))
+            }
+            (Outcome::Shared(_), None) => return Err("a shared result without its memfd".into()),
+            (_, Some(_)) => return Err("a descriptor with a reply that takes none".into()),
+            (Outcome::Ok(bytes), None) => Ok(Payload::Inline(bytes)),
+            (Outcome::Panicked(message), None) => Err(WorkerError::Panicked { message }),
+            (Outcome::BadCall(message), None) => Err(WorkerError::Protocol(message)),
+            (Outcome::ReplyTooLarge(size), None) => Err(WorkerError::ReplyTooLarge { size, max }),
+        };
+        Ok((id, result))
+    }
+
+    fn on_reply(
+        &mut self,
+        key: u64,
+        id: u64,
+        result: Result<Payload, WorkerError>,
+        ctx: &mut Context<Self>,
+    ) {
         let max_calls = self.config.max_calls_per_child;
-        let max_payload = self.config.max_payload;
         let Some(slot) = self.slot_mut(key) else {
             return;
         };
@@ -110,16 +191,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         let pid = slot.pid;
         let by_calls = max_calls.is_some_and(|max| slot.calls >= max);
         let by_runtime = slot.recycle_at.is_some_and(|at| Instant::now() >= at);
-        let panicked = matches!(outcome, Outcome::Panicked(_));
-        let result = match outcome {
-            Outcome::Ok(bytes) => Ok(bytes),
-            Outcome::Panicked(message) => Err(WorkerError::Panicked { message }),
-            Outcome::BadCall(message) => Err(WorkerError::Protocol(message)),
-            Outcome::ReplyTooLarge(size) => Err(WorkerError::ReplyTooLarge {
-                size,
-                max: max_payload,
-            }),
-        };
+        let panicked = matches!(result, Err(WorkerError::Panicked { .. }));
         if panicked {
             // The worker exits after replying (its state may be poisoned);
             // it gets no new calls meanwhile and its end is no surprise.

@@ -1,0 +1,213 @@
+//! Frames on their way out of a stream link: coalesced into as few writes
+//! as possible, except that a frame carrying a descriptor starts a
+//! `sendmsg` of its own, the descriptor attached to its first byte (the
+//! receiver's side of that rule is in `fds.rs`).
+
+use super::fds::send_part;
+use super::frame;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// Capacity kept after a large frame has left.
+const KEEP: usize = 64 * 1024;
+
+/// Frames queued for one link.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already sent.
+    sent: usize,
+    /// Frames that carry a descriptor: where each starts in `buf`.
+    fds: VecDeque<(usize, OwnedFd)>,
+}
+
+impl Outbox {
+    /// Queues a frame.
+    pub(crate) fn push(&mut self, frame: &[u8]) -> io::Result<()> {
+        frame::push(&mut self.buf, frame)
+    }
+
+    /// Queues a frame that carries `fd`.
+    pub(crate) fn push_with_fd(&mut self, frame: &[u8], fd: OwnedFd) -> io::Result<()> {
+        let header = frame::header_with_fd(frame.len())?;
+        self.fds.push_back((self.buf.len(), fd));
+        self.buf.extend_from_slice(&header);
+        self.buf.extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// Queues a frame, with its descriptor if it has one.
+    pub(crate) fn push_frame(&mut self, frame: frame::Frame) -> io::Result<()> {
+        match frame.fd {
+            Some(fd) => self.push_with_fd(&frame.bytes, fd),
+            None => self.push(&frame.bytes),
+        }
+    }
+
+    /// Bytes waiting to be sent.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next piece one `sendmsg` may carry: up to the next frame with a
+    /// descriptor, or that frame (with its descriptor) up to the one after.
+    fn next_part(&self) -> (&[u8], Option<BorrowedFd<'_>>) {
+        let mut fds = self.fds.iter();
+        match fds.next() {
+            Some((at, fd)) if *at == self.sent => {
+                let end = fds.next().map_or(self.buf.len(), |(next, _)| *next);
+                (&self.buf[self.sent..end], Some(fd.as_fd()))
+            }
+            Some((at, _)) => (&self.buf[self.sent..*at], None),
+            None => (&self.buf[self.sent..], None),
+        }
+    }
+
+    /// `n` bytes of the next part left.
+    fn advance(&mut self, n: usize) {
+        if n > 0 && self.fds.front().is_some_and(|(at, _)| *at == self.sent) {
+            self.fds.pop_front(); // it left with the first byte
+        }
+        self.sent += n;
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+            if self.buf.capacity() > 4 * 1024 * 1024 {
+                self.buf = Vec::with_capacity(KEEP); // after a large frame
+            }
+        }
+    }
+
+    /// Sends everything on a blocking socket.
+    pub(crate) fn write_blocking(&mut self, sock: BorrowedFd<'_>) -> io::Result<()> {
+        while !self.is_empty() {
+            let (bytes, fd) = self.next_part();
+            match send_part(sock, bytes, fd) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends everything on a non-blocking socket of the current runtime.
+    pub(crate) async fn write_async(&mut self, sock: &tokio::net::UnixStream) -> io::Result<()> {
+        while !self.is_empty() {
+            sock.writable().await?;
+            let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
+                let (bytes, fd) = self.next_part();
+                send_part(sock.as_fd(), bytes, fd)
+            });
+            match sent {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::frame::Decoder;
+    use std::io::{Seek, Write};
+    use std::os::fd::AsFd;
+
+    fn file(text: &[u8]) -> OwnedFd {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(text).unwrap();
+        f.rewind().unwrap();
+        f.into()
+    }
+
+    fn read_back(fd: OwnedFd) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        std::fs::File::from(fd).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    /// Plain frames and frames with descriptors, coalesced, cut into
+    /// pieces by a small socket buffer: each descriptor reaches its frame.
+    #[test]
+    fn each_descriptor_reaches_its_frame() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        nix::sys::socket::setsockopt(&a, nix::sys::socket::sockopt::SndBuf, &4096).unwrap();
+        let mut out = Outbox::default();
+        let mut expected = Vec::new();
+        for i in 0..40u32 {
+            let body = vec![i as u8; (i as usize * 997) % 20_000];
+            if i % 3 == 1 {
+                out.push_with_fd(&body, file(format!("fd {i}").as_bytes()))
+                    .unwrap();
+                expected.push((body, Some(format!("fd {i}").into_bytes())));
+            } else {
+                out.push(&body).unwrap();
+                expected.push((body, None));
+            }
+        }
+        let writer = std::thread::spawn(move || {
+            out.write_blocking(a.as_fd()).unwrap();
+            assert!(out.is_empty());
+        });
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            assert!(d.recv(b.as_fd()).unwrap() > 0);
+            got.extend(d.frames().unwrap());
+        }
+        writer.join().unwrap();
+        for (frame, (body, fd)) in got.into_iter().zip(expected) {
+            assert_eq!(frame.bytes, body);
+            assert_eq!(frame.fd.map(read_back), fd);
+        }
+    }
+
+    fn decode_all(bytes_then_fds: impl FnOnce(&std::os::unix::net::UnixStream)) -> io::Error {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        bytes_then_fds(&a);
+        drop(a);
+        let mut d = Decoder::new();
+        loop {
+            match d.recv(b.as_fd()).and_then(|_| d.frames()) {
+                Err(e) => return e,
+                Ok(frames) if frames.is_empty() && d.is_empty() => {
+                    panic!("the stream ended without an error")
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_descriptor_on_a_plain_frame_or_none_on_an_announcing_one_breaks_the_link() {
+        let e = decode_all(|a| {
+            let mut framed = Vec::new();
+            frame::push(&mut framed, b"plain").unwrap();
+            send_part(a.as_fd(), &framed, Some(file(b"x").as_fd())).unwrap();
+            frame::push(&mut framed, b"next").unwrap();
+            send_part(a.as_fd(), &framed, None).unwrap();
+        });
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        let e = decode_all(|a| {
+            let mut framed = frame::header_with_fd(3).unwrap().to_vec();
+            framed.extend_from_slice(b"abc");
+            send_part(a.as_fd(), &framed, None).unwrap();
+        });
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+}
