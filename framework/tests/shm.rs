@@ -310,6 +310,31 @@ async fn payloads_are_correct_around_the_threshold() {
     stop(pool).await;
 }
 
+/// With shared memory off, a large frame fills the socket's send buffer:
+/// the host's writer must wait for writability (a registration it makes
+/// only then, `ipc/outbox.rs`) and deliver every byte, both ways.
+#[actix::test]
+async fn frames_larger_than_the_socket_buffer_arrive_whole_without_shared_memory() {
+    daemonic::testing::fork_server().prestart().unwrap();
+    let pool = WorkerPool::builder(Store)
+        .size(1)
+        .max_payload(40 * 1024 * 1024)
+        .shm_threshold(usize::MAX)
+        .start()
+        .unwrap();
+    for len in [1024 * 1024, 16 * 1024 * 1024] {
+        let data = ByteBuf::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let back = pool.send(store::Echo { data: data.clone() }).await.unwrap();
+        assert!(back.unwrap() == data, "{len} bytes came back changed");
+    }
+    assert_eq!(
+        shared_payloads(&pool).await,
+        0,
+        "nothing went through shared memory"
+    );
+    stop(pool).await;
+}
+
 #[actix::test]
 async fn the_default_threshold_sends_several_mib_through_shared_memory() {
     daemonic::testing::fork_server().prestart().unwrap();

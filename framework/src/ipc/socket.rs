@@ -9,14 +9,23 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-/// Host side: a writer task owns the write half and coalesces queued frames.
+/// Host side: a writer task owns a duplicate of the socket and coalesces
+/// queued frames; the reader waits for readability only.
+///
+/// The socket is registered for reading alone: registered for writing too,
+/// it would wake the pool's thread every time the worker reads a call (the
+/// send buffer drains, an EPOLLOUT edge) for nothing, a wake-up per call on
+/// a same-core round trip. The writer writes straight away and registers
+/// for writability only while a full buffer makes it wait (`outbox.rs`).
 pub struct SocketHostLink {
     outgoing: mpsc::Sender<Frame>,
-    reader: Option<OwnedReadHalf>,
+    reader: Option<AsyncFd<StdUnixStream>>,
 }
 
 impl SocketHostLink {
@@ -26,7 +35,11 @@ impl SocketHostLink {
     /// the calls it lets a worker hold, so a full queue is a broken link.
     pub fn new(channel: StdUnixStream, capacity: usize) -> io::Result<Self> {
         channel.set_nonblocking(true)?;
-        let (reader, writer) = UnixStream::from_std(channel)?.into_split();
+        // Non-blocking is a flag of the open socket, so the duplicate is too.
+        let writer = channel.try_clone()?;
+        // SAFETY: the AsyncFd owns the socket for its whole life, so the
+        // descriptor stays open and the same.
+        let reader = unsafe { AsyncFd::register_with_interest(channel, Interest::READABLE) }?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
         actix_rt::spawn(write_loop(writer, rx));
         Ok(Self {
@@ -48,7 +61,7 @@ impl SocketHostLink {
     }
 }
 
-async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) {
+async fn write_loop(writer: StdUnixStream, mut rx: mpsc::Receiver<Frame>) {
     let mut out = Outbox::default();
     while let Some(first) = rx.recv().await {
         if out.push_frame(first).is_err() {
@@ -65,7 +78,7 @@ async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) {
                 Err(_) => break,
             }
         }
-        if out.write_async(writer.as_ref()).await.is_err() {
+        if out.write_direct(&writer).await.is_err() {
             return; // the child is gone; its death is reported by its pidfd
         }
     }
@@ -81,6 +94,19 @@ pub(crate) async fn read_into(reader: &OwnedReadHalf, decoder: &mut Decoder) -> 
         match sock.try_io(tokio::io::Interest::READABLE, || decoder.recv(sock.as_fd())) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             read => return read,
+        }
+    }
+}
+
+/// [`read_into`] for the host's reader, registered for readability only.
+async fn read_ready(reader: &AsyncFd<StdUnixStream>, decoder: &mut Decoder) -> io::Result<usize> {
+    loop {
+        let mut guard = reader.readable().await?;
+        // A short read proves nothing here (a read stops before bytes that
+        // carry descriptors), so readiness is cleared only by `EAGAIN`.
+        match guard.try_io(|sock| decoder.recv(sock.get_ref().as_fd())) {
+            Ok(read) => return read,
+            Err(_would_block) => continue,
         }
     }
 }
@@ -111,7 +137,7 @@ impl HostLink for SocketHostLink {
                     if let Some(e) = decoder.refused() {
                         return Some((Err(e), (reader, decoder, true)));
                     }
-                    match read_into(&reader, &mut decoder).await {
+                    match read_ready(&reader, &mut decoder).await {
                         Ok(0) => return None,
                         Ok(_) => match decoder.frames() {
                             Ok(frames) if frames.is_empty() => continue,
