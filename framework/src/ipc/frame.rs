@@ -116,10 +116,26 @@ impl Decoder {
     /// is), keeping the descriptors that came with it; the bytes read (0:
     /// the peer hung up).
     pub(crate) fn recv(&mut self, sock: std::os::fd::BorrowedFd<'_>) -> io::Result<usize> {
+        self.recv_checked(sock).map(|(n, _)| n)
+    }
+
+    /// [`recv`](Self::recv), and whether the read left the socket empty: it
+    /// returned less than it had room for and no descriptor. A stream
+    /// socket's read takes everything queued up to its buffer's size, and
+    /// stops short otherwise only after bytes that carried descriptors (or
+    /// before bytes of another sending process), so a non-blocking reader
+    /// need not read again to learn it would block.
+    pub(crate) fn recv_checked(
+        &mut self,
+        sock: std::os::fd::BorrowedFd<'_>,
+    ) -> io::Result<(usize, bool)> {
         let start = self.taken + self.buf.len() as u64;
-        let (n, fds) = super::fds::recv_into(sock, self.read_buffer())?;
+        let buffer = self.read_buffer();
+        let room = buffer.capacity() - buffer.len();
+        let (n, fds) = super::fds::recv_into(sock, buffer)?;
+        let drained = n > 0 && n < room && fds.is_empty();
         self.fds.arrived(start, start + n as u64, fds)?;
-        Ok(n)
+        Ok((n, drained))
     }
 
     /// Whether part of a frame has arrived.

@@ -102,10 +102,17 @@ pub(crate) async fn read_into(reader: &OwnedReadHalf, decoder: &mut Decoder) -> 
 async fn read_ready(reader: &AsyncFd<StdUnixStream>, decoder: &mut Decoder) -> io::Result<usize> {
     loop {
         let mut guard = reader.readable().await?;
-        // A short read proves nothing here (a read stops before bytes that
-        // carry descriptors), so readiness is cleared only by `EAGAIN`.
-        match guard.try_io(|sock| decoder.recv(sock.get_ref().as_fd())) {
-            Ok(read) => return read,
+        match guard.try_io(|sock| decoder.recv_checked(sock.get_ref().as_fd())) {
+            Ok(Ok((n, drained))) => {
+                // Nothing left: the next wait goes to the reactor instead of
+                // spending a read on EAGAIN first. (If bytes came since,
+                // the reactor saw them: clearing keeps that event.)
+                if drained {
+                    guard.clear_ready();
+                }
+                return Ok(n);
+            }
+            Ok(Err(e)) => return Err(e),
             Err(_would_block) => continue,
         }
     }
