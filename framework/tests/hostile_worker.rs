@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fd_count, wait_until, zombie_children};
+use common::{fd_count, sockets, wait_until, zombie_children};
 use daemonic::actix::Addr;
 use daemonic::fuzz::gen::Rng;
 use daemonic::worker::Transport;
@@ -101,36 +101,6 @@ impl Drop for Holders {
 enum Attack {
     Random,
     HugeAnnounced,
-}
-
-/// The sockets this process holds, with their types.
-fn sockets() -> Vec<(RawFd, i32)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
-            continue;
-        };
-        let mut kind: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a plain getsockopt into a local int.
-        let ok = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_TYPE,
-                (&mut kind as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        } == 0;
-        if ok {
-            found.push((fd, kind));
-        }
-    }
-    found
 }
 
 /// Descriptors a hostile worker attaches: a socket (ipc-channel takes one

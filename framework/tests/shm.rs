@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{wait_until, zombie_children};
+use common::{sockets, wait_until, zombie_children};
 use daemonic::actix::Addr;
 use daemonic::worker::{GetPoolStats, StopPool, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
@@ -85,28 +85,11 @@ impl Store {
 
 /// The stream sockets of this process: a socket-transport worker's link.
 fn stream_sockets() -> Vec<RawFd> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<RawFd>() else {
-            continue;
-        };
-        let mut kind: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a plain getsockopt into a local int.
-        let ok = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_TYPE,
-                (&mut kind as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        } == 0;
-        if ok && kind == libc::SOCK_STREAM {
-            found.push(fd);
-        }
-    }
-    found
+    sockets()
+        .into_iter()
+        .filter(|(_, kind)| *kind == libc::SOCK_STREAM)
+        .map(|(fd, _)| fd)
+        .collect()
 }
 
 // The worker protocol's replies, mirrored (rmp-serde encodes them by shape

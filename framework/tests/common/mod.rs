@@ -109,3 +109,38 @@ macro_rules! over_transports {
         }
     };
 }
+
+/// The sockets this process holds, with their types (`SOCK_STREAM`, …).
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn sockets() -> Vec<(std::os::fd::RawFd, libc::c_int)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(fd) = entry
+            .file_name()
+            .to_string_lossy()
+            .parse::<std::os::fd::RawFd>()
+        else {
+            continue;
+        };
+        let mut kind: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a plain getsockopt into a local int.
+        let ok = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                (&mut kind as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        } == 0;
+        if ok {
+            found.push((fd, kind));
+        }
+    }
+    found
+}
