@@ -10,7 +10,8 @@
 //!
 //! - `builder.rs`: settings and start;
 //! - `slot.rs`: one worker's state and the calls it holds;
-//! - `lifecycle.rs`: spawning, readiness, recycling, deaths, restart limit;
+//! - `lifecycle.rs`: spawning, readiness, promotion, recycling, timeouts;
+//! - `ending.rs`: a worker's end (exit and link), its calls, the restart limit;
 //! - `traffic.rs`: handing calls to workers and reading their replies;
 //! - `schedule.rs`: the pure decisions, unit-tested (the restart limit is
 //!   `supervision/budget.rs`, shared with supervisors);
@@ -18,6 +19,7 @@
 //! - `raw.rs`: calls as bytes, for transports of their own (NATS hosts).
 
 mod builder;
+mod ending;
 mod inline;
 #[cfg(feature = "testing")]
 mod kill;
