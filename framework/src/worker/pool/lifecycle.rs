@@ -1,6 +1,6 @@
 //! A worker's life as the pool runs it: spawned (asynchronously), started
-//! within the start timeout, promoted from spare, recycled, killed, and
-//! settled when it ends; and the restart limit over all of it.
+//! within the start timeout, promoted from spare, recycled and killed
+//! (`ending.rs` settles its end, and keeps the restart limit).
 
 use super::super::progress::Progress;
 use super::super::protocol::{self, Bootstrap, REPLY_OVERHEAD};
