@@ -538,6 +538,34 @@ fn a_wrong_password_is_a_clear_start_up_error() {
 }
 
 #[test]
+fn a_token_from_the_address_is_accepted_and_a_wrong_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&["--auth", "s3cr3t-token"]);
+    let wrong = format!("nats://not-the-token@127.0.0.1:{}", nats.port);
+    let mut cmd = Command::new(bin());
+    cmd.args(["host", "--nats", &wrong, "--name", "x"]);
+    let finished = run_command(cmd);
+    assert_eq!(
+        finished.exit,
+        Exit::Code(77),
+        "EX_NOPERM; stderr:\n{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("refused the credentials"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stderr.contains("not-the-token"),
+        "the token never reaches the log"
+    );
+    let right = format!("nats://s3cr3t-token@127.0.0.1:{}", nats.port);
+    let host = Host::start(dir.path(), &right, "a", &[]);
+    assert!(host.status().contains("serving   transcoder as host a"));
+}
+
+#[test]
 fn a_host_stopped_gracefully_hands_its_waiting_calls_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(&[]);
