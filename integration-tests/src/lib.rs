@@ -7,21 +7,24 @@
 //! killed (with its whole process group) and reaped when its guard drops, even
 //! when the test panics.
 //!
-//! The example binaries are built on first use (`cargo build -p
-//! daemonic-examples --example NAME`, once per test process, so the tests never
-//! run a stale binary). Set `DAEMONIC_IT_NO_BUILD=1` to use an existing binary
-//! as it is.
+//! The example binaries are brought up to date on first use, once per test
+//! process, so the tests never run a stale binary: `cargo build --workspace
+//! --examples`, the same package selection (and so the same features and the
+//! same compiled `daemonic`) as the workspace build `.ci/run` makes first, so
+//! after it this is a check that compiles nothing. Building one example
+//! with `-p daemonic-examples` instead resolves features for that package
+//! alone, compiles `daemonic` a second time and replaces the workspace
+//! build's binaries. Set `DAEMONIC_IT_NO_BUILD=1` to use existing binaries
+//! as they are.
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal as Sig;
@@ -62,48 +65,38 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// Path of the debug build of example `name`, built first if needed (see the
-/// crate docs). Panics with cargo's output if the build fails.
+/// Path of the debug build of example `name`, the examples built first if
+/// needed (see the crate docs). Panics with cargo's output if the build
+/// fails.
 pub fn example_bin(name: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
-    if let Some(path) = built.get(name) {
-        return path.clone();
-    }
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let path = target_dir().join("debug").join("examples").join(name);
     let skip_build =
         std::env::var_os("DAEMONIC_IT_NO_BUILD").is_some_and(|v| !v.is_empty() && v != "0");
     if !(skip_build && path.is_file()) {
-        build_example(name);
+        BUILT.get_or_init(build_examples);
     }
     assert!(
         path.is_file(),
-        "example binary {} does not exist after building it",
+        "example binary {} does not exist after building the examples",
         path.display()
     );
-    built.insert(name.to_string(), path.clone());
     path
 }
 
-fn build_example(name: &str) {
+fn build_examples() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = ["build", "--quiet", "--workspace", "--examples"];
     let output = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "daemonic-examples",
-            "--example",
-            name,
-        ])
+        .args(args)
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
     assert!(
         output.status.success(),
-        "`cargo build -p daemonic-examples --example {name}` failed ({}):\n{}{}",
+        "`cargo {}` failed ({}):\n{}{}",
+        args.join(" "),
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
