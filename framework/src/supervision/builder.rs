@@ -48,6 +48,9 @@ impl Supervisor {
     }
 }
 
+/// Told once a tree's children all started (`Err`: it gave up first).
+pub(crate) type StartNotice = oneshot::Receiver<Result<(), String>>;
+
 /// Configures a [`Supervisor`]: its strategy, restart intensity, backoff
 /// and children (started in the order given).
 pub struct SupervisorBuilder {
@@ -60,6 +63,7 @@ pub struct SupervisorBuilder {
     children: Vec<ChildSpec>,
     on_escalation: Option<OnEscalation>,
     pools: Option<std::sync::Arc<crate::worker::PoolRegistry>>,
+    hand_over: bool,
 }
 
 impl SupervisorBuilder {
@@ -74,6 +78,7 @@ impl SupervisorBuilder {
             children: Vec::new(),
             on_escalation: None,
             pools: None,
+            hand_over: false,
         }
     }
 
@@ -142,13 +147,17 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Renames it (a daemon's root takes the daemon's name).
-    pub(crate) fn named(mut self, name: String) -> Self {
-        self.name = name;
+    /// Over its intensity, this (parentless) supervisor calls its
+    /// `on_escalation` hook at once and leaves its children to whoever owns
+    /// it, who stops them with [`StopTree`](super::StopTree) in its own
+    /// time: a daemon logs its shutdown, raises its events and bounds the
+    /// stop by its shutdown timeout, as for any other fatal error.
+    pub(crate) fn hand_over_escalation(mut self) -> Self {
+        self.hand_over = true;
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.intensity.1.is_zero() {
             return Err(Error::Config(format!(
                 "supervisor {}: the intensity period must be > 0",
@@ -170,6 +179,7 @@ impl SupervisorBuilder {
         );
         supervisor.on_escalation = self.on_escalation;
         supervisor.pools = self.pools;
+        supervisor.hand_over = self.hand_over;
         supervisor
     }
 
@@ -181,6 +191,32 @@ impl SupervisorBuilder {
         }
         self.validate()?;
         Ok(self.build(Events::new(), Logger::discard()).start())
+    }
+
+    /// Like [`start`](Self::start), with a receiver told once every child
+    /// started (`Err` if the tree gave up meanwhile).
+    pub(crate) fn start_notify(self) -> Result<(Addr<Supervisor>, StartNotice)> {
+        if actix_rt::System::try_current().is_none() {
+            return Err(Error::NoSystem);
+        }
+        self.validate()?;
+        let (tx, rx) = oneshot::channel();
+        let mut tree = self.build(Events::new(), Logger::discard());
+        tree.start_waiters.push(tx);
+        Ok((tree.start(), rx))
+    }
+
+    /// As a child, with the address it will have (a daemon's `ctx.workers`
+    /// pools join the nested tree through it).
+    pub(crate) fn into_child_with_addr(self) -> (ChildSpec, Addr<Supervisor>) {
+        let (tx, rx) = actix::dev::channel::channel(16);
+        let addr = Addr::new(tx);
+        let name = self.name.clone();
+        let kind = NestedTree {
+            addr: addr.clone(),
+            first: Some((self, rx)),
+        };
+        (ChildSpec::new(name, None, Box::new(kind)), addr)
     }
 }
 
@@ -240,12 +276,6 @@ impl ChildKind for NestedTree {
 
 impl IntoChild for SupervisorBuilder {
     fn into_child(self) -> ChildSpec {
-        let (tx, rx) = actix::dev::channel::channel(16);
-        let name = self.name.clone();
-        let kind = NestedTree {
-            addr: Addr::new(tx),
-            first: Some((self, rx)),
-        };
-        ChildSpec::new(name, None, Box::new(kind))
+        self.into_child_with_addr().0
     }
 }

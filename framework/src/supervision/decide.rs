@@ -111,9 +111,15 @@ impl Supervisor {
     /// Over the intensity: stop every child in reverse order, then fail
     /// upward.
     pub(super) fn escalate(&mut self, reason: String) {
+        let hand_over = self.hand_over && self.parent.is_none();
         self.logger.error(format_args!(
-            "supervisor {}: giving up: {reason}; stopping its children and escalating",
-            self.name
+            "supervisor {}: giving up: {reason}; {}escalating",
+            self.name,
+            if hand_over {
+                ""
+            } else {
+                "stopping its children and "
+            }
         ));
         self.events.dispatch(&mut SupervisorEscalated {
             supervisor: self.name.clone(),
@@ -122,6 +128,13 @@ impl Supervisor {
         self.state = TreeState::Failed;
         self.ops.clear();
         self.pending.clear();
+        if hand_over {
+            // Its owner stops it (see `SupervisorBuilder::
+            // hand_over_escalation`): nothing more starts, the owner hears
+            // it now.
+            self.start_waiters.clear();
+            return self.escalated(reason);
+        }
         // A parent may restart this tree in place: pools keep their calls.
         let mode = match self.parent {
             Some(_) => StopMode::Restart,

@@ -72,6 +72,8 @@ mod tree;
 pub use actor::{stop_normally, ActorSpec};
 pub use backoff::Backoff;
 pub use builder::SupervisorBuilder;
+/// For the daemon's own children (`daemon/supervisor/fixed.rs`).
+pub(crate) use child::{ChildKind, ChildLink, StopMode};
 pub use child::{ChildSpec, IntoChild, DEFAULT_SHUTDOWN};
 pub use messages::{AddChild, GetTree, StopTree};
 pub use pool::PoolSpec;

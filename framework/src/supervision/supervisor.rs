@@ -142,6 +142,8 @@ pub struct Supervisor {
     pub(super) stop_waiters: Vec<oneshot::Sender<()>>,
     /// A daemon's pool list (see `ChildLink::pools`).
     pub(super) pools: Option<std::sync::Arc<crate::worker::PoolRegistry>>,
+    /// See `SupervisorBuilder::hand_over_escalation`.
+    pub(super) hand_over: bool,
 }
 
 impl Supervisor {
@@ -171,6 +173,7 @@ impl Supervisor {
             start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
             pools: None,
+            hand_over: false,
         }
     }
 
@@ -237,6 +240,13 @@ impl Supervisor {
             _ => mode,
         };
         slot.state = ChildState::Stopping;
+        self.logger.debug(
+            2,
+            format_args!(
+                "supervisor {}: stopping child {}",
+                self.name, slot.spec.name
+            ),
+        );
         let timeout = slot.spec.shutdown;
         let stopping = slot.spec.kind.stop(mode, timeout);
         let bounded = async move {
@@ -294,6 +304,13 @@ impl Supervisor {
             pools: self.pools.clone(),
         };
         let slot = &mut self.children[index];
+        self.logger.debug(
+            2,
+            format_args!(
+                "supervisor {}: starting child {}",
+                self.name, slot.spec.name
+            ),
+        );
         slot.generation += 1;
         slot.state = ChildState::Starting;
         let generation = slot.generation;

@@ -315,7 +315,7 @@ impl<D: Daemon> DaemonBuilder<D> {
             log_guard: Some(logs.guard),
             plugins: self.plugins,
             lazy_plugins: self.lazy_plugins,
-            tree: self.tree.map(|t| t.named(name.clone())),
+            tree: self.tree,
             on_ready,
             previous_pid,
             task_manager: Some(TaskManager::start(

@@ -444,7 +444,7 @@ impl<D: Daemon> DaemonBuilder<D> {
         let root = self
             .tree
             .take()
-            .unwrap_or_else(|| crate::supervision::Supervisor::builder("root"));
+            .unwrap_or_else(|| crate::supervision::Supervisor::builder("app"));
         self.tree = Some(root.child(child));
         self
     }

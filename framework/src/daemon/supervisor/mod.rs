@@ -1,8 +1,9 @@
-//! The supervisor: starts the daemon's actors in order (logger watcher,
-//! signal handler, plugins, main loop), routes signals, and stops everything
-//! in reverse order within the shutdown timeout. `startup.rs` holds the
-//! start sequence, `shutdown.rs` the stop sequence; this file the state,
-//! the decisions (restart, fatal errors) and the messages it answers.
+//! The daemon actor: its root supervisor (`fixed.rs`) starts the daemon's
+//! actors in order (log watcher, signal handler, plugins, …, main loop) and
+//! stops them in reverse within the shutdown timeout; it routes signals.
+//! `startup.rs` does each child's start, `shutdown.rs` each one's stop; this
+//! file holds the state, the decisions (restart, fatal errors) and the
+//! messages it answers.
 
 use super::main_loop::{BeginTicking, Initialize, StopLoop};
 use super::stats::{LoopCounters, MemoryStats, Stats};
@@ -20,11 +21,14 @@ use crate::signal::{CaughtSignal, SignalActor};
 use crate::task::{StopTasks, TaskManager, TaskRegistry};
 use crate::worker::{GetPoolStats, PoolRegistry, StopPool};
 use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+mod fixed;
 mod shutdown;
 mod startup;
 
@@ -33,8 +37,8 @@ pub(crate) struct Shared {
     pub name: String,
     pub interval: Duration,
     pub loop_priority: super::LoopPriority,
-    /// The root of the daemon's supervision tree, once it started (before
-    /// `initialize`): `ctx.workers(..)` pools become its children.
+    /// The application's supervision tree (under the daemon's root, see
+    /// `supervisor/fixed.rs`): `ctx.workers(..)` pools become its children.
     pub root: std::sync::OnceLock<Addr<crate::supervision::Supervisor>>,
     pub logger: Logger,
     pub events: Events,
@@ -151,7 +155,10 @@ pub struct Supervisor {
     log_guard: Arc<Mutex<Option<LogGuard>>>,
     /// The pid file once written (removed before the locks are released).
     pidfile: Option<super::pidfile::PidFile>,
-    tree: Option<Addr<crate::supervision::Supervisor>>,
+    /// The daemon's root supervisor (see `fixed.rs`).
+    root: Option<Addr<crate::supervision::Supervisor>>,
+    /// Why it stops (for the main loop's `StopLoop`).
+    shutdown_reason: Option<ShutdownReason>,
 }
 
 impl Supervisor {
@@ -181,7 +188,8 @@ impl Supervisor {
             done: Some(done),
             log_guard,
             pidfile: None,
-            tree: None,
+            root: None,
+            shutdown_reason: None,
         }
     }
 
@@ -225,6 +233,13 @@ impl Supervisor {
         if let Some(after) = self.config.restart.as_ref().and_then(|p| p.after) {
             ctx.run_later(after, move |act, ctx| {
                 act.restart(ctx, format!("ran for {after:?}"));
+            });
+        }
+        if super::systemd::enabled() {
+            ctx.run_interval(Duration::from_secs(10), |act, _| {
+                if act.state == State::Running {
+                    super::systemd::status(&act.shared.stats().summary());
+                }
             });
         }
     }
@@ -302,7 +317,7 @@ impl Supervisor {
     ) {
         let pools = self.shared.pools.all();
         let plugins = self.plugin_actors.clone();
-        let tree = self.tree.clone();
+        let tree = self.root.clone();
         #[cfg(feature = "nats")]
         let nats = self.config.nats.clone();
         let asks = async move {

@@ -1,8 +1,11 @@
-//! The daemon's shutdown, in order: the main loop, then the pools (the
-//! daemon's own and its supervision tree), the NATS connection, the tasks,
-//! the plugins in reverse order, and last the signal handler, the log
-//! watcher and the log itself — all within the shutdown timeout.
+//! The daemon's shutdown: its root supervisor (see `fixed.rs`) stops the
+//! children in reverse start order — the main loop, the NATS host, the
+//! application's tree with its pools, the NATS connection, the tasks, the
+//! status server, the control socket, the pid file, the plugins in reverse
+//! order, the signal handler and the log watcher — and this file does each
+//! one's work, all within the shutdown timeout; the log itself goes last.
 
+use super::fixed::{Fixed, StopFixed};
 use super::*;
 
 impl Supervisor {
@@ -42,18 +45,21 @@ impl Supervisor {
             }
         });
 
-        match self.main_loop.as_ref() {
-            Some(link) => {
-                let stopped = link.stop.send(StopLoop(reason));
+        // The root stops its children in reverse start order (see
+        // `fixed.rs`); the timeout above bounds it all.
+        self.shutdown_reason = Some(reason);
+        match self.root.clone() {
+            Some(root) => {
+                let stopped = root.send(crate::supervision::StopTree);
                 ctx.spawn(
                     actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
                         if act.state == State::Stopping {
-                            act.stop_pools(ctx);
+                            act.finish(ctx);
                         }
                     }),
                 );
             }
-            None => self.stop_pools(ctx),
+            None => self.finish(ctx),
         }
     }
 
@@ -70,120 +76,115 @@ impl Supervisor {
             .max(Duration::from_millis(10))
     }
 
-    /// Worker pools finish the calls their workers hold (new calls get
-    /// `ShuttingDown`), within the remaining shutdown time.
-    pub(super) fn stop_pools(&mut self, ctx: &mut Context<Self>) {
-        // A NATS host stops taking calls first (the ones waiting on it go
-        // elsewhere); the calls its pools run finish below.
-        #[cfg(feature = "nats")]
-        if let Some(nats) = self.config.nats.clone() {
-            let grace = self.remaining_grace();
-            let stopped = async move { nats.stop_serving(grace).await };
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
-                    if act.state == State::Stopping {
-                        act.stop_local_pools(ctx);
-                    }
-                }),
-            );
-            return;
-        }
-        self.stop_local_pools(ctx);
-    }
-
-    pub(super) fn stop_local_pools(&mut self, ctx: &mut Context<Self>) {
-        let pools: Vec<_> = (self.shared.pools.all().into_iter())
-            .filter(|p| !p.supervised)
-            .collect();
-        let tree = self.tree.clone();
-        if pools.is_empty() && tree.is_none() {
-            return self.close_nats(ctx);
-        }
+    /// One child's stop, within the remaining shutdown time.
+    fn stop_fixed(&mut self, which: Fixed) -> LocalBoxFuture<'static, ()> {
         let grace = self.remaining_grace();
-        let pools = futures_util::future::join_all(
-            pools
-                .into_iter()
-                .map(move |p| p.stop.send(StopPool { grace })),
-        );
-        // The tree stops its children in reverse order, each within its
-        // own shutdown timeout (the daemon's timeout bounds it all).
-        let tree = async move {
-            if let Some(tree) = tree {
-                let _ = tree.send(crate::supervision::StopTree).await;
-            }
-        };
-        let stopped = futures_util::future::join(pools, tree);
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
-                if act.state == State::Stopping {
-                    act.close_nats(ctx);
-                }
-            }),
-        );
-    }
-
-    /// The pools' last answers out, then the NATS connection closed.
-    pub(super) fn close_nats(&mut self, ctx: &mut Context<Self>) {
-        #[cfg(feature = "nats")]
-        if let Some(nats) = self.config.nats.clone() {
-            let grace = self.remaining_grace();
-            let closed = async move {
-                let _ = actix_rt::time::timeout(grace, nats.close()).await;
-            };
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Self>(closed).map(|_, act, ctx| {
-                    if act.state == State::Stopping {
-                        act.stop_tasks(ctx);
+        let done = || async {}.boxed_local();
+        match which {
+            Fixed::Loop => match self.main_loop.as_ref() {
+                Some(link) => {
+                    let reason = self
+                        .shutdown_reason
+                        .clone()
+                        .unwrap_or(ShutdownReason::Requested);
+                    let stopped = link.stop.send(StopLoop(reason));
+                    async move {
+                        let _ = stopped.await;
                     }
-                }),
-            );
-            return;
-        }
-        self.stop_tasks(ctx);
-    }
-
-    /// Running tasks get SIGTERM, and SIGKILL shortly before the shutdown
-    /// timeout ends, so none outlives the daemon.
-    pub(super) fn stop_tasks(&mut self, ctx: &mut Context<Self>) {
-        let Some(manager) = self.task_manager.clone() else {
-            return self.finish(ctx);
-        };
-        let grace = self.remaining_grace();
-        let stopped = manager.send(StopTasks { grace });
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(stopped).map(|_, act, ctx| {
-                if act.state == State::Stopping {
-                    act.teardown_plugins(ctx);
+                    .boxed_local()
                 }
-            }),
-        );
-    }
-
-    /// Plugins last, one at a time in reverse set-up order (a lock is
-    /// released after everything that worked under it stopped).
-    pub(super) fn teardown_plugins(&mut self, ctx: &mut Context<Self>) {
-        // While the locks are still held: a second instance waiting for them
-        // must never have its pid file removed by us.
-        if let Some(pidfile) = self.pidfile.take() {
-            pidfile.remove();
-        }
-        let actors: Vec<_> = self.plugin_actors.drain(..).rev().collect();
-        let teardown = async move {
-            for plugin in actors {
-                let _ = plugin.send(TearDown).await;
+                None => done(),
+            },
+            // A NATS host stops taking calls first (the ones waiting on it
+            // go elsewhere); the calls its pools run finish next.
+            #[cfg(feature = "nats")]
+            Fixed::NatsHost => match self.config.nats.clone() {
+                Some(nats) => async move { nats.stop_serving(grace).await }.boxed_local(),
+                None => done(),
+            },
+            // The application's tree stops itself (see `fixed.rs`); pools
+            // outside it finish the calls their workers hold (new calls get
+            // `ShuttingDown`).
+            Fixed::App => {
+                let pools = self
+                    .shared
+                    .pools
+                    .all()
+                    .into_iter()
+                    .filter(|p| !p.supervised);
+                let stopped = futures_util::future::join_all(
+                    pools.map(move |p| p.stop.send(StopPool { grace })),
+                );
+                async move {
+                    stopped.await;
+                }
+                .boxed_local()
             }
-        };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(teardown).map(|_, act, ctx| {
-                if act.state == State::Stopping {
-                    act.finish(ctx);
+            // The pools' last answers are out: close the connection.
+            #[cfg(feature = "nats")]
+            Fixed::Nats => match self.config.nats.clone() {
+                Some(nats) => async move {
+                    let _ = actix_rt::time::timeout(grace, nats.close()).await;
                 }
-            }),
-        );
+                .boxed_local(),
+                None => done(),
+            },
+            // Running tasks get SIGTERM, and SIGKILL shortly before the
+            // shutdown timeout ends, so none outlives the daemon.
+            Fixed::Tasks => match self.task_manager.clone() {
+                Some(manager) => {
+                    let stopped = manager.send(StopTasks { grace });
+                    async move {
+                        let _ = stopped.await;
+                    }
+                    .boxed_local()
+                }
+                None => done(),
+            },
+            #[cfg(feature = "metrics")]
+            Fixed::StatusServer => {
+                if let Some(server) = self.metrics_server.take() {
+                    server.stop();
+                }
+                done()
+            }
+            Fixed::Control => {
+                stop_actor(self.control.take());
+                done()
+            }
+            // While the locks are still held: a second instance waiting for
+            // them must never have its pid file removed by us.
+            Fixed::PidFile => {
+                if let Some(pidfile) = self.pidfile.take() {
+                    pidfile.remove();
+                }
+                done()
+            }
+            // One at a time in reverse set-up order (a lock is released
+            // after everything that worked under it stopped).
+            Fixed::Plugins => {
+                let actors: Vec<_> = self.plugin_actors.drain(..).rev().collect();
+                async move {
+                    for plugin in actors {
+                        let _ = plugin.send(TearDown).await;
+                    }
+                }
+                .boxed_local()
+            }
+            Fixed::Signals => {
+                stop_actor(self.signals.take());
+                done()
+            }
+            Fixed::LogWatcher => {
+                stop_actor(self.log_watcher.take());
+                done()
+            }
+            _ => done(),
+        }
     }
 
-    /// Everything after the main loop: plugins in reverse, then the signal
-    /// handler and log watcher, then the log itself.
+    /// After the root stopped every child (or the shutdown timeout passed):
+    /// whatever still runs is let go, then the log itself.
     pub(super) fn finish(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Stopped;
         if let Some(link) = self.main_loop.take() {
@@ -232,5 +233,22 @@ impl Supervisor {
             let _ = done.send(self.exit_code);
         }
         ctx.stop();
+    }
+}
+
+fn stop_actor<A>(actor: Option<Addr<A>>)
+where
+    A: Actor<Context = Context<A>> + Handler<StopActor>,
+{
+    if let Some(actor) = actor {
+        actor.do_send(StopActor);
+    }
+}
+
+impl Handler<StopFixed> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, StopFixed(which): StopFixed, _: &mut Context<Self>) -> Self::Result {
+        self.stop_fixed(which)
     }
 }
