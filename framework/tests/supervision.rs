@@ -12,7 +12,8 @@ use daemonic::actix::prelude::*;
 use daemonic::event::{ChildRestarted, Events, SupervisorEscalated};
 use daemonic::prelude::*;
 use daemonic::supervision::{
-    ActorSpec, Backoff, GetTree, IntoChild, PoolSpec, Restart, StopTree, Strategy, Supervisor,
+    ActorSpec, Backoff, GetTree, IntoChild, PoolSpec, RemoveChild, RemoveChildError, Restart,
+    StopTree, Strategy, Supervisor,
 };
 use daemonic::worker::{GetPoolStats, WorkerPoolBuilder};
 use parking_lot::Mutex;
@@ -572,6 +573,53 @@ async fn children_stop_in_reverse_order_each_within_its_timeout() {
             "stop first",
         ]
     );
+}
+
+#[actix::test]
+async fn a_removed_child_stops_for_good_and_its_siblings_are_untouched() {
+    let journal = Journal::default();
+    let (a, a_spec) = pool("a");
+    let (b, b_spec) = pool("b");
+    let (c, c_spec) = pool("c");
+    let tree = Supervisor::builder("tree")
+        .strategy(Strategy::RestForOne)
+        .events(journal.events())
+        .child(a_spec)
+        .child(b_spec)
+        .child(c_spec)
+        .start()
+        .unwrap();
+    let before = [pid(&a).await, pid(&b).await, pid(&c).await];
+    assert_eq!(tree.send(RemoveChild::new("b")).await.unwrap(), Ok(()));
+    until("b's worker gone", Duration::from_secs(10), || {
+        !alive(before[1])
+    })
+    .await;
+    assert!(b.call(unit::Pid {}).await.is_err(), "b no longer answers");
+    let names = |t: &daemonic::supervision::TreeStats| -> Vec<String> {
+        t.children.iter().map(|c| c.name.clone()).collect()
+    };
+    assert_eq!(names(&tree.send(GetTree).await.unwrap()), ["a", "c"]);
+    assert_eq!([pid(&a).await, pid(&c).await], [before[0], before[2]]);
+    assert!(journal.get().is_empty(), "no restart: {:?}", journal.get());
+    // The children after it still report to the right slot: c's failure
+    // restarts c (rest_for_one: only c, the last), not a.
+    let _ = c.send(unit::Die {}).await;
+    assert_eq!(journal.wait_for(1).await, ["tree/c"]);
+    assert_eq!(pid(&a).await, before[0]);
+    assert_ne!(pid(&c).await, before[2]);
+    assert_eq!(
+        tree.send(RemoveChild::new("b")).await.unwrap(),
+        Err(RemoveChildError::NoSuchChild {
+            supervisor: "tree".into(),
+            child: "b".into()
+        })
+    );
+    tree.send(StopTree).await.unwrap();
+    assert!(matches!(
+        tree.send(RemoveChild::new("a")).await.unwrap(),
+        Err(RemoveChildError::NotSupervising { .. })
+    ));
 }
 
 #[actix::test]

@@ -23,7 +23,8 @@ pub(crate) enum StopMode {
 
 /// A child's report to its supervisor (one per incarnation).
 pub(crate) struct ChildExited {
-    pub index: usize,
+    /// The child's id in its supervisor (stable when siblings come and go).
+    pub id: u64,
     pub generation: u64,
     pub exit: Exit,
 }
@@ -36,7 +37,7 @@ impl actix::Message for ChildExited {
 #[derive(Clone)]
 pub(crate) struct ChildLink {
     pub supervisor: Recipient<ChildExited>,
-    pub index: usize,
+    pub id: u64,
     pub generation: u64,
     /// The supervisor's events and logger, for children that have none.
     pub events: Events,
@@ -48,7 +49,7 @@ pub(crate) struct ChildLink {
 impl ChildLink {
     pub(crate) fn exited(&self, exit: Exit) {
         self.supervisor.do_send(ChildExited {
-            index: self.index,
+            id: self.id,
             generation: self.generation,
             exit,
         });

@@ -27,14 +27,15 @@ impl Supervisor {
             return;
         }
         let ChildExited {
-            index,
+            id,
             generation,
             exit,
         } = exited;
         let supervisor = self.name.clone();
-        let Some(slot) = self.children.get_mut(index) else {
+        let Some(index) = self.children.iter().position(|s| s.id == id) else {
             return;
         };
+        let slot = &mut self.children[index];
         let current = matches!(
             slot.state,
             ChildState::Running | ChildState::Starting | ChildState::Failed
@@ -47,6 +48,10 @@ impl Supervisor {
         if let Exit::Failed(why) = &exit {
             slot.last_failure = Some(why.clone());
         }
+        if slot.leaving {
+            // Being removed: its stop is queued already.
+            return;
+        }
         if !slot.spec.restart.restarts_after(&exit) {
             self.logger.log(format_args!(
                 "supervisor {supervisor}: child {name} ended ({exit}); {} children are not \
@@ -54,7 +59,7 @@ impl Supervisor {
                 slot.spec.restart.name()
             ));
             self.ops.push_back(Op::Stop {
-                index,
+                id,
                 mode: StopMode::Final,
             });
             return;
@@ -79,13 +84,13 @@ impl Supervisor {
         let set = self.strategy.restart_set(index, self.children.len());
         for i in set.rev() {
             let sibling = &mut self.children[i];
-            if sibling.state == ChildState::Terminated {
+            if sibling.state == ChildState::Terminated || sibling.leaving {
                 continue;
             }
             if sibling.spec.restart == Restart::Temporary {
                 // Never restarted, even when a sibling takes it down.
                 self.ops.push_back(Op::Stop {
-                    index: i,
+                    id: sibling.id,
                     mode: StopMode::Final,
                 });
                 continue;
@@ -96,7 +101,7 @@ impl Supervisor {
                 sibling.state = ChildState::Stopped;
             } else {
                 self.ops.push_back(Op::Stop {
-                    index: i,
+                    id: sibling.id,
                     mode: StopMode::Restart,
                 });
             }
@@ -140,8 +145,8 @@ impl Supervisor {
             Some(_) => StopMode::Restart,
             None => StopMode::Final,
         };
-        for index in (0..self.children.len()).rev() {
-            self.ops.push_back(Op::Stop { index, mode });
+        for id in self.children.iter().rev().map(|s| s.id) {
+            self.ops.push_back(Op::Stop { id, mode });
         }
         self.ops.push_back(Op::Escalate(reason));
     }

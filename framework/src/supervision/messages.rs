@@ -72,16 +72,13 @@ impl Handler<StopChildren> for Supervisor {
         // Restarts planned no longer matter; a stop in progress finishes
         // first (the queue runs in order).
         self.ops
-            .retain(|op| matches!(op, Op::Stop { .. } | Op::Stopped));
+            .retain(|op| matches!(op, Op::Stop { .. } | Op::Remove { .. } | Op::Stopped));
         self.pending.clear();
         if self.state != TreeState::Failed {
             self.state = TreeState::Stopping;
         }
-        for index in (0..self.children.len()).rev() {
-            self.ops.push_back(Op::Stop {
-                index,
-                mode: msg.mode,
-            });
+        for id in self.children.iter().rev().map(|s| s.id) {
+            self.ops.push_back(Op::Stop { id, mode: msg.mode });
         }
         self.ops.push_back(Op::Stopped);
         self.advance(ctx);
@@ -206,8 +203,120 @@ impl Handler<AddChild> for Supervisor {
             ));
             return;
         }
-        self.children.push(super::supervisor::Slot::new(spec));
+        let id = self.next_id;
+        self.next_id += 1;
+        self.children.push(super::supervisor::Slot::new(id, spec));
         self.ops.push_back(Op::StartAll);
         self.advance(ctx);
+    }
+}
+
+/// Why a [`RemoveChild`] removed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveChildError {
+    /// The supervisor has no child of that name.
+    #[error("supervisor {supervisor} has no child named {child}")]
+    NoSuchChild {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The name asked for.
+        child: String,
+    },
+    /// The supervisor is stopping, stopped or gave up: its children go
+    /// with it.
+    #[error("supervisor {supervisor} is {state}")]
+    NotSupervising {
+        /// The supervisor's name.
+        supervisor: String,
+        /// Its state.
+        state: String,
+    },
+}
+
+/// Stops a child for good and forgets it (OTP's `terminate_child` then
+/// `delete_child`): it stops within its shutdown timeout as at any stop
+/// (a pool's waiting calls fail with `ShuttingDown`), is never restarted,
+/// and no longer shows in the tree; its siblings are not affected.
+/// Resolves once it is gone. The first child of that name is removed.
+///
+/// ```no_run
+/// # use daemonic::prelude::*;
+/// # #[daemonic::worker]
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Resizer;
+/// # #[daemonic::worker]
+/// # impl Resizer {
+/// #     pub fn resize(&mut self, n: u32) -> u32 { n }
+/// # }
+/// use daemonic::supervision::{AddChild, IntoChild, PoolSpec, RemoveChild, Supervisor};
+///
+/// # fn main() -> Result<(), daemonic::Error> {
+/// daemonic::actix::System::new().block_on(async {
+///     let tree = Supervisor::builder("media").start()?;
+///     let resizer = PoolSpec::new(WorkerPool::builder(Resizer).name("resizer"));
+///     tree.do_send(AddChild(resizer.into_child()));
+///     // … later, when the job that needed it is over:
+///     let removed = tree.send(RemoveChild::new("resizer")).await;
+///     assert_eq!(removed, Ok(Ok(())));
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub struct RemoveChild {
+    name: String,
+}
+
+impl RemoveChild {
+    /// Removes the child named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+impl Message for RemoveChild {
+    type Result = Result<(), RemoveChildError>;
+}
+
+impl Handler<RemoveChild> for Supervisor {
+    type Result = ResponseFuture<Result<(), RemoveChildError>>;
+
+    fn handle(&mut self, msg: RemoveChild, ctx: &mut Context<Self>) -> Self::Result {
+        let supervisor = self.name.clone();
+        if !self.state.supervising() {
+            let state = self.state.name().to_string();
+            return Box::pin(
+                async move { Err(RemoveChildError::NotSupervising { supervisor, state }) },
+            );
+        }
+        let Some(slot) = self
+            .children
+            .iter_mut()
+            .find(|s| s.spec.name == msg.name && !s.leaving)
+        else {
+            let child = msg.name;
+            return Box::pin(
+                async move { Err(RemoveChildError::NoSuchChild { supervisor, child }) },
+            );
+        };
+        // Never started again, even by a restart already planned.
+        slot.leaving = true;
+        let id = slot.id;
+        let (done, removed) = oneshot::channel();
+        self.ops.push_back(Op::Stop {
+            id,
+            mode: StopMode::Final,
+        });
+        self.ops.push_back(Op::Remove { id, done });
+        self.logger.log(format_args!(
+            "supervisor {supervisor}: removing child {}",
+            msg.name
+        ));
+        self.advance(ctx);
+        Box::pin(async move {
+            // Dropped unanswered only if the tree stopped first, which
+            // stopped the child too.
+            let _ = removed.await;
+            Ok(())
+        })
     }
 }

@@ -52,7 +52,7 @@
 //! - `builder.rs`: [`SupervisorBuilder`], nested trees;
 //! - `supervisor.rs`: the actor and its queue of starts and stops;
 //! - `decide.rs`: what a child's exit sets in motion;
-//! - `messages.rs`: [`StopTree`], [`GetTree`], [`AddChild`] and the parent's messages;
+//! - `messages.rs`: [`StopTree`], [`GetTree`], [`AddChild`], [`RemoveChild`] and the parent's messages;
 //! - `strategy.rs`, `backoff.rs`, `budget.rs`: the pure decisions;
 //! - `child.rs`, `pool.rs`, `actor.rs`: children and their kinds;
 //! - `tree.rs`: the tree as `status` shows it.
@@ -75,7 +75,7 @@ pub use builder::SupervisorBuilder;
 /// For the daemon's own children (`daemon/supervisor/fixed.rs`).
 pub(crate) use child::{ChildKind, ChildLink, StopMode};
 pub use child::{ChildSpec, IntoChild, DEFAULT_SHUTDOWN};
-pub use messages::{AddChild, GetTree, StopTree};
+pub use messages::{AddChild, GetTree, RemoveChild, RemoveChildError, StopTree};
 pub use pool::PoolSpec;
 pub use strategy::{Exit, Restart, Strategy};
 pub use supervisor::Supervisor;

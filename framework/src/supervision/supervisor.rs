@@ -78,6 +78,8 @@ impl TreeState {
 }
 
 pub(super) struct Slot {
+    /// Stable while siblings are added and removed (positions are not).
+    pub id: u64,
     pub spec: ChildSpec,
     pub state: ChildState,
     /// Incarnation: reports from older ones are stale.
@@ -86,17 +88,26 @@ pub(super) struct Slot {
     pub last_failure: Option<String>,
     /// Set when it is to restart, with why (raised as `ChildRestarted`).
     pub restart_reason: Option<String>,
+    /// `RemoveChild` asked for it: never started again.
+    pub leaving: bool,
 }
 
 impl Slot {
-    pub(super) fn new(spec: ChildSpec) -> Self {
+    /// The child with this id, if it is still there.
+    pub(super) fn find(children: &mut [Slot], id: u64) -> Option<&mut Slot> {
+        children.iter_mut().find(|s| s.id == id)
+    }
+
+    pub(super) fn new(id: u64, spec: ChildSpec) -> Self {
         Self {
+            id,
             spec,
             state: ChildState::Stopped,
             generation: 0,
             restarts: 0,
             last_failure: None,
             restart_reason: None,
+            leaving: false,
         }
     }
 }
@@ -104,8 +115,13 @@ impl Slot {
 /// One step of the supervisor's work, run in order.
 pub(super) enum Op {
     Stop {
-        index: usize,
+        id: u64,
         mode: StopMode,
+    },
+    /// Forgets a (stopped) child and answers its `RemoveChild`.
+    Remove {
+        id: u64,
+        done: oneshot::Sender<()>,
     },
     Delay(Duration),
     /// Starts every `Stopped` child, in order, one at a time.
@@ -130,6 +146,8 @@ pub struct Supervisor {
     pub(super) events: Events,
     pub(super) logger: Logger,
     pub(super) children: Vec<Slot>,
+    /// The id of the next child added.
+    pub(super) next_id: u64,
     pub(super) state: TreeState,
     pub(super) ops: VecDeque<Op>,
     pub(super) busy: bool,
@@ -163,7 +181,11 @@ impl Supervisor {
             backoff,
             events,
             logger,
-            children: children.into_iter().map(Slot::new).collect(),
+            next_id: children.len() as u64,
+            children: (0..)
+                .zip(children)
+                .map(|(id, spec)| Slot::new(id, spec))
+                .collect(),
             state: TreeState::Starting,
             ops: VecDeque::from([Op::StartAll]),
             busy: false,
@@ -187,7 +209,11 @@ impl Supervisor {
                 continue;
             };
             match op {
-                Op::Stop { index, mode } => self.stop_child(index, mode, ctx),
+                Op::Stop { id, mode } => self.stop_child(id, mode, ctx),
+                Op::Remove { id, done } => {
+                    self.children.retain(|s| s.id != id);
+                    let _ = done.send(());
+                }
                 Op::Delay(delay) if delay.is_zero() => {}
                 Op::Delay(delay) => {
                     self.busy = true;
@@ -228,8 +254,8 @@ impl Supervisor {
         false
     }
 
-    fn stop_child(&mut self, index: usize, mode: StopMode, ctx: &mut Context<Self>) {
-        let Some(slot) = self.children.get_mut(index) else {
+    fn stop_child(&mut self, id: u64, mode: StopMode, ctx: &mut Context<Self>) {
+        let Some(slot) = Slot::find(&mut self.children, id) else {
             return;
         };
         if slot.state == ChildState::Terminated {
@@ -264,7 +290,7 @@ impl Supervisor {
                 move |in_time, act, ctx| {
                     act.busy = false;
                     let name = act.name.clone();
-                    if let Some(slot) = act.children.get_mut(index) {
+                    if let Some(slot) = Slot::find(&mut act.children, id) {
                         if !in_time {
                             act.logger.warn(format_args!(
                                 "supervisor {name}: child {} did not stop within {:?}; moving on",
@@ -291,13 +317,14 @@ impl Supervisor {
         let Some(index) = self
             .children
             .iter()
-            .position(|s| s.state == ChildState::Stopped)
+            .position(|s| s.state == ChildState::Stopped && !s.leaving)
         else {
             return;
         };
+        let id = self.children[index].id;
         let link = ChildLink {
             supervisor: ctx.address().recipient(),
-            index,
+            id,
             generation: 0,
             events: self.events.clone(),
             logger: self.logger.clone(),
@@ -319,16 +346,16 @@ impl Supervisor {
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(starting).map(move |result, act, ctx| {
                 act.busy = false;
-                act.started_child(index, generation, result);
+                act.started_child(id, generation, result);
                 act.ops.push_front(Op::StartAll);
                 act.advance(ctx);
             }),
         );
     }
 
-    fn started_child(&mut self, index: usize, generation: u64, result: Result<(), String>) {
+    fn started_child(&mut self, id: u64, generation: u64, result: Result<(), String>) {
         let supervisor = self.name.clone();
-        let Some(slot) = self.children.get_mut(index) else {
+        let Some(slot) = Slot::find(&mut self.children, id) else {
             return;
         };
         if slot.generation != generation || slot.state != ChildState::Starting {
@@ -356,7 +383,7 @@ impl Supervisor {
                 // Handled like any failure, once this round of starts is done.
                 slot.state = ChildState::Failed;
                 self.pending.push(ChildExited {
-                    index,
+                    id,
                     generation,
                     exit: Exit::Failed(format!("could not start: {e}")),
                 });
