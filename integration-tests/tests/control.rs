@@ -85,6 +85,13 @@ fn status_prints_the_table_and_json_and_stop_stops_the_daemon() {
     );
     assert!(!json.stdout.contains("nanos"), "{}", json.stdout);
 
+    // `status --json | head -1`: a reader that leaves early is no error.
+    for args in [&["status"][..], &["status", "--json"]] {
+        let (exit, stderr) = into_closed_pipe(dir.path(), args);
+        assert_eq!(exit.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+
     let stop = control(dir.path(), &["stop"]);
     assert_eq!(stop.exit.code(), Some(0), "{stop:?}");
     assert_eq!(
@@ -97,6 +104,41 @@ fn status_prints_the_table_and_json_and_stop_stops_the_daemon() {
     assert!(read_lines(&log)
         .iter()
         .any(|l| l.contains("stop requested through the control channel")));
+}
+
+/// Runs the control command with its stdout a pipe nobody reads (closed
+/// before it writes): its exit status and stderr.
+fn into_closed_pipe(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let mut child = Command::new(worker_bin())
+        .current_dir(dir)
+        .arg("--pidfile")
+        .arg("w.pid")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(write)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the control command");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(POLL);
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    (exit, stderr)
 }
 
 #[test]
