@@ -2,6 +2,21 @@
 //! must show what a child or a daemon sent, never obey it.
 
 use std::borrow::Cow;
+use std::io::Write;
+
+/// Writes `text` to stdout. A reader that left early (`status --json |
+/// head -1`) is no error: nobody is left to tell, and `println!` would
+/// panic. Any other failure (a full disk) is returned.
+pub(crate) fn to_stdout(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
 
 /// Terminal control characters: C0 and C1 controls, DEL, and the Unicode
 /// bidirectional controls that reorder what a terminal shows.

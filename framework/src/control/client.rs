@@ -103,19 +103,31 @@ fn printable(s: &str) -> Cow<'_, str> {
     crate::text::escape_controls(s)
 }
 
+/// Prints a command's answer: `Ok`, or an error that is not the reader's
+/// leaving early.
+fn out(name: &str, text: &str) -> ExitCode {
+    match crate::text::to_stdout(text) {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            eprintln!("{}: error: cannot write the answer: {e}", printable(name));
+            ExitCode::OsError
+        }
+    }
+}
+
 /// `status [--json]`.
 pub(crate) fn status(name: &str, target: &Target<'_>, json: bool) -> ExitCode {
     match request(target, "status") {
         Ok(Reply::Status(stats)) => {
-            if json {
+            let text = if json {
                 match serde_json::to_string_pretty(&stats) {
-                    Ok(text) => println!("{text}"),
+                    Ok(text) => text + "\n",
                     Err(e) => return fail(name, Failure::Other(e.to_string())),
                 }
             } else {
-                print!("{}", render(&stats));
-            }
-            ExitCode::Ok
+                render(&stats)
+            };
+            out(name, &text)
         }
         Ok(Reply::Error(e)) => fail(name, Failure::Other(e)),
         Ok(other) => fail(name, Failure::Other(format!("unexpected answer {other:?}"))),
@@ -134,8 +146,7 @@ pub(crate) fn stop(name: &str, target: &Target<'_>, timeout: Duration) -> ExitCo
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if !alive(pid) {
-            println!("{}: stopped (pid {pid})", printable(name));
-            return ExitCode::Ok;
+            return out(name, &format!("{}: stopped (pid {pid})\n", printable(name)));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

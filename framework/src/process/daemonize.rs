@@ -163,7 +163,9 @@ fn launcher_wait(name: &str, read_end: OwnedFd) -> ! {
         [code, a, b, c, d, message @ ..] => {
             let pid = u32::from_le_bytes([*a, *b, *c, *d]);
             if *code == 0 {
-                println!("{name}: running in the background with pid {pid}");
+                let started = format!("{name}: running in the background with pid {pid}\n");
+                // It runs either way; its pid is in the pid file too.
+                let _ = crate::text::to_stdout(&started);
             } else {
                 eprintln!("{name}: error: {}", String::from_utf8_lossy(message));
             }
