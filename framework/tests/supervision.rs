@@ -110,9 +110,8 @@ impl Journal {
     }
 }
 
-/// Three pools under `strategy`; the middle one fails. Returns the events
-/// and which pools got new workers.
-async fn fail_the_middle(strategy: Strategy, restarts: usize) -> (Vec<String>, [bool; 3]) {
+/// A tree `tree` of three pools `a`, `b`, `c` under `strategy`.
+async fn three_pools(strategy: Strategy) -> (Addr<Supervisor>, [Pool; 3], Journal) {
     let journal = Journal::default();
     let (a, a_spec) = pool("a");
     let (b, b_spec) = pool("b");
@@ -125,6 +124,13 @@ async fn fail_the_middle(strategy: Strategy, restarts: usize) -> (Vec<String>, [
         .child(c_spec)
         .start()
         .unwrap();
+    (tree, [a, b, c], journal)
+}
+
+/// Three pools under `strategy`; the middle one fails. Returns the events
+/// and which pools got new workers.
+async fn fail_the_middle(strategy: Strategy, restarts: usize) -> (Vec<String>, [bool; 3]) {
+    let (tree, [a, b, c], journal) = three_pools(strategy).await;
     let before = [pid(&a).await, pid(&b).await, pid(&c).await];
     let _ = b.send(unit::Die {}).await;
     let events = journal.wait_for(restarts).await;
@@ -577,18 +583,7 @@ async fn children_stop_in_reverse_order_each_within_its_timeout() {
 
 #[actix::test]
 async fn a_removed_child_stops_for_good_and_its_siblings_are_untouched() {
-    let journal = Journal::default();
-    let (a, a_spec) = pool("a");
-    let (b, b_spec) = pool("b");
-    let (c, c_spec) = pool("c");
-    let tree = Supervisor::builder("tree")
-        .strategy(Strategy::RestForOne)
-        .events(journal.events())
-        .child(a_spec)
-        .child(b_spec)
-        .child(c_spec)
-        .start()
-        .unwrap();
+    let (tree, [a, b, c], journal) = three_pools(Strategy::RestForOne).await;
     let before = [pid(&a).await, pid(&b).await, pid(&c).await];
     assert_eq!(tree.send(RemoveChild::new("b")).await.unwrap(), Ok(()));
     until("b's worker gone", Duration::from_secs(10), || {
