@@ -409,12 +409,12 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
-    /// Adds a child (a pool, an actor, a nested supervisor) to the daemon's
-    /// root supervisor (one_for_one, at most 3 restarts in 5 s, named after
-    /// the daemon). The tree starts before `initialize`, in the order
-    /// given, and stops with the pools at shutdown; `status` shows it. An
-    /// escalation reaching the root ends the daemon with exit code 70, or
-    /// restarts it when it restarts on fatal errors.
+    /// Adds a child (a pool, an actor, a nested supervisor) to the
+    /// application's tree, `app` (one_for_one, at most 3 restarts in 5 s),
+    /// a child of the daemon's root supervisor. The tree starts before
+    /// `initialize`, in the order given, and stops right after the main
+    /// loop at shutdown; `status` shows it. When `app` gives up, the daemon
+    /// ends with exit code 70, or restarts when it restarts on fatal errors.
     ///
     /// ```no_run
     /// # use daemonic::prelude::*;

@@ -177,7 +177,7 @@ pub struct WorkerPoolBuilder<W: WorkerMethods> {
     inline: bool,
     arbiter: Option<ArbiterHandle>,
     registry: Option<Arc<PoolRegistry>>,
-    /// A daemon's root supervisor: `start` hands the pool to it as a child.
+    /// A daemon's application tree: `start` hands the pool to it as a child.
     root: Option<actix::Addr<crate::supervision::Supervisor>>,
     /// Events and logger given explicitly (a supervisor does not replace them).
     wired: bool,
@@ -200,7 +200,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
         self
     }
 
-    /// Started as a child of a daemon's root supervisor (see `start`).
+    /// Started as a child of a daemon's application tree (see `start`).
     pub(crate) fn under(
         mut self,
         root: Option<actix::Addr<crate::supervision::Supervisor>>,
@@ -566,11 +566,11 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     /// Starts the pool (inside an actix `System`) and returns its address.
     ///
     /// A pool made with a daemon's `ctx.workers(..)` starts as a child of the
-    /// daemon's root supervisor: when it trips its own restart limit, the
-    /// root restarts it in place (the address stays valid, calls wait for
-    /// it), and a pool that keeps failing ends the daemon (exit code 70, or
-    /// a restart), as any escalation reaching the root does. Configuration
-    /// errors are still returned here.
+    /// daemon's application tree, `app`: when it trips its own restart
+    /// limit, `app` restarts it in place (the address stays valid, calls
+    /// wait for it), and a pool that keeps failing ends the daemon (exit
+    /// code 70, or a restart), as any escalation reaching the daemon's root
+    /// does. Configuration errors are still returned here.
     pub fn start(mut self) -> Result<Addr<WorkerPool<W>>> {
         if let Some(root) = self.root.take() {
             self.preflight()?;
