@@ -10,7 +10,7 @@ use daemonic::actix::Addr;
 use daemonic::task::{self, TaskStatus};
 use daemonic::testing::KillWorker;
 use daemonic::worker::Transport;
-use daemonic::worker::{GetPoolStats, WorkerContext, WorkerError, WorkerPool};
+use daemonic::worker::{GetPoolStats, PoolStats, WorkerContext, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -64,16 +64,21 @@ fn edge() -> Edge {
 
 /// Waits (with a deadline) until workers hold `calls` calls.
 async fn held_by_workers(pool: &Addr<WorkerPool<Edge>>, calls: usize) {
+    wait_for_stats(pool, |s| s.in_flight >= calls).await;
+}
+
+/// Waits (with a deadline) until the pool's stats satisfy `done`.
+async fn wait_for_stats(
+    pool: &Addr<WorkerPool<Edge>>,
+    done: impl Fn(&PoolStats) -> bool,
+) -> PoolStats {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stats = pool.send(GetPoolStats).await.unwrap();
-        if stats.in_flight >= calls {
-            return;
+        if done(&stats) {
+            return stats;
         }
-        assert!(
-            Instant::now() < deadline,
-            "workers never held {calls} call(s): {stats:?}"
-        );
+        assert!(Instant::now() < deadline, "never got there: {stats:?}");
         actix_rt::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -157,6 +162,56 @@ async fn a_killed_worker_fails_only_the_call_it_was_running(t: Transport) {
         .start()
         .unwrap();
     let victim = pool.send(edge::Pid {}).await.unwrap().unwrap();
+    kill_while_running(&pool, victim).await;
+    let stats = pool.send(GetPoolStats).await.unwrap();
+    assert_eq!(stats.requeued, 3, "{stats:?}");
+}
+
+/// A promoted spare was warmed up with a throwaway call while it waited
+/// (`worker/pool/traffic.rs`, `warm_up`), which its progress word counts:
+/// when it dies, the calls it never started must still run elsewhere, and
+/// the warm-up shows nowhere (no call, no error).
+async fn a_killed_promoted_spare_fails_only_the_call_it_was_running(t: Transport) {
+    let pool = WorkerPool::builder(edge())
+        .transport(t)
+        .size(1)
+        .warm_spares(1)
+        .max_in_flight(4)
+        .start()
+        .unwrap();
+    let first = pool.send(edge::Pid {}).await.unwrap().unwrap();
+    let spare = wait_for_stats(&pool, |s| s.children.iter().any(|c| c.state == "spare"))
+        .await
+        .children
+        .into_iter()
+        .find(|c| c.state == "spare")
+        .map(|c| c.pid)
+        .unwrap();
+    let kill = KillWorker {
+        index: 0,
+        signal: libc::SIGKILL,
+    };
+    assert_eq!(pool.send(kill).await.unwrap(), Some(first));
+    wait_for_stats(&pool, |s| {
+        s.children
+            .iter()
+            .any(|c| c.pid == spare && c.state == "ready")
+            && !s.children.iter().any(|c| c.pid == first)
+    })
+    .await;
+    assert_eq!(pool.send(edge::Pid {}).await.unwrap(), Ok(spare));
+    kill_while_running(&pool, spare).await;
+    let stats = pool.send(GetPoolStats).await.unwrap();
+    assert_eq!(stats.requeued, 3, "{stats:?}");
+    assert_eq!(stats.calls, 2 + 4, "{stats:?}");
+    let errors: Vec<_> = stats.errors.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(errors, [("died", 1)], "{stats:?}");
+}
+
+/// Has the active worker `victim` run one call and hold three behind it,
+/// SIGKILLs it, and checks that only the running call failed (`Died`) and
+/// the three others ran on its replacement.
+async fn kill_while_running(pool: &Addr<WorkerPool<Edge>>, victim: i32) {
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("running");
     let running = pool.send(edge::SleepFlagged {
@@ -164,7 +219,7 @@ async fn a_killed_worker_fails_only_the_call_it_was_running(t: Transport) {
         ms: 10_000,
     });
     let waiting: Vec<_> = (0..3).map(|_| pool.send(edge::Pid {})).collect();
-    held_by_workers(&pool, 4).await;
+    held_by_workers(pool, 4).await;
     assert!(wait_until(Duration::from_secs(10), || flag.exists()));
     let kill = KillWorker {
         index: 0,
@@ -184,8 +239,6 @@ async fn a_killed_worker_fails_only_the_call_it_was_running(t: Transport) {
             Err(e) => panic!("a call that never started was reported {e:?}"),
         }
     }
-    let stats = pool.send(GetPoolStats).await.unwrap();
-    assert_eq!(stats.requeued, 3, "{stats:?}");
 }
 
 async fn a_blocked_started_hook_does_not_hang_queued_calls(t: Transport) {
@@ -305,6 +358,7 @@ over_transports!(
     a_finished_reply_never_waits_behind_the_next_call,
     calls_a_leaving_worker_never_started_run_elsewhere,
     a_killed_worker_fails_only_the_call_it_was_running,
+    a_killed_promoted_spare_fails_only_the_call_it_was_running,
     a_blocked_started_hook_does_not_hang_queued_calls,
     a_reply_over_the_limit_is_a_typed_error_and_the_worker_lives,
     signals_aimed_at_workers_leave_the_pool_serving,

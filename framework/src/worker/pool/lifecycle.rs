@@ -297,11 +297,15 @@ impl<W: WorkerMethods> WorkerPool<W> {
         Ok(())
     }
 
-    /// The worker said `started` returned.
+    /// The worker said `started` returned. A spare is warmed up at once
+    /// (see `warm_up`), while it waits.
     pub(super) fn on_ready(&mut self, key: u64) {
         if let Some(slot) = self.slot_mut(key) {
             if let SlotState::Starting { role, .. } = slot.state {
                 slot.state = SlotState::Ready { role };
+                if role == Role::Spare {
+                    self.warm_up(key);
+                }
             }
         }
     }

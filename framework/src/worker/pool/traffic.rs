@@ -12,6 +12,12 @@ use std::borrow::Cow;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
+/// The method index of a spare's warm-up call (see `warm_up`): no worker has
+/// that many methods, so it dispatches to none.
+const WARM_UP_METHOD: u16 = u16::MAX;
+/// Call ids start at 1: no caller's call has this one.
+const WARM_UP_ID: u64 = 0;
+
 impl<W: WorkerMethods> WorkerPool<W> {
     /// Hands queued calls to workers that can take them.
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
@@ -89,6 +95,34 @@ impl<W: WorkerMethods> WorkerPool<W> {
             }
         }
         let _ = ctx;
+    }
+
+    /// Sends a spare one throwaway call, so that its first real call, right
+    /// after a worker died and it was promoted, is not also the first to
+    /// run its call path: a new child faults in the code and memory of the
+    /// path (reading a call, the progress word, encoding a reply), ~90 µs on
+    /// these machines, while later calls take a few (BENCHMARKS.md,
+    /// "Recovery"). The call names no method ([`WARM_UP_METHOD`]): the
+    /// worker answers it `BadCall` without running any of the user's code.
+    /// It counts in the worker's sequence (the worker counts it as started
+    /// in its progress word), but no caller waits for it: its reply finds no
+    /// held call and is dropped.
+    pub(super) fn warm_up(&mut self, key: u64) {
+        let Some(slot) = self.slot_mut(key) else {
+            return;
+        };
+        let sent = protocol::encode(&ToChild::Call {
+            id: WARM_UP_ID,
+            method: WARM_UP_METHOD,
+            args: Cow::Borrowed(&[]),
+            deadline: None,
+        })
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| slot.link.send(bytes));
+        slot.sent += 1;
+        if sent.is_err() {
+            self.kill(key, "a broken link");
+        }
     }
 
     pub(super) fn send_stop_if_drained(&mut self, key: u64) {
@@ -182,7 +216,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             return;
         };
         let Some(pos) = slot.in_flight.iter().position(|c| c.id == id) else {
-            return; // already resolved (timed out)
+            return; // already resolved (timed out), or a spare's warm-up (see `warm_up`)
         };
         let Some(call) = slot.in_flight.remove(pos) else {
             return;
