@@ -19,90 +19,70 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use std::time::Duration;
 
-/// One child of the daemon's root, in start order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fixed {
-    /// Reopens the log file when logrotate moves it.
-    LogWatcher,
-    Signals,
-    /// Every plugin, set up in order and torn down in reverse (lazy ones
-    /// too, first); a lock is released after everything under it stopped.
-    Plugins,
-    /// Written after the plugins: an instance refused by a lock never
-    /// touches the running one's pid file.
-    PidFile,
-    /// The control socket (`status`, `stop`), bound after the locks.
-    Control,
-    /// `--metrics`: before the privilege drop, the port may be privileged.
-    StatusServer,
-    /// `--user`, `--group`, `--chroot`: last of what needs root.
-    Privileges,
-    Tasks,
-    /// The NATS connection: up before `initialize`, closed after the pools.
-    Nats,
-    /// The application's tree and any pool outside it.
-    App,
-    /// Serving pools to NATS: stops taking calls before the pools stop.
-    NatsHost,
-    /// The main loop: `initialize` to start, `StopLoop` to stop.
-    Loop,
+/// Declares the children once, in start order: the enum, each one's name
+/// and kind (as `status` shows them) and the order.
+macro_rules! fixed_children {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $kind:literal;)*) => {
+        /// One child of the daemon's root, in start order.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Fixed {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Fixed {
+            /// Every child a daemon may have, in start order.
+            const ORDER: &'static [Fixed] = &[$(Fixed::$variant),*];
+
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(Fixed::$variant => $name,)*
+                }
+            }
+
+            fn kind(self) -> &'static str {
+                match self {
+                    $(Fixed::$variant => $kind,)*
+                }
+            }
+        }
+    };
 }
 
-impl Fixed {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Fixed::LogWatcher => "log-watcher",
-            Fixed::Signals => "signals",
-            Fixed::Plugins => "plugins",
-            Fixed::PidFile => "pid-file",
-            Fixed::Control => "control",
-            Fixed::StatusServer => "status-server",
-            Fixed::Privileges => "privileges",
-            Fixed::Tasks => "tasks",
-            Fixed::Nats => "nats",
-            Fixed::App => "app",
-            Fixed::NatsHost => "nats-host",
-            Fixed::Loop => "main-loop",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Fixed::LogWatcher | Fixed::Signals | Fixed::Control | Fixed::Tasks | Fixed::Loop => {
-                "actor"
-            }
-            Fixed::Plugins => "plugins",
-            Fixed::PidFile => "file",
-            Fixed::StatusServer => "server",
-            Fixed::Privileges => "step",
-            Fixed::Nats => "connection",
-            Fixed::App => "supervisor",
-            Fixed::NatsHost => "host",
-        }
-    }
+fixed_children! {
+    /// Reopens the log file when logrotate moves it.
+    LogWatcher => "log-watcher", "actor";
+    Signals => "signals", "actor";
+    /// Every plugin, set up in order and torn down in reverse (lazy ones
+    /// too, first); a lock is released after everything under it stopped.
+    Plugins => "plugins", "plugins";
+    /// Written after the plugins: an instance refused by a lock never
+    /// touches the running one's pid file.
+    PidFile => "pid-file", "file";
+    /// The control socket (`status`, `stop`), bound after the locks.
+    Control => "control", "actor";
+    /// `--metrics`: before the privilege drop, the port may be privileged.
+    StatusServer => "status-server", "server";
+    /// `--user`, `--group`, `--chroot`: last of what needs root.
+    Privileges => "privileges", "step";
+    Tasks => "tasks", "actor";
+    /// The NATS connection: up before `initialize`, closed after the pools.
+    Nats => "nats", "connection";
+    /// The application's tree and any pool outside it.
+    App => "app", "supervisor";
+    /// Serving pools to NATS: stops taking calls before the pools stop.
+    NatsHost => "nats-host", "host";
+    /// The main loop: `initialize` to start, `StopLoop` to stop.
+    Loop => "main-loop", "actor";
 }
 
 /// Which children a daemon has, in start order (only what it is
 /// configured with).
 pub(crate) fn sequence(present: impl Fn(Fixed) -> bool) -> Vec<Fixed> {
-    use Fixed::*;
-    [
-        LogWatcher,
-        Signals,
-        Plugins,
-        PidFile,
-        Control,
-        StatusServer,
-        Privileges,
-        Tasks,
-        Nats,
-        App,
-        NatsHost,
-        Loop,
-    ]
-    .into_iter()
-    .filter(|f| present(*f))
-    .collect()
+    Fixed::ORDER
+        .iter()
+        .copied()
+        .filter(|f| present(*f))
+        .collect()
 }
 
 /// Starts one child (the daemon does its work; an `Err` has already
