@@ -7,6 +7,8 @@
 //! cargo bench -p daemonic --bench workers
 //! cargo bench -p daemonic --bench workers -- --quick        # CI's short run
 //! cargo bench -p daemonic --bench workers -- --crash-only   # the crash rows only
+//! cargo bench -p daemonic --bench workers -- --calls-only   # the round-trip and pipelined rows only
+//! cargo bench -p daemonic --bench workers -- --rtt-loop N [raw]  # N same-core round trips, for perf/strace
 //! cargo bench -p daemonic --bench workers -- --hog          # one busy thread per core beside it
 //! ```
 //!
@@ -886,6 +888,22 @@ fn crash_only() -> bool {
     std::env::args().any(|a| a == "--crash-only")
 }
 
+/// `--calls-only`: only the round-trip and pipelined rows (sections 1 and
+/// 2), for profiling the call path.
+fn calls_only() -> bool {
+    std::env::args().any(|a| a == "--calls-only")
+}
+
+/// `--rtt-loop N [raw]`: only `N` same-core round trips, the pool's (or
+/// with `raw`, the raw ipc-channel baseline's), printing p50; a steady
+/// load to profile (`perf stat`, `strace -f -c`) without the other rows.
+fn rtt_loop() -> Option<(usize, bool)> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--rtt-loop")?;
+    let n = args.get(at + 1)?.parse().ok()?;
+    Some((n, args.get(at + 2).is_some_and(|a| a == "raw")))
+}
+
 /// `--hog`: one busy thread per core for the whole run (a loaded machine).
 fn start_hogs() -> Arc<std::sync::atomic::AtomicBool> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -928,6 +946,8 @@ fn main() {
     eprintln!("python baseline…");
     let python = if !quick()
         && !crash_only()
+        && !calls_only()
+        && rtt_loop().is_none()
         && Command::new("python3")
             .arg("--version")
             .stdout(Stdio::null())
@@ -947,6 +967,21 @@ fn main() {
     let hogs = start_hogs();
     let system = actix::System::new();
     let rows = system.block_on(async move {
+        if let Some((n, raw_side)) = rtt_loop() {
+            let mut times = if raw_side {
+                raw_pin(&raw, &[0], &[0]);
+                raw_pingpong(&raw, n)
+            } else {
+                let seq = WorkerPool::builder(Echo {}).name("seq").size(1).start().unwrap();
+                let _ = sequential(&seq, 2000).await;
+                pin(0, &[0]);
+                pin(active_pid(&stats(&seq).await), &[0]);
+                sequential(&seq, n).await
+            };
+            times.sort();
+            eprintln!("p50 {:.1} µs", us(percentile(&times, 0.5)));
+            return Vec::new();
+        }
         if crash_only() {
             let _ = raw_pingpong(&raw, 1000);
             let mut round_trips = raw_pingpong(&raw, 4000);
@@ -1076,6 +1111,9 @@ fn main() {
             "≥ 0.5 M/s",
             Some(ours_tp >= 500_000.0),
         ));
+        if calls_only() {
+            return rows;
+        }
 
         // ---- 3. crash → replacement
         let (crash, crash_rows) = crash_section(kills, &raw_unpinned).await;
