@@ -9,6 +9,7 @@
 //! cargo bench -p daemonic --bench workers -- --crash-only   # the crash rows only
 //! cargo bench -p daemonic --bench workers -- --calls-only   # the round-trip and pipelined rows only
 //! cargo bench -p daemonic --bench workers -- --rtt-loop N [raw]  # N same-core round trips, for perf/strace
+//! cargo bench -p daemonic --bench workers -- --pipe-loop N        # N pipelined calls, pool of 2
 //! cargo bench -p daemonic --bench workers -- --hog          # one busy thread per core beside it
 //! ```
 //!
@@ -904,6 +905,14 @@ fn rtt_loop() -> Option<(usize, bool)> {
     Some((n, args.get(at + 2).is_some_and(|a| a == "raw")))
 }
 
+/// `--pipe-loop N`: only `N` pipelined calls on a pool of 2 (as the
+/// pipelined row), printing calls/s; a steady load to profile.
+fn pipe_loop() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--pipe-loop")?;
+    args.get(at + 1)?.parse().ok()
+}
+
 /// `--hog`: one busy thread per core for the whole run (a loaded machine).
 fn start_hogs() -> Arc<std::sync::atomic::AtomicBool> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -948,6 +957,7 @@ fn main() {
         && !crash_only()
         && !calls_only()
         && rtt_loop().is_none()
+        && pipe_loop().is_none()
         && Command::new("python3")
             .arg("--version")
             .stdout(Stdio::null())
@@ -980,6 +990,19 @@ fn main() {
             };
             times.sort();
             eprintln!("p50 {:.1} µs", us(percentile(&times, 0.5)));
+            return Vec::new();
+        }
+        if let Some(n) = pipe_loop() {
+            let pipe = WorkerPool::builder(Echo {})
+                .name("pipe")
+                .size(2)
+                .max_in_flight(PIPE_MAX_IN_FLIGHT)
+                .queue_capacity(1 << 20)
+                .start()
+                .unwrap();
+            let _ = pipelined(&pipe, 100_000, PIPE_WINDOW).await;
+            let rate = pipelined(&pipe, n, PIPE_WINDOW).await;
+            eprintln!("{}", fmt_rate(rate));
             return Vec::new();
         }
         if crash_only() {
