@@ -5,9 +5,8 @@
 //! rmp-serde. [`HostLink`] is the daemon's side, asynchronous and
 //! non-blocking; [`ChildLink`] is the worker's side, blocking. The [`socket`]
 //! transport runs over the stream socketpair every child gets at spawn:
-//! the frames the daemon queues in one turn leave in one `sendmsg`
-//! ([`HostLink::flush`]), and the reader hands over every frame a read
-//! returned at once. On
+//! frames queued while a write is pending are coalesced into one `write(2)`,
+//! and the reader hands over every frame a `read(2)` returned at once. On
 //! it, a call's arguments or result above the pool's
 //! [`shm_threshold`](crate::worker::WorkerPoolBuilder::shm_threshold) travel
 //! in a sealed memfd attached to their frame ([`shm`]), not in the stream.
@@ -35,8 +34,8 @@ fn no_descriptors() -> io::Error {
 
 /// The daemon's side of a link to one child.
 pub trait HostLink: 'static {
-    /// Queues one frame for the child (see [`flush`](Self::flush)); never
-    /// blocks. An error means the link is gone.
+    /// Queues one frame for the child; never blocks. An error means the link
+    /// is gone.
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()>;
 
     /// Queues one frame that carries a descriptor (a large payload's
@@ -45,12 +44,6 @@ pub trait HostLink: 'static {
         let _ = (frame, fd);
         Err(no_descriptors())
     }
-
-    /// Writes out the frames queued so far, without waiting (what does not
-    /// fit follows as the child reads). Frames are queued until then, so
-    /// that the frames of one turn leave together; a link that sends at
-    /// once does nothing here.
-    fn flush(&mut self) {}
 
     /// Batches of frames from the child, in order; ends when the child hangs
     /// up. An error (a malformed or oversized frame, a descriptor that does

@@ -97,21 +97,52 @@ impl Outbox {
         Ok(())
     }
 
-    /// Sends what it can on a non-blocking socket without waiting:
-    /// `Ok(true)` once everything left, `Ok(false)` if the socket's buffer
-    /// is full (the rest stays queued).
-    pub(crate) fn write_nonblocking(&mut self, sock: BorrowedFd<'_>) -> io::Result<bool> {
+    /// Sends everything on a non-blocking socket of the current runtime.
+    /// Writes everything to a non-blocking socket that no reactor watches
+    /// for writability: straight away, and through a registration made
+    /// only while a full send buffer makes it wait (see `socket.rs`).
+    pub(crate) async fn write_direct(
+        &mut self,
+        sock: &std::os::unix::net::UnixStream,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        /// The socket's descriptor, borrowed for the registration: dropping
+        /// the registration deregisters it and leaves the socket open.
+        struct Raw(std::os::fd::RawFd);
+        impl AsRawFd for Raw {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.0
+            }
+        }
+        let mut waiting: Option<tokio::io::unix::AsyncFd<Raw>> = None;
         while !self.is_empty() {
             let (bytes, fd) = self.next_part();
-            match send_part(sock, bytes, fd) {
+            match send_part(sock.as_fd(), bytes, fd) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Registered now, epoll reports at once a socket that
+                    // became writable in the meantime: no edge is missed.
+                    let registration = match waiting.take() {
+                        Some(r) => r,
+                        // SAFETY: `sock` stays open (borrowed) until this
+                        // function returns, and the registration is
+                        // dropped before that.
+                        None => unsafe {
+                            tokio::io::unix::AsyncFd::register_with_interest(
+                                Raw(sock.as_raw_fd()),
+                                tokio::io::Interest::WRITABLE,
+                            )
+                        }?,
+                    };
+                    registration.writable().await?.clear_ready();
+                    waiting = Some(registration);
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     pub(crate) async fn write_async(&mut self, sock: &tokio::net::UnixStream) -> io::Result<()> {

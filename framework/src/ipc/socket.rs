@@ -5,139 +5,81 @@ use super::frame::{Decoder, Frame};
 use super::outbox::Outbox;
 use super::{ChildLink, HostLink};
 use futures_util::stream::{self, LocalBoxStream, StreamExt};
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::rc::Rc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
+use tokio::sync::mpsc;
 
-/// Host side: frames are queued in an outbox and written by
-/// [`flush`](HostLink::flush), from the pool's own turn, straight away;
-/// the reader waits for readability only.
+/// Host side: a writer task owns a duplicate of the socket and coalesces
+/// queued frames; the reader waits for readability only.
 ///
 /// The socket is registered for reading alone: registered for writing too,
 /// it would wake the pool's thread every time the worker reads a call (the
 /// send buffer drains, an EPOLLOUT edge) for nothing, a wake-up per call on
-/// a same-core round trip. Only while a full buffer makes frames wait does
-/// a task register it for writability, and write the rest once there is
-/// room; frames queued meanwhile go out behind them, in order.
-///
-/// Writing from the pool's turn rather than from a writer task saves a
-/// task wake-up and poll per turn; the pool flushes once at the end of a
-/// turn's dispatch, so the calls it hands a worker together still leave in
-/// one `sendmsg`.
+/// a same-core round trip. The writer writes straight away and registers
+/// for writability only while a full buffer makes it wait (`outbox.rs`).
 pub struct SocketHostLink {
-    writer: Rc<RefCell<Writer>>,
+    outgoing: mpsc::Sender<Frame>,
     reader: Option<AsyncFd<StdUnixStream>>,
-}
-
-/// The sending half of a host link.
-struct Writer {
-    sock: StdUnixStream,
-    out: Outbox,
-    /// A task waits for room in the socket's buffer; it writes what is
-    /// queued once there is some.
-    stalled: bool,
-    /// A write failed (the child is gone): every later frame is refused.
-    broken: bool,
-}
-
-impl Writer {
-    /// Writes what is queued, unless a waiting task will; `Ok(false)`: the
-    /// buffer is full and a task must wait for room.
-    fn write(&mut self) -> io::Result<bool> {
-        match self.out.write_nonblocking(self.sock.as_fd()) {
-            Ok(done) => Ok(done),
-            Err(e) => {
-                // The child is gone; its death is reported by its pidfd.
-                self.broken = true;
-                self.out = Outbox::default();
-                Err(e)
-            }
-        }
-    }
 }
 
 impl SocketHostLink {
     /// Wraps the host's end of a child's channel. Must be called on the
-    /// thread (actix arbiter) whose runtime will drive the link.
-    pub fn new(channel: StdUnixStream) -> io::Result<Self> {
+    /// thread (actix arbiter) whose runtime will drive the link. At most
+    /// `capacity` frames wait to be written; the pool never queues more than
+    /// the calls it lets a worker hold, so a full queue is a broken link.
+    pub fn new(channel: StdUnixStream, capacity: usize) -> io::Result<Self> {
         channel.set_nonblocking(true)?;
         // Non-blocking is a flag of the open socket, so the duplicate is too.
-        let sock = channel.try_clone()?;
+        let writer = channel.try_clone()?;
         // SAFETY: the AsyncFd owns the socket for its whole life, so the
         // descriptor stays open and the same.
         let reader = unsafe { AsyncFd::register_with_interest(channel, Interest::READABLE) }?;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        actix_rt::spawn(write_loop(writer, rx));
         Ok(Self {
-            writer: Rc::new(RefCell::new(Writer {
-                sock,
-                out: Outbox::default(),
-                stalled: false,
-                broken: false,
-            })),
+            outgoing: tx,
             reader: Some(reader),
         })
     }
 
     fn queue(&mut self, frame: Frame) -> io::Result<()> {
-        let mut writer = self.writer.borrow_mut();
-        if writer.broken {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "link closed"));
-        }
-        writer.out.push_frame(frame)
+        self.outgoing.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "link queue full (more frames than the worker may hold)",
+            ),
+            mpsc::error::TrySendError::Closed(_) => {
+                io::Error::new(io::ErrorKind::BrokenPipe, "link closed")
+            }
+        })
     }
 }
 
-/// Waits for room in the socket's buffer and writes what is queued, until
-/// nothing is (or the link broke).
-async fn drain(writer: Rc<RefCell<Writer>>) {
-    use std::os::fd::{AsRawFd, RawFd};
-    /// The socket's descriptor, borrowed for the registration: dropping
-    /// the registration deregisters it and leaves the socket open (the
-    /// `Writer` this task holds owns it).
-    struct Raw(RawFd);
-    impl AsRawFd for Raw {
-        fn as_raw_fd(&self) -> RawFd {
-            self.0
+async fn write_loop(writer: StdUnixStream, mut rx: mpsc::Receiver<Frame>) {
+    let mut out = Outbox::default();
+    while let Some(first) = rx.recv().await {
+        if out.push_frame(first).is_err() {
+            return; // the pool checks sizes first; the child sees EOF
         }
-    }
-    let fd = writer.borrow().sock.as_raw_fd();
-    // Registered now, epoll reports at once a socket that became writable
-    // in the meantime: no edge is missed.
-    // SAFETY: `writer` keeps the socket open until this task ends, after
-    // the registration is dropped.
-    let registration = match unsafe { AsyncFd::register_with_interest(Raw(fd), Interest::WRITABLE) }
-    {
-        Ok(r) => r,
-        Err(_) => {
-            let mut w = writer.borrow_mut();
-            w.broken = true;
-            w.out = Outbox::default();
-            return;
-        }
-    };
-    loop {
-        match registration.writable().await {
-            Ok(mut ready) => ready.clear_ready(),
-            Err(_) => {
-                let mut w = writer.borrow_mut();
-                w.broken = true;
-                w.out = Outbox::default();
-                return;
+        // Everything queued meanwhile goes out in the same write.
+        while out.len() < 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    if out.push_frame(next).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
             }
         }
-        let mut w = writer.borrow_mut();
-        match w.write() {
-            Ok(false) => continue,
-            Ok(true) | Err(_) => {
-                w.stalled = false;
-                return;
-            }
+        if out.write_direct(&writer).await.is_err() {
+            return; // the child is gone; its death is reported by its pidfd
         }
     }
 }
@@ -186,17 +128,6 @@ impl HostLink for SocketHostLink {
             bytes: frame,
             fd: Some(fd),
         })
-    }
-
-    fn flush(&mut self) {
-        let mut writer = self.writer.borrow_mut();
-        if writer.stalled || writer.broken || writer.out.is_empty() {
-            return;
-        }
-        if let Ok(false) = writer.write() {
-            writer.stalled = true;
-            actix_rt::spawn(drain(self.writer.clone()));
-        }
     }
 
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {

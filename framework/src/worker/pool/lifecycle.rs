@@ -214,10 +214,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
             .map_err(|e| fail("bootstrap", e))?;
         let mut link: Box<dyn HostLink> = match ipc {
             None => {
-                let mut link = SocketHostLink::new(channel).map_err(|e| fail("worker link", e))?;
+                let mut link =
+                    SocketHostLink::new(channel, capacity).map_err(|e| fail("worker link", e))?;
                 link.send(self.template.to_vec())
                     .map_err(|e| fail("worker state", e))?;
-                link.flush();
                 Box::new(link)
             }
             Some(link) => {

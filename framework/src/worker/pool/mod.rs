@@ -115,8 +115,6 @@ pub struct WorkerPool<W: WorkerMethods> {
     rng: u64,
     spawn_retry_pending: bool,
     spare_refill_pending: bool,
-    /// Queued frames are written at the end of this turn (see `dispatch`).
-    flush_scheduled: bool,
     returned_listeners: CachedListeners<WorkerReturned>,
     /// What each worker gives up before user code runs.
     confinement: Option<crate::process::Confinement>,
@@ -164,7 +162,6 @@ impl<W: WorkerMethods> WorkerPool<W> {
             rng: seed | 1,
             spawn_retry_pending: false,
             spare_refill_pending: false,
-            flush_scheduled: false,
             returned_listeners,
             confinement,
             supervisor: None,

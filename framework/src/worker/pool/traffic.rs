@@ -20,45 +20,20 @@ const WARM_UP_ID: u64 = 0;
 
 impl<W: WorkerMethods> WorkerPool<W> {
     /// Hands queued calls to workers that can take them.
-    ///
-    /// A call for an idle worker is written at once: nothing else of this
-    /// turn can reach that worker sooner, and a lone call (a round trip)
-    /// saves a task hop. Calls for a worker already busy are written at the
-    /// end of the actor's turn, together: one write for every call the
-    /// turn handed it (the mailbox's burst, or the batch that replies
-    /// freed room for).
     pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.state != PoolState::Running {
             return;
         }
-        if self.hand_out() && !self.flush_scheduled {
-            self.flush_scheduled = true;
-            // An item of the actor's own context: polled within the same
-            // turn, after the mailbox and the links' streams.
-            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, _| {
-                act.flush_scheduled = false;
-                for slot in &mut act.slots {
-                    slot.link.flush();
-                }
-            }));
-        }
-    }
-
-    /// Queues calls on the links of workers that can take them; `true` if
-    /// some wait to be written (see `dispatch`).
-    fn hand_out(&mut self) -> bool {
-        let mut deferred = false;
         let max = self.config.max_in_flight;
         let threshold = self.shm_threshold();
         while !self.queue.is_empty() {
             let Some(index) = schedule::pick(self.slots.iter().map(|s| s.candidate()), max) else {
-                return deferred;
+                return;
             };
             let Some(call) = self.pop_queue() else {
-                return deferred;
+                return;
             };
             let slot = &mut self.slots[index];
-            let idle = slot.in_flight.is_empty();
             let deadline = self
                 .config
                 .call_timeout
@@ -117,13 +92,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 // elsewhere); stop using the worker now.
                 let key = slot.key;
                 self.kill(key, "a broken link");
-            } else if idle {
-                slot.link.flush();
-            } else {
-                deferred = true;
             }
         }
-        deferred
+        let _ = ctx;
     }
 
     /// Sends a spare one throwaway call, so that its first real call, right
@@ -148,7 +119,6 @@ impl<W: WorkerMethods> WorkerPool<W> {
         })
         .map_err(std::io::Error::other)
         .and_then(|bytes| slot.link.send(bytes));
-        slot.link.flush();
         slot.sent += 1;
         if sent.is_err() {
             self.kill(key, "a broken link");
@@ -172,8 +142,6 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 let stop = protocol::encode(&ToChild::Stop).map_err(std::io::Error::other);
                 if stop.and_then(|bytes| slot.link.send(bytes)).is_err() {
                     self.kill(key, "a broken link");
-                } else {
-                    slot.link.flush();
                 }
             }
         }
