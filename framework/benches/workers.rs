@@ -7,6 +7,9 @@
 //! cargo bench -p daemonic --bench workers
 //! cargo bench -p daemonic --bench workers -- --quick        # CI's short run
 //! cargo bench -p daemonic --bench workers -- --crash-only   # the crash rows only
+//! cargo bench -p daemonic --bench workers -- --calls-only   # the round-trip and pipelined rows only
+//! cargo bench -p daemonic --bench workers -- --rtt-loop N [raw|nop|stream|stream-recv]  # same-core round trips only
+//! cargo bench -p daemonic --bench workers -- --pipe-loop N        # N pipelined calls, pool of 2
 //! cargo bench -p daemonic --bench workers -- --hog          # one busy thread per core beside it
 //! ```
 //!
@@ -33,6 +36,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 const IPC_ECHO_ENV: &str = "DAEMONIC_BENCH_IPC_ECHO";
+/// Child mode of the stream-socket floor (see `stream_round_trips`): echo
+/// on stdin, a stream socket; the value says how to wait (`poll`, `recv`).
+const STREAM_ECHO_ENV: &str = "DAEMONIC_BENCH_STREAM_ECHO";
 const PAYLOAD: usize = 64;
 
 /// Sequential round trips per side, in `ROUNDS` alternating rounds.
@@ -886,6 +892,162 @@ fn crash_only() -> bool {
     std::env::args().any(|a| a == "--crash-only")
 }
 
+/// `--calls-only`: only the round-trip and pipelined rows (sections 1 and
+/// 2), for profiling the call path.
+fn calls_only() -> bool {
+    std::env::args().any(|a| a == "--calls-only")
+}
+
+/// What `--rtt-loop` times.
+#[derive(Clone, Copy, PartialEq)]
+enum RttSide {
+    Pool,
+    /// The raw ipc-channel baseline.
+    Raw,
+    /// `addr.send` to an actor on the same arbiter that answers at once:
+    /// the mailbox and reply hops alone, no process or I/O.
+    Nop,
+    /// The pool's system calls alone (see `stream_round_trips`), the child
+    /// waiting in `poll` (`stream`) or in a blocking `recv` (`stream-recv`).
+    Stream(&'static str),
+}
+
+/// `--rtt-loop N [raw|nop|stream|stream-recv]`: only `N` same-core round
+/// trips, the pool's (or those of the baseline or floor named), printing p50;
+/// a steady load to profile (`perf stat`, `strace -f -c`) without the
+/// other rows.
+fn rtt_loop() -> Option<(usize, RttSide)> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--rtt-loop")?;
+    let n = args.get(at + 1)?.parse().ok()?;
+    let side = match args.get(at + 2).map(String::as_str) {
+        Some("raw") => RttSide::Raw,
+        Some("nop") => RttSide::Nop,
+        Some("stream") => RttSide::Stream("poll"),
+        Some("stream-recv") => RttSide::Stream("recv"),
+        _ => RttSide::Pool,
+    };
+    Some((n, side))
+}
+
+/// Child mode: echo every read from stdin (a stream socket) back, waiting
+/// for it in `poll` (as a worker does) or in a blocking `recv`.
+fn stream_echo_child(wait: &str) -> ! {
+    let mut buf = [0u8; 4096];
+    loop {
+        if wait == "poll" {
+            let mut pfd = libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, -1) };
+        }
+        // SAFETY: reads into a buffer of ours, writes from it.
+        let n = unsafe { libc::recv(0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            std::process::exit(0);
+        }
+        // SAFETY: see above.
+        unsafe { libc::send(0, buf.as_ptr().cast(), n as usize, libc::MSG_NOSIGNAL) };
+    }
+}
+
+/// The system calls of the pool's design with nothing else: this thread
+/// sends a 68-byte frame on a stream socket and waits for the echo in
+/// `epoll_wait` then `recvmsg` (as the pool's reactor does), and the child
+/// waits as `wait` says (see `stream_echo_child`); both on CPU 0.
+fn stream_round_trips(n: usize, wait: &str) -> Vec<Duration> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(STREAM_ECHO_ENV, wait)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .expect("spawn the stream echo child");
+    pin(0, &[0]);
+    pin(child.id() as i32, &[0]);
+    use std::os::fd::AsRawFd;
+    let fd = ours.as_raw_fd();
+    // SAFETY: plain system calls on descriptors of ours.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32 | libc::EPOLLET as u32,
+        u64: 0,
+    };
+    // SAFETY: see above.
+    unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    let frame = [7u8; PAYLOAD + 4];
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut got = 0;
+        // SAFETY: see above.
+        unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), libc::MSG_NOSIGNAL) };
+        while got < frame.len() {
+            let mut ready = [libc::epoll_event { events: 0, u64: 0 }];
+            // SAFETY: see above.
+            unsafe { libc::epoll_wait(epoll, ready.as_mut_ptr(), 1, -1) };
+            // SAFETY: see above.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            assert!(n > 0, "the stream echo child hung up");
+            got += n as usize;
+        }
+        out.push(t.elapsed());
+    }
+    // SAFETY: ours.
+    unsafe { libc::close(epoll) };
+    drop(ours);
+    let _ = child.wait();
+    out
+}
+
+/// An actor that answers every [`Ping`] at once (see [`RttSide::Nop`]).
+struct Nop;
+
+impl actix::Actor for Nop {
+    type Context = actix::Context<Self>;
+}
+
+#[derive(actix::Message)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+impl actix::Handler<Ping> for Nop {
+    type Result = u64;
+
+    fn handle(&mut self, ping: Ping, _: &mut actix::Context<Self>) -> u64 {
+        ping.0
+    }
+}
+
+/// `n` round trips to a [`Nop`] actor, timed one by one (in a spawned task).
+async fn nop_round_trips(n: usize) -> Vec<Duration> {
+    use actix::Actor;
+    let nop = Nop.start();
+    actix_rt::spawn(async move {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n as u64 {
+            let t = Instant::now();
+            let back = nop.send(Ping(i)).await.unwrap();
+            out.push(t.elapsed());
+            assert_eq!(back, i);
+        }
+        out
+    })
+    .await
+    .expect("client task")
+}
+
+/// `--pipe-loop N`: only `N` pipelined calls on a pool of 2 (as the
+/// pipelined row), printing calls/s; a steady load to profile.
+fn pipe_loop() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--pipe-loop")?;
+    args.get(at + 1)?.parse().ok()
+}
+
 /// `--hog`: one busy thread per core for the whole run (a loaded machine).
 fn start_hogs() -> Arc<std::sync::atomic::AtomicBool> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -919,6 +1081,9 @@ fn main() {
         sized(KILLS_FULL, KILLS_QUICK),
         sized(RESPAWNS_FULL, RESPAWNS_QUICK),
     );
+    if let Ok(wait) = std::env::var(STREAM_ECHO_ENV) {
+        stream_echo_child(&wait);
+    }
     if let Ok(name) = std::env::var(IPC_ECHO_ENV) {
         ipc_echo_child(name);
     }
@@ -928,6 +1093,9 @@ fn main() {
     eprintln!("python baseline…");
     let python = if !quick()
         && !crash_only()
+        && !calls_only()
+        && rtt_loop().is_none()
+        && pipe_loop().is_none()
         && Command::new("python3")
             .arg("--version")
             .stdout(Stdio::null())
@@ -947,6 +1115,42 @@ fn main() {
     let hogs = start_hogs();
     let system = actix::System::new();
     let rows = system.block_on(async move {
+        if let Some((n, side)) = rtt_loop() {
+            let mut times = match side {
+                RttSide::Raw => {
+                    raw_pin(&raw, &[0], &[0]);
+                    raw_pingpong(&raw, n)
+                }
+                RttSide::Nop => {
+                    pin(0, &[0]);
+                    nop_round_trips(n).await
+                }
+                RttSide::Stream(wait) => stream_round_trips(n, wait),
+                RttSide::Pool => {
+                    let seq = WorkerPool::builder(Echo {}).name("seq").size(1).start().unwrap();
+                    let _ = sequential(&seq, 2000).await;
+                    pin(0, &[0]);
+                    pin(active_pid(&stats(&seq).await), &[0]);
+                    sequential(&seq, n).await
+                }
+            };
+            times.sort();
+            eprintln!("p50 {:.1} µs", us(percentile(&times, 0.5)));
+            return Vec::new();
+        }
+        if let Some(n) = pipe_loop() {
+            let pipe = WorkerPool::builder(Echo {})
+                .name("pipe")
+                .size(2)
+                .max_in_flight(PIPE_MAX_IN_FLIGHT)
+                .queue_capacity(1 << 20)
+                .start()
+                .unwrap();
+            let _ = pipelined(&pipe, 100_000, PIPE_WINDOW).await;
+            let rate = pipelined(&pipe, n, PIPE_WINDOW).await;
+            eprintln!("{}", fmt_rate(rate));
+            return Vec::new();
+        }
         if crash_only() {
             let _ = raw_pingpong(&raw, 1000);
             let mut round_trips = raw_pingpong(&raw, 4000);
@@ -1076,6 +1280,9 @@ fn main() {
             "≥ 0.5 M/s",
             Some(ours_tp >= 500_000.0),
         ));
+        if calls_only() {
+            return rows;
+        }
 
         // ---- 3. crash → replacement
         let (crash, crash_rows) = crash_section(kills, &raw_unpinned).await;

@@ -155,6 +155,12 @@ async fn calls_a_leaving_worker_never_started_run_elsewhere(t: Transport) {
 }
 
 async fn a_killed_worker_fails_only_the_call_it_was_running(t: Transport) {
+    killed_with_calls_behind(t, Behind::WithIt).await;
+}
+
+/// A pool of 1 whose worker is killed running a call with three behind it
+/// (see `kill_while_running`): three requeued, one `died`, no other error.
+async fn killed_with_calls_behind(t: Transport, behind: Behind) {
     let pool = WorkerPool::builder(edge())
         .transport(t)
         .size(1)
@@ -162,9 +168,11 @@ async fn a_killed_worker_fails_only_the_call_it_was_running(t: Transport) {
         .start()
         .unwrap();
     let victim = pool.send(edge::Pid {}).await.unwrap().unwrap();
-    kill_while_running(&pool, victim).await;
+    kill_while_running(&pool, victim, behind).await;
     let stats = pool.send(GetPoolStats).await.unwrap();
     assert_eq!(stats.requeued, 3, "{stats:?}");
+    let errors: Vec<_> = stats.errors.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(errors, [("died", 1)], "{stats:?}");
 }
 
 /// A promoted spare was warmed up with a throwaway call while it waited
@@ -200,7 +208,7 @@ async fn a_killed_promoted_spare_fails_only_the_call_it_was_running(t: Transport
     })
     .await;
     assert_eq!(pool.send(edge::Pid {}).await.unwrap(), Ok(spare));
-    kill_while_running(&pool, spare).await;
+    kill_while_running(&pool, spare, Behind::WithIt).await;
     let stats = pool.send(GetPoolStats).await.unwrap();
     assert_eq!(stats.requeued, 3, "{stats:?}");
     assert_eq!(stats.calls, 2 + 4, "{stats:?}");
@@ -208,17 +216,41 @@ async fn a_killed_promoted_spare_fails_only_the_call_it_was_running(t: Transport
     assert_eq!(errors, [("died", 1)], "{stats:?}");
 }
 
+/// Calls handed to a worker while it runs a long one wait unread in its
+/// socket; killed then, it leaves them there, and the pool's next read of
+/// its link fails with `ECONNRESET` after the last byte it wrote. That is
+/// the link's end, not malformed data: only the running call fails
+/// (`Died`), the others run on the replacement, and no `protocol` error is
+/// counted.
+async fn calls_left_unread_by_a_killed_worker_are_no_protocol_error(t: Transport) {
+    killed_with_calls_behind(t, Behind::OnceItRuns).await;
+}
+
+/// When the three calls behind the running one are sent.
+#[derive(PartialEq)]
+enum Behind {
+    /// With it, in one turn of the pool (written together).
+    WithIt,
+    /// Once it runs: written while the worker is busy, never read.
+    OnceItRuns,
+}
+
 /// Has the active worker `victim` run one call and hold three behind it,
 /// SIGKILLs it, and checks that only the running call failed (`Died`) and
 /// the three others ran on its replacement.
-async fn kill_while_running(pool: &Addr<WorkerPool<Edge>>, victim: i32) {
+async fn kill_while_running(pool: &Addr<WorkerPool<Edge>>, victim: i32, behind: Behind) {
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("running");
     let running = pool.send(edge::SleepFlagged {
         flag: flag.to_string_lossy().into_owned(),
         ms: 10_000,
     });
-    let waiting: Vec<_> = (0..3).map(|_| pool.send(edge::Pid {})).collect();
+    let mut waiting = Vec::new();
+    if behind == Behind::OnceItRuns {
+        held_by_workers(pool, 1).await;
+        assert!(wait_until(Duration::from_secs(10), || flag.exists()));
+    }
+    waiting.extend((0..3).map(|_| pool.send(edge::Pid {})));
     held_by_workers(pool, 4).await;
     assert!(wait_until(Duration::from_secs(10), || flag.exists()));
     let kill = KillWorker {
@@ -359,6 +391,7 @@ over_transports!(
     calls_a_leaving_worker_never_started_run_elsewhere,
     a_killed_worker_fails_only_the_call_it_was_running,
     a_killed_promoted_spare_fails_only_the_call_it_was_running,
+    calls_left_unread_by_a_killed_worker_are_no_protocol_error,
     a_blocked_started_hook_does_not_hang_queued_calls,
     a_reply_over_the_limit_is_a_typed_error_and_the_worker_lives,
     signals_aimed_at_workers_leave_the_pool_serving,

@@ -186,7 +186,8 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
     threshold: Option<usize>,
 ) -> Result<Encoded, rmp_serde::encode::Error> {
     let mut spill = Spill {
-        buf: Vec::new(),
+        // A small value is encoded without growing the buffer step by step.
+        buf: Vec::with_capacity(crate::worker::protocol::FIRST_CAPACITY),
         threshold,
         file: None,
         len: 0,

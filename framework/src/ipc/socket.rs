@@ -146,6 +146,10 @@ impl HostLink for SocketHostLink {
                     }
                     match read_ready(&reader, &mut decoder).await {
                         Ok(0) => return None,
+                        // The child closed its end with calls unread in it
+                        // (it died busy): reported once everything it
+                        // wrote was read, so it is the link's end.
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
                         Ok(_) => match decoder.frames() {
                             Ok(frames) if frames.is_empty() => continue,
                             Ok(frames) => return Some((Ok(frames), (reader, decoder, false))),
@@ -183,6 +187,28 @@ impl SocketChildLink {
     }
 }
 
+/// Blocks until `sock` has something to read (or hung up).
+///
+/// The worker waits here rather than in a blocking `recvmsg`: a reader
+/// asleep in a stream socket's `recvmsg` shares the socket's wait queue with
+/// writers waiting for room, and is woken (to find nothing and sleep again)
+/// every time the pool reads one of its replies and frees the room it took
+/// — two needless context switches per call on a shared core. `poll` wakes
+/// only for the events asked for (BENCHMARKS.md, "Workers").
+fn wait_readable(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    match unsafe { libc::poll(&mut pfd, 1, -1) } {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
 impl ChildLink for SocketChildLink {
     fn recv(&mut self) -> io::Result<Option<Frame>> {
         loop {
@@ -192,7 +218,9 @@ impl ChildLink for SocketChildLink {
             if let Some(e) = self.decoder.refused() {
                 return Err(e);
             }
-            match self.decoder.recv(self.channel.as_fd()) {
+            match wait_readable(self.channel.as_fd())
+                .and_then(|()| self.decoder.recv(self.channel.as_fd()))
+            {
                 Ok(0) if self.decoder.is_empty() => return Ok(None),
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => self.received.extend(self.decoder.frames()?),
