@@ -205,6 +205,24 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let samples = if quick { 200 } else { 2000 };
     let n = if quick { 300 } else { 3000 };
+    // `--profile-latency` / `--profile-tasks`: only that part of the
+    // daemonic side, many times over, for `perf record` or `strace`.
+    if let Some(part) =
+        std::env::args().find_map(|a| a.strip_prefix("--profile-").map(String::from))
+    {
+        if part != "raw" {
+            fork_server().prestart().unwrap();
+        }
+        let rounds = 10;
+        for _ in 0..rounds {
+            match part.as_str() {
+                "latency" => drop(server_latency(samples)),
+                "raw" => drop(raw_fork_throughput(n)),
+                _ => drop(task_throughput(n)),
+            }
+        }
+        return;
+    }
     // The raw baselines fork this process itself: measure them first, while
     // it is still single-threaded (the fork server's launcher thread does
     // not exist yet), as the fork-safety rule demands.

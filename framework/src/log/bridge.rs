@@ -36,15 +36,21 @@ impl log::Log for Bridge {
 /// implementation was installed first, it keeps working and ours is skipped.
 pub(super) fn install(logger: &slog::Logger, max: Level) {
     *TARGET.write() = Some(logger.clone());
-    INSTALL.call_once(|| {
-        let _ = log::set_boxed_logger(Box::new(Bridge));
-    });
+    prepare();
     log::set_max_level(match max {
         Level::Error => log::LevelFilter::Error,
         Level::Warning => log::LevelFilter::Warn,
         Level::Info => log::LevelFilter::Info,
         Level::Debug => log::LevelFilter::Debug,
         Level::Trace => log::LevelFilter::Trace,
+    });
+}
+
+/// Registers the bridge with `log` (once per process), pointing nowhere
+/// until [`install`].
+pub(super) fn prepare() {
+    INSTALL.call_once(|| {
+        let _ = log::set_boxed_logger(Box::new(Bridge));
     });
 }
 

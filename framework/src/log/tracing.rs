@@ -105,10 +105,7 @@ where
 pub(super) fn install(logger: &slog::Logger, max: Level) {
     *TARGET.write() = Some(logger.clone());
     let previous = MAX_LEVEL.swap(level_index(max), Ordering::Relaxed);
-    INSTALL.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(layer());
-        let _ = tracing::subscriber::set_global_default(subscriber);
-    });
+    prepare();
     if previous != level_index(max) {
         // Callsites cached their interest for the previous level.
         tracing::callsite::rebuild_interest_cache();
@@ -116,6 +113,15 @@ pub(super) fn install(logger: &slog::Logger, max: Level) {
 }
 
 /// Stops writing events to a pipeline that is shutting down.
+/// Sets the global subscriber (once per process), pointing nowhere and
+/// letting no level through until [`install`].
+pub(super) fn prepare() {
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(layer());
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
 pub(super) fn detach() {
     *TARGET.write() = None;
 }

@@ -149,8 +149,9 @@ pub(crate) fn set_comm(name: &str) {
 }
 
 /// Rewrites the argv area (located once by the fork server; a forked child
-/// has the same addresses) so `ps aux` shows `<daemon>: <role>`.
-fn set_title(title: &str, arg_area: Option<(usize, usize)>) {
+/// has the same addresses) so `ps aux` shows `<daemon>: <role>`: the title
+/// is written piece by piece, with no string built for it.
+fn set_title(pieces: &[&str], arg_area: Option<(usize, usize)>) {
     let Some((start, end)) = arg_area else {
         return;
     };
@@ -158,28 +159,34 @@ fn set_title(title: &str, arg_area: Option<(usize, usize)>) {
         return;
     }
     let len = end - start;
-    let bytes = title.as_bytes();
-    let n = bytes.len().min(len - 1);
     // SAFETY: [arg_start, arg_end) is this process's own argv string area,
     // mapped and writable (it lives on the initial stack); nothing else
     // reads argv after start-up in a forked child.
-    unsafe {
-        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
-        area[..n].copy_from_slice(&bytes[..n]);
-        area[n..].fill(0);
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    let mut n = 0;
+    for piece in pieces {
+        let take = piece.len().min(len - 1 - n);
+        area[n..n + take].copy_from_slice(&piece.as_bytes()[..take]);
+        n += take;
     }
+    area[n..].fill(0);
 }
 
-fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
-    let mut sources: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
-    let targets: Vec<RawFd> = (0..sources.len() as RawFd)
-        .map(|i| CHANNEL_FD + i)
-        .collect();
+/// Puts the channel on fd 3 and the log socket (if any) on fd 4, then
+/// closes everything else. Allocates nothing: each heap page a child writes
+/// is a copy-on-write fault before its user code runs.
+fn place_descriptors(channel: OwnedFd, log: Option<OwnedFd>) -> io::Result<()> {
+    let mut sources = [
+        channel.into_raw_fd(),
+        log.map_or(-1, IntoRawFd::into_raw_fd),
+    ];
+    let count = if sources[1] < 0 { 1 } else { 2 };
+    let sources = &mut sources[..count];
     // A source already sitting on an earlier source's target would be
     // clobbered by that source's dup3: move only those out of the way (no
     // system call in the usual case).
-    for j in 0..sources.len() {
-        if targets[..j].contains(&sources[j]) {
+    for j in 0..count {
+        if (CHANNEL_FD..CHANNEL_FD + j as RawFd).contains(&sources[j]) {
             // SAFETY: duplicating a descriptor we own above every target.
             let high = unsafe { libc::fcntl(sources[j], libc::F_DUPFD_CLOEXEC, 100) };
             if high < 0 {
@@ -188,19 +195,20 @@ fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
             sources[j] = high; // the original is overwritten by a dup3 below
         }
     }
-    for (source, target) in sources.iter().zip(&targets) {
-        if source == target {
+    for (i, source) in sources.iter().enumerate() {
+        let target = CHANNEL_FD + i as RawFd;
+        if *source == target {
             continue; // received with MSG_CMSG_CLOEXEC: already close-on-exec
         }
         // dup3 with O_CLOEXEC, not dup2 (which clears close-on-exec): a
         // program the child execs (`sh`, ImageMagick, `git`) must not inherit
         // a live channel to the pool or the daemon's log socket.
         // SAFETY: dup3 onto a fixed slot; the source is closed below.
-        if unsafe { libc::dup3(*source, *target, libc::O_CLOEXEC) } < 0 {
+        if unsafe { libc::dup3(*source, target, libc::O_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    let first_free = CHANNEL_FD + sources.len() as RawFd;
+    let first_free = CHANNEL_FD + count as RawFd;
     // SAFETY: closes every descriptor this child does not own: the fork
     // server's sockets and `/proc/self/stat`, the received originals and
     // staged copies, anything inherited. (Descriptors below `first_free`
@@ -211,8 +219,9 @@ fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
 
 /// Runs in the freshly cloned child; never returns.
 pub(crate) fn run(
-    request: SpawnRequest,
-    fds: Vec<OwnedFd>,
+    request: SpawnRequest<&str>,
+    channel: OwnedFd,
+    log: Option<OwnedFd>,
     server_fds: &[RawFd],
     host_pid: i32,
     arg_area: Option<(usize, usize)>,
@@ -221,7 +230,7 @@ pub(crate) fn run(
     // The fork server's own descriptors are closed by `place_descriptors`
     // (one close_range for all of them).
     let _ = server_fds;
-    if place_descriptors(fds).is_err() {
+    if place_descriptors(channel, log).is_err() {
         // SAFETY: exit without running any of the fork server's state.
         unsafe { libc::_exit(71) };
     }
@@ -243,8 +252,8 @@ pub(crate) fn run(
         unsafe { libc::_exit(71) };
     }
     // Title first: tests (and people) wait for comm to change.
-    set_title(&format!("{}: {}", request.daemon, request.role), arg_area);
-    set_comm(&request.role);
+    set_title(&[request.daemon, ": ", request.role], arg_area);
+    set_comm(request.role);
     // Before any user code, and before the entry point reads anything the
     // daemon sent: a child that cannot give up what it was told to runs
     // nothing.
@@ -269,8 +278,8 @@ pub(crate) fn run(
     let start = ChildStart {
         channel,
         log,
-        role: request.role,
-        daemon: request.daemon,
+        role: request.role.to_string(),
+        daemon: request.daemon.to_string(),
         daemon_pid: request.daemon_pid,
         debug_level: request.debug_level,
         console: request.console,
