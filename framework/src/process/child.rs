@@ -140,12 +140,73 @@ pub(crate) fn survive_daemon_signals() {
 
 /// Sets the kernel's short process name (`ps -e`, `top`): 15 bytes at most.
 pub(crate) fn set_comm(name: &str) {
+    let buf = comm_bytes(name);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+}
+
+fn comm_bytes(name: &str) -> [u8; 16] {
     let mut buf = [0u8; 16];
     let bytes = name.as_bytes();
     let n = bytes.len().min(15);
     buf[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+    buf
+}
+
+/// A system call of the child's set-up, made through `libc::syscall` only.
+/// A fork copies no page-table entries of the program's code (the kernel
+/// lets the child fault them in again), so each libc wrapper the child
+/// calls first costs a page fault (~5 µs in this VM); the child came back
+/// from `clone3` inside `syscall`, whose page is therefore mapped already.
+/// Five wrappers (`dup3`, `close_range`, `signal`, `prctl`, `getppid`) were
+/// five faults before any user code ran.
+///
+/// # Safety
+/// As for the system call `number` with these arguments.
+unsafe fn sys(number: libc::c_long, args: [libc::c_long; 3]) -> libc::c_long {
+    // SAFETY: the caller's.
+    unsafe { libc::syscall(number, args[0], args[1], args[2]) }
+}
+
+/// The kernel's `struct sigaction` (x86-64, aarch64: handler, flags,
+/// restorer, mask), for `rt_sigaction` through [`sys`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Puts `sig` back to its default action.
+fn default_disposition(sig: libc::c_int) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let action = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a valid kernel sigaction for SIG_DFL (no handler, so no
+        // restorer needed); the old action is not asked for. The last
+        // argument, the size of the kernel's signal set, is 8.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: restoring a default disposition.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
 }
 
 /// Rewrites the argv area (located once by the fork server; a forked child
@@ -188,11 +249,16 @@ fn place_descriptors(channel: OwnedFd, log: Option<OwnedFd>) -> io::Result<()> {
     for j in 0..count {
         if (CHANNEL_FD..CHANNEL_FD + j as RawFd).contains(&sources[j]) {
             // SAFETY: duplicating a descriptor we own above every target.
-            let high = unsafe { libc::fcntl(sources[j], libc::F_DUPFD_CLOEXEC, 100) };
+            let high = unsafe {
+                sys(
+                    libc::SYS_fcntl,
+                    [sources[j] as _, libc::F_DUPFD_CLOEXEC as _, 100],
+                )
+            };
             if high < 0 {
                 return Err(io::Error::last_os_error());
             }
-            sources[j] = high; // the original is overwritten by a dup3 below
+            sources[j] = high as RawFd; // the original is overwritten by a dup3 below
         }
     }
     for (i, source) in sources.iter().enumerate() {
@@ -204,7 +270,13 @@ fn place_descriptors(channel: OwnedFd, log: Option<OwnedFd>) -> io::Result<()> {
         // program the child execs (`sh`, ImageMagick, `git`) must not inherit
         // a live channel to the pool or the daemon's log socket.
         // SAFETY: dup3 onto a fixed slot; the source is closed below.
-        if unsafe { libc::dup3(*source, target, libc::O_CLOEXEC) } < 0 {
+        if unsafe {
+            sys(
+                libc::SYS_dup3,
+                [*source as _, target as _, libc::O_CLOEXEC as _],
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
     }
@@ -213,7 +285,12 @@ fn place_descriptors(channel: OwnedFd, log: Option<OwnedFd>) -> io::Result<()> {
     // server's sockets and `/proc/self/stat`, the received originals and
     // staged copies, anything inherited. (Descriptors below `first_free`
     // were all replaced by a dup3 above.)
-    unsafe { libc::close_range(first_free as libc::c_uint, libc::c_uint::MAX, 0) };
+    unsafe {
+        sys(
+            libc::SYS_close_range,
+            [first_free as _, libc::c_uint::MAX as _, 0],
+        )
+    };
     Ok(())
 }
 
@@ -240,20 +317,30 @@ pub(crate) fn run(
     // handlers for the daemon's own signals (see `survive_daemon_signals`),
     // which a child keeps. It gets SIGINT and SIGTERM back at their defaults
     // (a worker then installs its graceful handler).
-    // SAFETY: restoring default dispositions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
-    }
+    default_disposition(libc::SIGINT);
+    default_disposition(libc::SIGTERM);
     // SAFETY: plain prctl. A child never outlives the daemon.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if nix::unistd::getppid().as_raw() != host_pid {
+    unsafe {
+        sys(
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as _, libc::SIGKILL as _, 0],
+        )
+    };
+    // SAFETY: getppid cannot fail.
+    if unsafe { sys(libc::SYS_getppid, [0; 3]) } != host_pid as libc::c_long {
         // SAFETY: the daemon died before the death signal was armed.
         unsafe { libc::_exit(71) };
     }
     // Title first: tests (and people) wait for comm to change.
     set_title(&[request.daemon, ": ", request.role], arg_area);
-    set_comm(request.role);
+    let comm = comm_bytes(request.role);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
+    unsafe {
+        sys(
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as _, comm.as_ptr() as _, 0],
+        )
+    };
     // Before any user code, and before the entry point reads anything the
     // daemon sent: a child that cannot give up what it was told to runs
     // nothing.

@@ -15,6 +15,51 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// Environment marker: `<fd>:<cookie hex>:<host pid>`.
 pub(crate) const MARKER: &str = "DAEMONIC_FORK_SERVER";
 
+/// glibc's tunables for the fork server: the caller's own, plus no `rseq`
+/// registration. With `rseq`, the kernel writes the thread's CPU number into
+/// its TLS page on the way back to user space after every fork, in the fork
+/// server and in each child: a copy-on-write fault each (~10 µs per spawn
+/// in this VM, before any user code). Nothing in a child needs `rseq`
+/// (glibc's `sched_getcpu` falls back to the vDSO).
+const TUNABLES: &str = "GLIBC_TUNABLES";
+/// The caller's own `GLIBC_TUNABLES` (`1<value>`) or its absence (`0`),
+/// restored before anything runs in the fork server, so children (and the
+/// programs they run) see the daemon's environment.
+const SAVED_TUNABLES: &str = "DAEMONIC_FORK_SERVER_TUNABLES";
+
+/// The environment entries [`TUNABLES`] and [`SAVED_TUNABLES`] for the fork
+/// server's `exec`.
+pub(crate) fn tunables_for_fork_server() -> [(&'static str, std::ffi::OsString); 2] {
+    use std::os::unix::ffi::OsStrExt;
+    let original = std::env::var_os(TUNABLES);
+    let mut tunables = std::ffi::OsString::new();
+    let mut saved = std::ffi::OsString::from("0");
+    if let Some(own) = original.filter(|t| !t.is_empty()) {
+        tunables.push(&own);
+        tunables.push(":");
+        saved = std::ffi::OsString::from("1");
+        saved.push(std::ffi::OsStr::from_bytes(own.as_bytes()));
+    }
+    tunables.push("glibc.pthread.rseq=0");
+    [(TUNABLES, tunables), (SAVED_TUNABLES, saved)]
+}
+
+/// Puts the caller's `GLIBC_TUNABLES` back (see [`tunables_for_fork_server`]).
+fn restore_tunables() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(saved) = std::env::var_os(SAVED_TUNABLES) else {
+        return;
+    };
+    // SAFETY: constructors run before main, with exactly one thread.
+    unsafe {
+        std::env::remove_var(SAVED_TUNABLES);
+        match saved.as_bytes().split_first() {
+            Some((b'1', own)) => std::env::set_var(TUNABLES, std::ffi::OsStr::from_bytes(own)),
+            _ => std::env::remove_var(TUNABLES),
+        }
+    }
+}
+
 pub(crate) struct ServerConfig {
     pub sock: OwnedFd,
     pub cookie: u128,
@@ -30,6 +75,7 @@ unsafe fn daemonic_fork_server_hook() {
     };
     // SAFETY: constructors run before main, with exactly one thread.
     unsafe { std::env::remove_var(MARKER) };
+    restore_tunables();
     let config = match refusal() {
         Some(why) => Err(why),
         None => marker
@@ -137,8 +183,7 @@ pub(crate) fn reset_signals() {
     }
 }
 
-/// `/proc/self/stat`, kept open: one `pread` per spawn instead of an
-/// open/read/close sequence.
+/// `/proc/self/stat`, read once at start (for the argv area).
 pub(crate) struct SelfStat(std::fs::File);
 
 impl SelfStat {
@@ -161,30 +206,28 @@ impl SelfStat {
             .collect())
     }
 
-    /// Threads of this process (field 20). Parsed in place, without
-    /// allocating: it runs before every fork (see `serve`).
-    pub(crate) fn thread_count(&self) -> io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 1024];
-        let n = self.0.read_at(&mut buf, 0)?;
-        let text = &buf[..n];
-        // The command name (field 2) may contain spaces; count after its ')'.
-        let after = match text.iter().rposition(|&b| b == b')') {
-            Some(i) => &text[i + 1..],
-            None => &[],
-        };
-        after
-            .split(u8::is_ascii_whitespace)
-            .filter(|f| !f.is_empty())
-            .nth(17)
-            .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok())
-            .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
-    }
-
     /// The argv string area (fields 48 and 49), for process titles.
     pub(crate) fn arg_area(&self) -> Option<(usize, usize)> {
         let f = self.fields().ok()?;
         Some((*f.get(45)? as usize, *f.get(46)? as usize))
+    }
+}
+
+/// `/proc/self/task`, kept open: its link count is 2 + the number of
+/// threads, so one `fstat` per spawn checks that this process is still
+/// single-threaded. (Reading `/proc/self/stat` instead made the kernel
+/// format the whole line: ~10 µs per spawn in this VM.)
+pub(crate) struct Threads(std::fs::File);
+
+impl Threads {
+    pub(crate) fn open() -> io::Result<Self> {
+        std::fs::File::open("/proc/self/task").map(Self)
+    }
+
+    /// Threads of this process.
+    pub(crate) fn count(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.0.metadata()?.nlink().saturating_sub(2))
     }
 }
 
@@ -223,8 +266,13 @@ fn serve(config: ServerConfig) {
     }
     close_inherited(config.sock.as_raw_fd());
     child::set_comm("fork-server");
-    let Ok(stat) = SelfStat::open() else { return };
-    let arg_area = stat.arg_area();
+    let arg_area = SelfStat::open().ok().and_then(|stat| stat.arg_area());
+    let Ok(threads) = Threads::open() else { return };
+    // Where the kernel writes each new child's pidfd: a page the children do
+    // not inherit (MADV_DONTFORK), so that write is no copy-on-write fault.
+    let Some(scratch) = Scratch::map() else {
+        return;
+    };
     let sock = config.sock;
     let hello = Hello {
         cookie: config.cookie,
@@ -264,9 +312,14 @@ fn serve(config: ServerConfig) {
             Ok(request) => spawn(
                 request,
                 &mut received,
-                &[sock.as_raw_fd(), stat.0.as_raw_fd(), reply_sock.as_raw_fd()],
+                &[
+                    sock.as_raw_fd(),
+                    threads.0.as_raw_fd(),
+                    reply_sock.as_raw_fd(),
+                ],
                 config.host_pid,
-                &stat,
+                &threads,
+                &scratch,
                 arg_area,
             ),
             Err(e) => Err(format!("malformed spawn request: {e}")),
@@ -314,7 +367,8 @@ fn spawn(
     received: &mut wire::Received,
     server_fds: &[RawFd],
     host_pid: i32,
-    stat: &SelfStat,
+    threads: &Threads,
+    scratch: &Scratch,
     arg_area: Option<(usize, usize)>,
 ) -> Result<(i32, OwnedFd), String> {
     // Besides the reply socket (taken out already): the channel, then the
@@ -338,12 +392,12 @@ fn spawn(
     // Forking a multithreaded process and running Rust code in the child is
     // undefined behaviour in practice. This process never starts threads;
     // check anyway, before every fork.
-    match stat.thread_count() {
+    match threads.count() {
         Ok(1) => {}
         Ok(n) => return Err(format!("fork server has {n} threads; refusing to fork")),
         Err(e) => return Err(format!("cannot count fork server threads: {e}")),
     }
-    match clone_into_host() {
+    match clone_into_host(scratch) {
         Ok(Cloned::Child) => {
             child::run(request, channel, log, server_fds, host_pid, arg_area, entry)
         }
@@ -376,12 +430,14 @@ struct CloneArgs {
 /// Forks a child whose parent is the host (CLONE_PARENT), with a pidfd for
 /// the host. (`exit_signal` must be 0 with CLONE_PARENT; the kernel then gives
 /// the child the fork server's own exit signal, SIGCHLD.)
-fn clone_into_host() -> io::Result<Cloned> {
+fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
     let flags = (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64;
-    let mut pidfd: libc::c_int = -1;
+    let pidfd = scratch.pidfd();
+    // SAFETY: the scratch page is mapped and ours.
+    unsafe { pidfd.write(-1) };
     let args = CloneArgs {
         flags,
-        pidfd: (&mut pidfd as *mut libc::c_int) as u64,
+        pidfd: pidfd as u64,
         ..Default::default()
     };
     // SAFETY: fork-like clone (no CLONE_VM, no new stack) of a
@@ -403,24 +459,92 @@ fn clone_into_host() -> io::Result<Cloned> {
         // Older kernels and some seccomp profiles refuse clone3; the legacy
         // clone takes the same flags (pidfd returned through parent_tid).
         // SAFETY: as above; x86-64 argument order (flags, stack, parent_tid, child_tid, tls).
-        rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                flags,
-                0usize,
-                &mut pidfd as *mut libc::c_int,
-                0usize,
-                0usize,
-            )
-        };
+        rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, pidfd, 0usize, 0usize) };
     }
     match rc {
         r if r < 0 => Err(io::Error::last_os_error()),
         0 => Ok(Cloned::Child),
-        // SAFETY: the kernel returned a new pidfd for us.
+        // SAFETY: the kernel returned a new pidfd for us, in the scratch page.
         pid => Ok(Cloned::Parent {
             pid: pid as i32,
-            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd.read_volatile()) },
         }),
+    }
+}
+
+/// One page of the fork server's own that its children do not inherit
+/// (`MADV_DONTFORK`). After a fork, every page the fork server shares with a
+/// live child is write-protected, and its next write there copies the page
+/// (a fault, ~5–10 µs in this VM): the kernel's write of the new pidfd hit
+/// the stack right after each `clone3`. Here it hits a page nobody shares.
+pub(crate) struct Scratch(*mut libc::c_void);
+
+impl Scratch {
+    const SIZE: usize = 4096;
+
+    fn map() -> Option<Self> {
+        // SAFETY: a fresh anonymous private mapping; madvise on it alone.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                Self::SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if page == libc::MAP_FAILED {
+                return None;
+            }
+            // Without it the page is merely shared like any other: slower,
+            // still correct.
+            libc::madvise(page, Self::SIZE, libc::MADV_DONTFORK);
+            Some(Self(page))
+        }
+    }
+
+    /// Where `clone3` writes the child's pidfd. Not to be read in the child,
+    /// which does not have this page.
+    fn pidfd(&self) -> *mut libc::c_int {
+        self.0.cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_directory_counts_this_processs_threads() {
+        let threads = Threads::open().unwrap();
+        let listed = || std::fs::read_dir("/proc/self/task").unwrap().count() as u64;
+        let before = threads.count().unwrap();
+        assert_eq!(before, listed());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let extra = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        assert_eq!(threads.count().unwrap(), before + 1);
+        drop(tx);
+        extra.join().unwrap();
+    }
+
+    #[test]
+    fn tunables_keep_the_callers_own_and_turn_rseq_off() {
+        // This test process's own GLIBC_TUNABLES decides which shape we see.
+        let [(name, tunables), (saved_name, saved)] = tunables_for_fork_server();
+        assert_eq!((name, saved_name), (TUNABLES, SAVED_TUNABLES));
+        let tunables = tunables.to_string_lossy().into_owned();
+        assert!(tunables.ends_with("glibc.pthread.rseq=0"), "{tunables}");
+        match std::env::var(TUNABLES).ok().filter(|t| !t.is_empty()) {
+            Some(own) => {
+                assert_eq!(tunables, format!("{own}:glibc.pthread.rseq=0"));
+                assert_eq!(saved.to_string_lossy(), format!("1{own}"));
+            }
+            None => {
+                assert_eq!(tunables, "glibc.pthread.rseq=0");
+                assert_eq!(saved, "0");
+            }
+        }
     }
 }
