@@ -54,6 +54,7 @@ pub(super) fn prepare() {
     });
 }
 
+/// Stops forwarding records to a pipeline that is shutting down.
 pub(super) fn detach() {
     *TARGET.write() = None;
 }

@@ -104,8 +104,17 @@ where
 /// already set (then a subscriber with [`layer`] in it keeps working).
 pub(super) fn install(logger: &slog::Logger, max: Level) {
     *TARGET.write() = Some(logger.clone());
+    set_level(max);
+}
+
+/// Installs the global subscriber (once per process, see [`install`]) and
+/// lets events up to `max` through.
+pub(super) fn set_level(max: Level) {
     let previous = MAX_LEVEL.swap(level_index(max), Ordering::Relaxed);
-    prepare();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(layer());
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
     if previous != level_index(max) {
         // Callsites cached their interest for the previous level.
         tracing::callsite::rebuild_interest_cache();
@@ -113,15 +122,6 @@ pub(super) fn install(logger: &slog::Logger, max: Level) {
 }
 
 /// Stops writing events to a pipeline that is shutting down.
-/// Sets the global subscriber (once per process), pointing nowhere and
-/// letting no level through until [`install`].
-pub(super) fn prepare() {
-    INSTALL.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(layer());
-        let _ = tracing::subscriber::set_global_default(subscriber);
-    });
-}
-
 pub(super) fn detach() {
     *TARGET.write() = None;
 }

@@ -257,8 +257,10 @@ fn serve(config: ServerConfig) {
     // inherits: it survives them too, with no system call of its own.
     child::survive_daemon_signals();
     // Children inherit these registered; each only points them at its own
-    // logger (see `log::prepare_bridges_for_children`).
-    crate::log::prepare_bridges_for_children();
+    // logger (see `log::prepare_bridges_for_children`). Prepared again when
+    // a request asks for another level (once, in practice).
+    let mut prepared_level = 0;
+    crate::log::prepare_bridges_for_children(prepared_level);
     // SAFETY: plain prctl; the host's launcher thread is our parent.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != config.host_pid {
@@ -290,9 +292,9 @@ fn serve(config: ServerConfig) {
     // per-request allocations (a zeroed 16 KiB receive buffer, control
     // buffers, decoded strings, the reply) that was ~15 faults per spawn,
     // ~80 µs in this VM; now the request lands on one page of a buffer
-    // allocated once, and the rest lives in a few stack pages.
+    // allocated once, the reply and the pidfd in the scratch page, and the
+    // rest lives in a few stack pages.
     let mut buf = vec![0u8; wire::MAX_CONTROL];
-    let mut out = vec![0u8; REPLY_BYTES];
     loop {
         let mut received = match wire::recv_into(fd(&sock), &mut buf) {
             Ok(Some(received)) => received,
@@ -308,6 +310,12 @@ fn serve(config: ServerConfig) {
         let request = wire::decode_borrowed::<SpawnRequest<&str>>(&buf[..received.len]);
         #[cfg(feature = "testing")]
         let fault = request.as_ref().ok().and_then(|r| r.fault);
+        if let Ok(request) = &request {
+            if request.debug_level != prepared_level {
+                prepared_level = request.debug_level;
+                crate::log::prepare_bridges_for_children(prepared_level);
+            }
+        }
         let reply = match request {
             Ok(request) => spawn(
                 request,
@@ -332,14 +340,15 @@ fn serve(config: ServerConfig) {
             Ok((pid, pidfd)) => (SpawnReply::Started { pid }, Some(pidfd)),
             Err(error) => (SpawnReply::Failed { error }, None),
         };
-        let len = match wire::encode_into(&reply, &mut out) {
+        let out = scratch.reply();
+        let len = match wire::encode_into(&reply, out) {
             Ok(len) => len,
             // An error message too long for the buffer: say so, shorter.
             Err(_) => {
                 let short = SpawnReply::Failed {
                     error: "the spawn failed (its error message was too long to send)".into(),
                 };
-                match wire::encode_into(&short, &mut out) {
+                match wire::encode_into(&short, out) {
                     Ok(len) => len,
                     Err(_) => continue,
                 }
@@ -353,9 +362,6 @@ fn serve(config: ServerConfig) {
         // the host alone sees the child's hang-up.
     }
 }
-
-/// Room for an encoded reply (a pid, or an error message).
-const REPLY_BYTES: usize = 4096;
 
 fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
     use std::os::fd::AsFd;
@@ -476,7 +482,8 @@ fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
 /// (`MADV_DONTFORK`). After a fork, every page the fork server shares with a
 /// live child is write-protected, and its next write there copies the page
 /// (a fault, ~5–10 µs in this VM): the kernel's write of the new pidfd hit
-/// the stack right after each `clone3`. Here it hits a page nobody shares.
+/// the stack right after each `clone3`, and the encoded reply a heap page.
+/// Here they hit a page nobody shares.
 pub(crate) struct Scratch(*mut libc::c_void);
 
 impl Scratch {
@@ -507,6 +514,15 @@ impl Scratch {
     /// which does not have this page.
     fn pidfd(&self) -> *mut libc::c_int {
         self.0.cast()
+    }
+
+    /// Room for the encoded reply to the host (a pid, or an error message):
+    /// the rest of the page.
+    #[allow(clippy::mut_from_ref)] // the fork server's loop is its one user
+    fn reply(&self) -> &mut [u8] {
+        // SAFETY: the page is mapped for the process's lifetime; bytes 64..
+        // are used only here, one reply at a time.
+        unsafe { std::slice::from_raw_parts_mut(self.0.cast::<u8>().add(64), Self::SIZE - 64) }
     }
 }
 
