@@ -246,19 +246,19 @@ fn place_descriptors(channel: OwnedFd, log: Option<OwnedFd>) -> io::Result<()> {
     // A source already sitting on an earlier source's target would be
     // clobbered by that source's dup3: move only those out of the way (no
     // system call in the usual case).
-    for j in 0..count {
-        if (CHANNEL_FD..CHANNEL_FD + j as RawFd).contains(&sources[j]) {
+    for (j, source) in sources.iter_mut().enumerate() {
+        if (CHANNEL_FD..CHANNEL_FD + j as RawFd).contains(source) {
             // SAFETY: duplicating a descriptor we own above every target.
             let high = unsafe {
                 sys(
                     libc::SYS_fcntl,
-                    [sources[j] as _, libc::F_DUPFD_CLOEXEC as _, 100],
+                    [*source as _, libc::F_DUPFD_CLOEXEC as _, 100],
                 )
             };
             if high < 0 {
                 return Err(io::Error::last_os_error());
             }
-            sources[j] = high as RawFd; // the original is overwritten by a dup3 below
+            *source = high as RawFd; // the original is overwritten by a dup3 below
         }
     }
     for (i, source) in sources.iter().enumerate() {
