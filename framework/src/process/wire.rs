@@ -370,4 +370,72 @@ mod tests {
         drop((a, b));
         assert!(all_closed(&probe), "a received descriptor was leaked");
     }
+
+    fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    /// The fork server's receive path: bytes and descriptors in order, end
+    /// of stream as `None`.
+    #[test]
+    fn recv_into_keeps_the_descriptors_in_order() {
+        use crate::ipc::frame::tests::{all_closed, pipe_copies};
+        let (a, b) = seqpacket_pair();
+        let (probe, copies) = pipe_copies(3);
+        let raw: Vec<_> = copies.iter().map(|c| c.as_raw_fd()).collect();
+        send_message(a.as_fd(), b"request", &raw).unwrap();
+        drop(copies);
+        let mut buf = [0u8; 64];
+        let mut got = recv_into(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..got.len], b"request");
+        assert_eq!(got.nfds, 3);
+        assert!(got.take(0).is_some() && got.take(2).is_some() && got.take(3).is_none());
+        drop(got);
+        assert!(all_closed(&probe), "every received descriptor is owned");
+        drop(a);
+        assert!(recv_into(b.as_fd(), &mut buf).unwrap().is_none());
+    }
+
+    /// More descriptors than a message may carry, within the stack buffer
+    /// (the kernel installs them) or beyond it (the kernel truncates): an
+    /// error, and none of them stays open.
+    #[test]
+    fn recv_into_refuses_too_many_descriptors_and_closes_them() {
+        use crate::ipc::frame::tests::{all_closed, pipe_copies};
+        for n in [MAX_FDS + 1, STACK_FDS + 5] {
+            let (a, b) = seqpacket_pair();
+            let (probe, copies) = pipe_copies(n);
+            let raw: Vec<_> = copies.iter().map(|c| c.as_raw_fd()).collect();
+            send_message(a.as_fd(), b"request", &raw).unwrap();
+            drop(copies);
+            let mut buf = [0u8; 64];
+            assert!(recv_into(b.as_fd(), &mut buf).is_err(), "{n} descriptors");
+            drop((a, b));
+            assert!(all_closed(&probe), "{n} descriptors: one was leaked");
+        }
+    }
+
+    /// A message longer than the buffer is refused, not cut.
+    #[test]
+    fn recv_into_refuses_a_truncated_message() {
+        let (a, b) = seqpacket_pair();
+        send_message(a.as_fd(), &[7u8; 100], &[]).unwrap();
+        let mut buf = [0u8; 10];
+        assert!(recv_into(b.as_fd(), &mut buf).is_err());
+    }
+
+    #[test]
+    fn replies_encode_into_a_buffer_and_decode_back() {
+        let reply = SpawnReply::Started { pid: 42 };
+        let mut buf = [0u8; 64];
+        let n = encode_into(&reply, &mut buf).unwrap();
+        assert_eq!(&buf[..n], encode(&reply).unwrap().as_slice());
+        assert!(encode_into(&reply, &mut buf[..3]).is_err(), "does not fit");
+    }
 }
