@@ -193,6 +193,26 @@ fn task_throughput(n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// [`task_throughput`] with the spawns split over `threads` threads: their
+/// requests reach the fork server together, as in a daemon whose loop and
+/// pools start children at the same time.
+fn task_throughput_threads(n: usize, threads: usize) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut children: Vec<_> = (0..n / threads)
+                    .map(|_| task::spawn(&Noop).unwrap())
+                    .collect();
+                for c in &mut children {
+                    assert!(c.wait_blocking().unwrap().success());
+                }
+            });
+        }
+    });
+    (n / threads * threads) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn assert_single_threaded() {
     let threads = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
@@ -205,6 +225,25 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let samples = if quick { 200 } else { 2000 };
     let n = if quick { 300 } else { 3000 };
+    // `--profile-latency` / `--profile-tasks`: only that part of the
+    // daemonic side, many times over, for `perf record` or `strace`.
+    if let Some(part) =
+        std::env::args().find_map(|a| a.strip_prefix("--profile-").map(String::from))
+    {
+        if part != "raw" {
+            fork_server().prestart().unwrap();
+        }
+        let rounds = 10;
+        for _ in 0..rounds {
+            match part.as_str() {
+                "latency" => drop(server_latency(samples)),
+                "raw" => drop(raw_fork_throughput(n)),
+                "tasks2" => drop(task_throughput_threads(n, 2)),
+                _ => drop(task_throughput(n)),
+            }
+        }
+        return;
+    }
     // The raw baselines fork this process itself: measure them first, while
     // it is still single-threaded (the fork server's launcher thread does
     // not exist yet), as the fork-safety rule demands.
@@ -220,6 +259,7 @@ fn main() {
     let _ = server_latency(100); // warm up
     let srv = server_latency(samples);
     let srv_tp = task_throughput(n);
+    let srv_tp2 = task_throughput_threads(n, 2);
     let sorted = |v: &[Split], part: fn(&Split) -> Duration| {
         let mut d: Vec<Duration> = v.iter().map(part).collect();
         d.sort();
@@ -263,5 +303,11 @@ fn main() {
         srv_tp,
         raw_tp,
         srv_tp / raw_tp
+    );
+    println!(
+        "| tasks spawned+reaped /s, from 2 threads | {:.0} | {:.0} (1 thread) | {:.2}× |",
+        srv_tp2,
+        raw_tp,
+        srv_tp2 / raw_tp
     );
 }

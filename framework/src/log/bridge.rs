@@ -36,9 +36,7 @@ impl log::Log for Bridge {
 /// implementation was installed first, it keeps working and ours is skipped.
 pub(super) fn install(logger: &slog::Logger, max: Level) {
     *TARGET.write() = Some(logger.clone());
-    INSTALL.call_once(|| {
-        let _ = log::set_boxed_logger(Box::new(Bridge));
-    });
+    prepare();
     log::set_max_level(match max {
         Level::Error => log::LevelFilter::Error,
         Level::Warning => log::LevelFilter::Warn,
@@ -48,6 +46,15 @@ pub(super) fn install(logger: &slog::Logger, max: Level) {
     });
 }
 
+/// Registers the bridge with `log` (once per process), pointing nowhere
+/// until [`install`].
+pub(super) fn prepare() {
+    INSTALL.call_once(|| {
+        let _ = log::set_boxed_logger(Box::new(Bridge));
+    });
+}
+
+/// Stops forwarding records to a pipeline that is shutting down.
 pub(super) fn detach() {
     *TARGET.write() = None;
 }

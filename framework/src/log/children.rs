@@ -37,11 +37,16 @@ pub(crate) struct ChildLogSettings {
 
 static SETTINGS: RwLock<Option<Arc<ChildLogSettings>>> = RwLock::new(None);
 
+/// Read once: outside a daemon every spawn asks for it (a `readlink` each).
 fn binary_name() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "daemonic".into())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "daemonic".into())
+    })
+    .clone()
 }
 
 /// Settings for the next spawned child (defaults when no daemon logs: lines

@@ -104,6 +104,12 @@ where
 /// already set (then a subscriber with [`layer`] in it keeps working).
 pub(super) fn install(logger: &slog::Logger, max: Level) {
     *TARGET.write() = Some(logger.clone());
+    set_level(max);
+}
+
+/// Installs the global subscriber (once per process, see [`install`]) and
+/// lets events up to `max` through.
+pub(super) fn set_level(max: Level) {
     let previous = MAX_LEVEL.swap(level_index(max), Ordering::Relaxed);
     INSTALL.call_once(|| {
         let subscriber = tracing_subscriber::registry().with(layer());

@@ -140,17 +140,79 @@ pub(crate) fn survive_daemon_signals() {
 
 /// Sets the kernel's short process name (`ps -e`, `top`): 15 bytes at most.
 pub(crate) fn set_comm(name: &str) {
-    let mut buf = [0u8; 16];
-    let bytes = name.as_bytes();
-    let n = bytes.len().min(15);
-    buf[..n].copy_from_slice(&bytes[..n]);
+    let buf = comm_bytes(name);
     // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
 }
 
+fn comm_bytes(name: &str) -> [u8; 16] {
+    let mut buf = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    buf
+}
+
+/// A system call of the child's set-up, made through `libc::syscall` only.
+/// A fork copies no page-table entries of the program's code (the kernel
+/// lets the child fault them in again), so each libc wrapper the child
+/// calls first costs a page fault (~5 µs in this VM); the child came back
+/// from `clone3` inside `syscall`, whose page is therefore mapped already.
+/// Five wrappers (`dup3`, `close_range`, `signal`, `prctl`, `getppid`) were
+/// five faults before any user code ran.
+///
+/// # Safety
+/// As for the system call `number` with these arguments.
+unsafe fn sys(number: libc::c_long, args: [libc::c_long; 3]) -> libc::c_long {
+    // SAFETY: the caller's.
+    unsafe { libc::syscall(number, args[0], args[1], args[2]) }
+}
+
+/// The kernel's `struct sigaction` (x86-64, aarch64: handler, flags,
+/// restorer, mask), for `rt_sigaction` through [`sys`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Puts `sig` back to its default action.
+fn default_disposition(sig: libc::c_int) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let action = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a valid kernel sigaction for SIG_DFL (no handler, so no
+        // restorer needed); the old action is not asked for. The last
+        // argument, the size of the kernel's signal set, is 8.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: restoring a default disposition.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
 /// Rewrites the argv area (located once by the fork server; a forked child
-/// has the same addresses) so `ps aux` shows `<daemon>: <role>`.
-fn set_title(title: &str, arg_area: Option<(usize, usize)>) {
+/// has the same addresses) so `ps aux` shows `<daemon>: <role>`: the title
+/// is written piece by piece, with no string built for it.
+fn set_title(pieces: &[&str], arg_area: Option<(usize, usize)>) {
     let Some((start, end)) = arg_area else {
         return;
     };
@@ -158,61 +220,85 @@ fn set_title(title: &str, arg_area: Option<(usize, usize)>) {
         return;
     }
     let len = end - start;
-    let bytes = title.as_bytes();
-    let n = bytes.len().min(len - 1);
     // SAFETY: [arg_start, arg_end) is this process's own argv string area,
     // mapped and writable (it lives on the initial stack); nothing else
     // reads argv after start-up in a forked child.
-    unsafe {
-        let area = std::slice::from_raw_parts_mut(start as *mut u8, len);
-        area[..n].copy_from_slice(&bytes[..n]);
-        area[n..].fill(0);
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    let mut n = 0;
+    for piece in pieces {
+        let take = piece.len().min(len - 1 - n);
+        area[n..n + take].copy_from_slice(&piece.as_bytes()[..take]);
+        n += take;
     }
+    area[n..].fill(0);
 }
 
-fn place_descriptors(fds: Vec<OwnedFd>) -> io::Result<()> {
-    let mut sources: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
-    let targets: Vec<RawFd> = (0..sources.len() as RawFd)
-        .map(|i| CHANNEL_FD + i)
-        .collect();
+/// Puts the channel on fd 3 and the log socket (if any) on fd 4, then
+/// closes everything else. Allocates nothing: each heap page a child writes
+/// is a copy-on-write fault before its user code runs.
+fn place_descriptors(channel: OwnedFd, log: Option<OwnedFd>) -> io::Result<()> {
+    let mut sources = [
+        channel.into_raw_fd(),
+        log.map_or(-1, IntoRawFd::into_raw_fd),
+    ];
+    let count = if sources[1] < 0 { 1 } else { 2 };
+    let sources = &mut sources[..count];
     // A source already sitting on an earlier source's target would be
     // clobbered by that source's dup3: move only those out of the way (no
     // system call in the usual case).
-    for j in 0..sources.len() {
-        if targets[..j].contains(&sources[j]) {
+    for (j, source) in sources.iter_mut().enumerate() {
+        if (CHANNEL_FD..CHANNEL_FD + j as RawFd).contains(source) {
             // SAFETY: duplicating a descriptor we own above every target.
-            let high = unsafe { libc::fcntl(sources[j], libc::F_DUPFD_CLOEXEC, 100) };
+            let high = unsafe {
+                sys(
+                    libc::SYS_fcntl,
+                    [*source as _, libc::F_DUPFD_CLOEXEC as _, 100],
+                )
+            };
             if high < 0 {
                 return Err(io::Error::last_os_error());
             }
-            sources[j] = high; // the original is overwritten by a dup3 below
+            *source = high as RawFd; // the original is overwritten by a dup3 below
         }
     }
-    for (source, target) in sources.iter().zip(&targets) {
-        if source == target {
+    for (i, source) in sources.iter().enumerate() {
+        let target = CHANNEL_FD + i as RawFd;
+        if *source == target {
             continue; // received with MSG_CMSG_CLOEXEC: already close-on-exec
         }
         // dup3 with O_CLOEXEC, not dup2 (which clears close-on-exec): a
         // program the child execs (`sh`, ImageMagick, `git`) must not inherit
         // a live channel to the pool or the daemon's log socket.
         // SAFETY: dup3 onto a fixed slot; the source is closed below.
-        if unsafe { libc::dup3(*source, *target, libc::O_CLOEXEC) } < 0 {
+        if unsafe {
+            sys(
+                libc::SYS_dup3,
+                [*source as _, target as _, libc::O_CLOEXEC as _],
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
     }
-    let first_free = CHANNEL_FD + sources.len() as RawFd;
+    let first_free = CHANNEL_FD + count as RawFd;
     // SAFETY: closes every descriptor this child does not own: the fork
     // server's sockets and `/proc/self/stat`, the received originals and
     // staged copies, anything inherited. (Descriptors below `first_free`
     // were all replaced by a dup3 above.)
-    unsafe { libc::close_range(first_free as libc::c_uint, libc::c_uint::MAX, 0) };
+    unsafe {
+        sys(
+            libc::SYS_close_range,
+            [first_free as _, libc::c_uint::MAX as _, 0],
+        )
+    };
     Ok(())
 }
 
 /// Runs in the freshly cloned child; never returns.
 pub(crate) fn run(
-    request: SpawnRequest,
-    fds: Vec<OwnedFd>,
+    request: SpawnRequest<&str>,
+    channel: OwnedFd,
+    log: Option<OwnedFd>,
     server_fds: &[RawFd],
     host_pid: i32,
     arg_area: Option<(usize, usize)>,
@@ -221,7 +307,7 @@ pub(crate) fn run(
     // The fork server's own descriptors are closed by `place_descriptors`
     // (one close_range for all of them).
     let _ = server_fds;
-    if place_descriptors(fds).is_err() {
+    if place_descriptors(channel, log).is_err() {
         // SAFETY: exit without running any of the fork server's state.
         unsafe { libc::_exit(71) };
     }
@@ -231,20 +317,30 @@ pub(crate) fn run(
     // handlers for the daemon's own signals (see `survive_daemon_signals`),
     // which a child keeps. It gets SIGINT and SIGTERM back at their defaults
     // (a worker then installs its graceful handler).
-    // SAFETY: restoring default dispositions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
-    }
+    default_disposition(libc::SIGINT);
+    default_disposition(libc::SIGTERM);
     // SAFETY: plain prctl. A child never outlives the daemon.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if nix::unistd::getppid().as_raw() != host_pid {
+    unsafe {
+        sys(
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as _, libc::SIGKILL as _, 0],
+        )
+    };
+    // SAFETY: getppid cannot fail.
+    if unsafe { sys(libc::SYS_getppid, [0; 3]) } != host_pid as libc::c_long {
         // SAFETY: the daemon died before the death signal was armed.
         unsafe { libc::_exit(71) };
     }
     // Title first: tests (and people) wait for comm to change.
-    set_title(&format!("{}: {}", request.daemon, request.role), arg_area);
-    set_comm(&request.role);
+    set_title(&[request.daemon, ": ", request.role], arg_area);
+    let comm = comm_bytes(request.role);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
+    unsafe {
+        sys(
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as _, comm.as_ptr() as _, 0],
+        )
+    };
     // Before any user code, and before the entry point reads anything the
     // daemon sent: a child that cannot give up what it was told to runs
     // nothing.
@@ -269,8 +365,8 @@ pub(crate) fn run(
     let start = ChildStart {
         channel,
         log,
-        role: request.role,
-        daemon: request.daemon,
+        role: request.role.to_string(),
+        daemon: request.daemon.to_string(),
         daemon_pid: request.daemon_pid,
         debug_level: request.debug_level,
         console: request.console,

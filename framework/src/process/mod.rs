@@ -28,6 +28,7 @@ pub(crate) mod child;
 mod confine;
 pub(crate) mod daemonize;
 mod launcher;
+mod lean;
 mod orphans;
 mod reap;
 pub(crate) mod server;

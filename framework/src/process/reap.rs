@@ -232,12 +232,13 @@ impl ChildProcess {
 
     /// Blocks until the child exits.
     pub fn wait_blocking(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.try_wait()? {
-            return Ok(status);
+        if let Some(status) = &self.status {
+            return Ok(status.clone());
         }
         let Some(fd) = &self.pidfd else {
             return Err(io::Error::other("child has no pidfd"));
         };
+        // (No `try_wait` first: this begins with the same `waitid`.)
         let status = wait_pidfd_blocking(fd)?;
         self.reaped(status.clone());
         Ok(status)

@@ -8,6 +8,7 @@
 //! socket closes.
 
 use super::child;
+use super::lean::{restore_tunables, Scratch, Threads};
 use super::wire::{self, Hello, SpawnReply, SpawnRequest};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -30,6 +31,7 @@ unsafe fn daemonic_fork_server_hook() {
     };
     // SAFETY: constructors run before main, with exactly one thread.
     unsafe { std::env::remove_var(MARKER) };
+    restore_tunables();
     let config = match refusal() {
         Some(why) => Err(why),
         None => marker
@@ -137,8 +139,7 @@ pub(crate) fn reset_signals() {
     }
 }
 
-/// `/proc/self/stat`, kept open: one `pread` per spawn instead of an
-/// open/read/close sequence.
+/// `/proc/self/stat`, read once at start (for the argv area).
 pub(crate) struct SelfStat(std::fs::File);
 
 impl SelfStat {
@@ -159,14 +160,6 @@ impl SelfStat {
             .split_whitespace()
             .map(|f| f.parse().unwrap_or(0))
             .collect())
-    }
-
-    /// Threads of this process (field 20).
-    pub(crate) fn thread_count(&self) -> io::Result<u64> {
-        self.fields()?
-            .get(17)
-            .copied()
-            .ok_or_else(|| io::Error::other("malformed /proc/self/stat"))
     }
 
     /// The argv string area (fields 48 and 49), for process titles.
@@ -201,6 +194,11 @@ fn serve(config: ServerConfig) {
     // The rest of the group signals get a no-op handler, which every child
     // inherits: it survives them too, with no system call of its own.
     child::survive_daemon_signals();
+    // Children inherit these registered; each only points them at its own
+    // logger (see `log::prepare_bridges_for_children`). Prepared again when
+    // a request asks for another level (once, in practice).
+    let mut prepared_level = 0;
+    crate::log::prepare_bridges_for_children(prepared_level);
     // SAFETY: plain prctl; the host's launcher thread is our parent.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != config.host_pid {
@@ -208,8 +206,13 @@ fn serve(config: ServerConfig) {
     }
     close_inherited(config.sock.as_raw_fd());
     child::set_comm("fork-server");
-    let Ok(stat) = SelfStat::open() else { return };
-    let arg_area = stat.arg_area();
+    let arg_area = SelfStat::open().ok().and_then(|stat| stat.arg_area());
+    let Ok(threads) = Threads::open() else { return };
+    // Where the kernel writes each new child's pidfd: a page the children do
+    // not inherit (MADV_DONTFORK), so that write is no copy-on-write fault.
+    let Some(mut scratch) = Scratch::map() else {
+        return;
+    };
     let sock = config.sock;
     let hello = Hello {
         cookie: config.cookie,
@@ -221,30 +224,48 @@ fn serve(config: ServerConfig) {
     if wire::send_message(fd(&sock), &bytes, &[]).is_err() {
         return;
     }
+    // The loop allocates nothing: after each fork the child shares every
+    // page of this process, and each page we write while it lives is a
+    // copy-on-write fault here (and a page the child's exit frees). With
+    // per-request allocations (a zeroed 16 KiB receive buffer, control
+    // buffers, decoded strings, the reply) that was ~15 faults per spawn,
+    // ~80 µs in this VM; now the request lands on one page of a buffer
+    // allocated once, the reply and the pidfd in the scratch page, and the
+    // rest lives in a few stack pages.
+    let mut buf = vec![0u8; wire::MAX_CONTROL];
     loop {
-        let (bytes, mut fds) = match wire::recv_message(fd(&sock)) {
-            Ok(Some(message)) => message,
+        let mut received = match wire::recv_into(fd(&sock), &mut buf) {
+            Ok(Some(received)) => received,
             // The host closed its end (it exited, even by SIGKILL): so do we.
             Ok(None) => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
         // The second descriptor is this request's own reply socket; a request
         // without one cannot be answered and is dropped.
-        if fds.len() < 2 {
+        let Some(reply_sock) = received.take(1) else {
             continue;
-        }
-        let reply_sock = fds.remove(1);
-        let request = wire::decode::<SpawnRequest>(&bytes);
+        };
+        let request = wire::decode_borrowed::<SpawnRequest<&str>>(&buf[..received.len]);
         #[cfg(feature = "testing")]
         let fault = request.as_ref().ok().and_then(|r| r.fault);
+        if let Ok(request) = &request {
+            if request.debug_level != prepared_level {
+                prepared_level = request.debug_level;
+                crate::log::prepare_bridges_for_children(prepared_level);
+            }
+        }
         let reply = match request {
             Ok(request) => spawn(
                 request,
-                fds,
-                &[sock.as_raw_fd(), stat.0.as_raw_fd(), reply_sock.as_raw_fd()],
+                &mut received,
+                &[
+                    sock.as_raw_fd(),
+                    threads.0.as_raw_fd(),
+                    reply_sock.as_raw_fd(),
+                ],
                 config.host_pid,
-                &stat,
+                &threads,
+                &scratch,
                 arg_area,
             ),
             Err(e) => Err(format!("malformed spawn request: {e}")),
@@ -257,13 +278,24 @@ fn serve(config: ServerConfig) {
             Ok((pid, pidfd)) => (SpawnReply::Started { pid }, Some(pidfd)),
             Err(error) => (SpawnReply::Failed { error }, None),
         };
-        let Ok(bytes) = wire::encode(&reply) else {
-            continue;
+        let out = scratch.reply();
+        let len = match wire::encode_into(&reply, out) {
+            Ok(len) => len,
+            // An error message too long for the buffer: say so, shorter.
+            Err(_) => {
+                let short = SpawnReply::Failed {
+                    error: "the spawn failed (its error message was too long to send)".into(),
+                };
+                match wire::encode_into(&short, out) {
+                    Ok(len) => len,
+                    Err(_) => continue,
+                }
+            }
         };
-        let fds: Vec<RawFd> = pidfd.iter().map(|p| p.as_raw_fd()).collect();
+        let fds = pidfd.as_ref().map(|p| p.as_raw_fd());
         // A host that gave up on this spawn has closed its end: not our
         // problem, it finds the child itself.
-        let _ = wire::send_message(fd(&reply_sock), &bytes, &fds);
+        let _ = wire::send_message(fd(&reply_sock), &out[..len], fds.as_slice());
         // Our copies of the pidfd and the child's descriptors close here, so
         // the host alone sees the child's hang-up.
     }
@@ -275,36 +307,44 @@ fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
 }
 
 fn spawn(
-    request: SpawnRequest,
-    fds: Vec<OwnedFd>,
+    request: SpawnRequest<&str>,
+    received: &mut wire::Received,
     server_fds: &[RawFd],
     host_pid: i32,
-    stat: &SelfStat,
+    threads: &Threads,
+    scratch: &Scratch,
     arg_area: Option<(usize, usize)>,
 ) -> Result<(i32, OwnedFd), String> {
+    // Besides the reply socket (taken out already): the channel, then the
+    // log socket if the request says it has one.
     let expected = 1 + usize::from(request.has_log);
-    if fds.len() != expected {
+    let carried = received.nfds.saturating_sub(1);
+    if carried != expected {
         return Err(format!(
-            "spawn request carried {} descriptors, expected {expected}",
-            fds.len()
+            "spawn request carried {carried} descriptors, expected {expected}"
         ));
     }
-    let Some(entry) = super::find_entry(&request.entry) else {
+    let Some(entry) = super::find_entry(request.entry) else {
         return Err(format!(
             "unknown entry point `{}`: no task or worker with this name is registered in this binary",
             request.entry
         ));
     };
+    let (Some(channel), log) = (received.take(0), received.take(2)) else {
+        return Err("spawn request without a channel".into());
+    };
     // Forking a multithreaded process and running Rust code in the child is
     // undefined behaviour in practice. This process never starts threads;
     // check anyway, before every fork.
-    match stat.thread_count() {
+    match threads.count() {
         Ok(1) => {}
         Ok(n) => return Err(format!("fork server has {n} threads; refusing to fork")),
         Err(e) => return Err(format!("cannot count fork server threads: {e}")),
     }
-    match clone_into_host() {
-        Ok(Cloned::Child) => child::run(request, fds, server_fds, host_pid, arg_area, entry),
+    match clone_into_host(scratch) {
+        Ok(Cloned::Child) => {
+            child::run(request, channel, log, server_fds, host_pid, arg_area, entry)
+        }
         Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
         Err(e) => Err(format!("clone failed: {e}")),
     }
@@ -334,12 +374,14 @@ struct CloneArgs {
 /// Forks a child whose parent is the host (CLONE_PARENT), with a pidfd for
 /// the host. (`exit_signal` must be 0 with CLONE_PARENT; the kernel then gives
 /// the child the fork server's own exit signal, SIGCHLD.)
-fn clone_into_host() -> io::Result<Cloned> {
+fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
     let flags = (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64;
-    let mut pidfd: libc::c_int = -1;
+    let pidfd = scratch.pidfd();
+    // SAFETY: the scratch page is mapped and ours.
+    unsafe { pidfd.write(-1) };
     let args = CloneArgs {
         flags,
-        pidfd: (&mut pidfd as *mut libc::c_int) as u64,
+        pidfd: pidfd as u64,
         ..Default::default()
     };
     // SAFETY: fork-like clone (no CLONE_VM, no new stack) of a
@@ -361,24 +403,15 @@ fn clone_into_host() -> io::Result<Cloned> {
         // Older kernels and some seccomp profiles refuse clone3; the legacy
         // clone takes the same flags (pidfd returned through parent_tid).
         // SAFETY: as above; x86-64 argument order (flags, stack, parent_tid, child_tid, tls).
-        rc = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                flags,
-                0usize,
-                &mut pidfd as *mut libc::c_int,
-                0usize,
-                0usize,
-            )
-        };
+        rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, pidfd, 0usize, 0usize) };
     }
     match rc {
         r if r < 0 => Err(io::Error::last_os_error()),
         0 => Ok(Cloned::Child),
-        // SAFETY: the kernel returned a new pidfd for us.
+        // SAFETY: the kernel returned a new pidfd for us, in the scratch page.
         pid => Ok(Cloned::Parent {
             pid: pid as i32,
-            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd.read_volatile()) },
         }),
     }
 }

@@ -276,6 +276,7 @@ fn launch(
         // Room in the argv area for children's titles (`<daemon>: worker:<name>`).
         .arg(" ".repeat(40))
         .env(MARKER, format!("{server_fd}:{cookie:x}:{host_pid}"))
+        .envs(super::lean::tunables_for_fork_server())
         .stdin(Stdio::null());
     // SAFETY: only fcntl between fork and exec (async-signal-safe). Clearing
     // close-on-exec here, not in the host, keeps the socket out of commands
