@@ -5,13 +5,15 @@
 //! gives up after too many, and `app` restarts the whole `thumbnails`
 //! subtree. The crash loop stays inside that subtree: `/decode` and `/hits`
 //! answer throughout, and the handlers' addresses stay valid across every
-//! restart.
+//! restart. `/remove?child=NAME` takes a child of `app` out of the tree for
+//! good (`RemoveChild`).
 //!
 //! ```text
 //! cargo run --example supervision_tree -- --port 8080
 //! curl http://127.0.0.1:8080/render?n=7
 //! curl http://127.0.0.1:8080/crash
 //! curl http://127.0.0.1:8080/tree
+//! curl http://127.0.0.1:8080/remove?child=hits
 //! ```
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -20,7 +22,7 @@ use daemonic::actix::prelude::*;
 use daemonic::event::{ChildRestarted, Events, SupervisorEscalated};
 use daemonic::prelude::*;
 use daemonic::supervision::{
-    ActorSpec, Backoff, GetTree, IntoChild, PoolSpec, Restart, Strategy, Supervisor,
+    ActorSpec, Backoff, GetTree, IntoChild, PoolSpec, RemoveChild, Restart, Strategy, Supervisor,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -142,6 +144,20 @@ async fn tree(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+#[derive(Deserialize)]
+struct RemoveQuery {
+    child: String,
+}
+
+async fn remove(state: web::Data<State>, q: web::Query<RemoveQuery>) -> HttpResponse {
+    let child = q.into_inner().child;
+    match state.tree.send(RemoveChild::new(child.clone())).await {
+        Ok(Ok(())) => HttpResponse::Ok().body(format!("removed {child}\n")),
+        Ok(Err(e)) => HttpResponse::NotFound().body(format!("{e}\n")),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("{e}\n")),
+    }
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
@@ -203,6 +219,7 @@ async fn main() -> std::io::Result<()> {
             .route("/decode", web::get().to(decode))
             .route("/hits", web::get().to(hits))
             .route("/tree", web::get().to(tree))
+            .route("/remove", web::get().to(remove))
     })
     .workers(2)
     .bind(("127.0.0.1", args.port))?;

@@ -73,5 +73,19 @@ fn handlers_keep_their_addresses_across_restarts_and_a_crash_loop_is_contained()
         tree.contains("warm-cache: actor temporary terminated"),
         "{tree}"
     );
+    // A child taken out for good: gone from the tree, its address closed,
+    // its siblings serving.
+    assert_eq!(
+        get(&format!("{base}/remove?child=hits")),
+        (200, "removed hits\n".to_string())
+    );
+    let (status, _) = get(&format!("{base}/hits"));
+    assert_eq!(status, 503, "a removed actor no longer answers");
+    let (_, tree) = get(&format!("{base}/tree"));
+    assert!(!tree.contains("hits:"), "{tree}");
+    let (status, body) = get(&format!("{base}/decode?input=stressed"));
+    assert_eq!((status, body.as_str()), (200, "desserts\n"));
+    let (status, body) = get(&format!("{base}/remove?child=hits"));
+    assert_eq!(status, 404, "{body}");
     assert!(app.is_running(), "the application never went down");
 }
