@@ -9,25 +9,29 @@
 //!   this process's `/proc/self/maps` or `/proc/self/fd` (nor in the
 //!   workers'), nothing new in `/dev/shm`, no SysV segment;
 //! - a worker that forges a large reply with a bad descriptor (a pipe, an
-//!   unsealed memfd, a `/dev/shm` file, a wrong size, none at all, two, or
-//!   one on a frame that takes none) gets its link dropped; the same
-//!   forgery with a good memfd is accepted (so the forgeries are well
-//!   formed and only their descriptors are wrong).
+//!   unsealed memfd, a `/dev/shm` file, a wrong size, none at all, a pipe
+//!   beside a good one, or one on a frame that takes none) gets its link
+//!   dropped; the same forgery with a good memfd is accepted (so the
+//!   forgeries are well formed and only their descriptors are wrong).
 
 mod common;
 
-use common::{sockets, wait_until, zombie_children};
+use common::shm::{
+    assert_link_dropped, dev_shm, die_by_sigkill, frame_with_fds, memfd, memfds, send_forged,
+    stream_sockets, wait_ready, ALL_SEALS,
+};
+use common::{wait_until, zombie_children};
 use daemonic::actix::Addr;
 use daemonic::worker::{GetPoolStats, StopPool, WorkerError, WorkerPool};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Duration;
 
-/// How a payload memfd shows in `/proc/<pid>/maps` and `/proc/<pid>/fd`.
-const MEMFD: &str = "memfd:daemonic-payload";
+/// A payload memfd's name, as `/proc/<pid>/maps` and `/proc/<pid>/fd` show
+/// it (`memfd:daemonic-payload`).
+const MEMFD_NAME: &str = "daemonic-payload";
 
 #[daemonic::worker]
 #[derive(Serialize, Deserialize)]
@@ -62,9 +66,7 @@ impl Store {
     /// Dies (SIGKILL) while it holds its arguments.
     pub fn die_holding(&mut self, data: ByteBuf) -> u64 {
         assert!(!data.is_empty());
-        // SAFETY: killing this worker process, as the OOM killer would.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        unreachable!("SIGKILL is not delivered late")
+        die_by_sigkill()
     }
 
     /// Writes a forged reply to call `ctx.call_id()` on its link; returns
@@ -81,15 +83,6 @@ impl Store {
         std::thread::sleep(Duration::from_secs(60));
         7
     }
-}
-
-/// The stream sockets of this process: a socket-transport worker's link.
-fn stream_sockets() -> Vec<RawFd> {
-    sockets()
-        .into_iter()
-        .filter(|(_, kind)| *kind == libc::SOCK_STREAM)
-        .map(|(fd, _)| fd)
-        .collect()
 }
 
 // The worker protocol's replies, mirrored (rmp-serde encodes them by shape
@@ -109,26 +102,6 @@ enum Outcome {
     Shared(u64),
 }
 
-fn memfd(bytes: &[u8], seals: libc::c_int) -> OwnedFd {
-    // SAFETY: memfd_create with a static name.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"forged".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    assert!(fd >= 0);
-    // SAFETY: a new descriptor we own.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(bytes).unwrap();
-    // SAFETY: fcntl on our memfd.
-    assert!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0);
-    file.into()
-}
-
-const ALL_SEALS: libc::c_int =
-    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-
 fn forge_on(sock: RawFd, id: u64, forgery: Forgery) {
     let result = rmp_serde::to_vec(&4242u64).unwrap();
     let len = result.len() as u64;
@@ -139,11 +112,7 @@ fn forge_on(sock: RawFd, id: u64, forgery: Forgery) {
         })
         .unwrap()
     };
-    let with_fd = |body: &[u8]| {
-        let mut frame = ((body.len() as u32) | 1 << 31).to_le_bytes().to_vec();
-        frame.extend_from_slice(body);
-        frame
-    };
+    let with_fd = |body: &[u8]| frame_with_fds(body);
     let plain = |body: &[u8]| {
         let mut frame = (body.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(body);
@@ -171,21 +140,15 @@ fn forge_on(sock: RawFd, id: u64, forgery: Forgery) {
             (with_fd(&reply(len)), vec![file.into()])
         }
         Forgery::NoDescriptor => (with_fd(&reply(len)), vec![]),
-        Forgery::TwoDescriptors => (with_fd(&reply(len)), vec![good(), good()]),
+        // The payload's memfd, and a pipe where a `SharedBytes`' memfd
+        // may follow it.
+        Forgery::TwoDescriptors => {
+            let (read, _write) = nix::unistd::pipe().unwrap();
+            (with_fd(&reply(len)), vec![good(), read])
+        }
         Forgery::OnAPlainFrame => (plain(&reply(len)), vec![good()]),
     };
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
-    let cmsgs: &[nix::sys::socket::ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-    let iov = [std::io::IoSlice::new(&frame)];
-    nix::sys::socket::sendmsg::<()>(
-        sock,
-        &iov,
-        cmsgs,
-        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .unwrap();
+    send_forged(sock, &frame, &fds);
 }
 
 type Pool = Addr<WorkerPool<Store>>;
@@ -237,25 +200,6 @@ fn data_for(encoded: usize) -> (ByteBuf, usize, usize) {
         }
     }
     unreachable!("no byte string encodes to {encoded} bytes of arguments")
-}
-
-/// Waits until the pool's one worker is ready and idle.
-async fn wait_ready(pool: &Pool) -> Vec<i32> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let stats = pool.send(GetPoolStats).await.unwrap();
-        let ready: Vec<i32> = stats
-            .children
-            .iter()
-            .filter(|c| c.state == "ready")
-            .map(|c| c.pid)
-            .collect();
-        if !ready.is_empty() && stats.in_flight == 0 && stats.queued == 0 {
-            return ready;
-        }
-        assert!(Instant::now() < deadline, "pool ready: {stats:?}");
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[actix::test]
@@ -388,35 +332,7 @@ async fn concurrent_workers_move_large_payloads_too() {
 
 /// Payload memfds this process (or `pid`) holds or maps.
 fn payload_memfds(pid: &str) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(MEMFD))
-        .map(str::to_string)
-        .collect();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(target) = std::fs::read_link(entry.path()) {
-            let target = target.to_string_lossy().into_owned();
-            if target.contains(MEMFD) {
-                found.push(target);
-            }
-        }
-    }
-    found
-}
-
-fn dev_shm() -> BTreeSet<String> {
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    memfds(pid, MEMFD_NAME)
 }
 
 /// SysV segments created or last attached by one of `pids`.
@@ -541,29 +457,8 @@ async fn a_worker_sending_a_bad_descriptor_or_size_gets_its_link_dropped() {
         Forgery::TwoDescriptors,
         Forgery::OnAPlainFrame,
     ] {
-        wait_ready(&pool).await;
-        let before = pool.send(GetPoolStats).await.unwrap();
-        let protocol_errors = |s: &daemonic::worker::PoolStats| {
-            s.errors
-                .iter()
-                .find(|(k, _)| k == "protocol")
-                .map_or(0, |(_, n)| *n)
-        };
-        let started = Instant::now();
-        match pool.send(store::Forge { forgery }).await.unwrap() {
-            Err(WorkerError::Died { pid, .. }) => {
-                assert!(before.children.iter().any(|c| c.pid == pid), "{forgery:?}")
-            }
-            other => panic!("{forgery:?}: the forging worker's call got {other:?}"),
-        }
-        // Dropped at once, not after the worker's 60 s nap.
-        assert!(started.elapsed() < Duration::from_secs(20), "{forgery:?}");
-        let after = pool.send(GetPoolStats).await.unwrap();
-        assert_eq!(
-            protocol_errors(&after),
-            protocol_errors(&before) + 1,
-            "{forgery:?}: the link was dropped as malformed"
-        );
+        let what = format!("{forgery:?}");
+        assert_link_dropped!(pool, store::Forge { forgery }, what);
         // The replacement serves.
         let data = ByteBuf::from(bytes(THRESHOLD * 2));
         assert!(

@@ -134,11 +134,13 @@ pub(super) fn worker_frames(data: &[u8]) {
                     method,
                     args,
                     deadline,
+                    attach,
                 } => ToChild::Call {
                     id,
                     method,
                     args: Cow::Owned(args.into_owned()),
                     deadline,
+                    attach,
                 },
                 ToChild::Stop => ToChild::Stop,
                 ToChild::CallShared {
@@ -146,11 +148,13 @@ pub(super) fn worker_frames(data: &[u8]) {
                     method,
                     len,
                     deadline,
+                    attach,
                 } => ToChild::CallShared {
                     id,
                     method,
                     len,
                     deadline,
+                    attach,
                 },
             }
         });

@@ -250,6 +250,7 @@ fn worker_seeds() -> Vec<Vec<u8>> {
             method: 2,
             args: Cow::Owned(rmp(&(1u64, "two"))),
             deadline: Some(1_000_000_000),
+            attach: true,
         }),
         rmp(&ToChild::Stop),
         rmp(&Bootstrap {
@@ -267,6 +268,7 @@ fn worker_seeds() -> Vec<Vec<u8>> {
             method: 1,
             len: 1 << 22,
             deadline: None,
+            attach: false,
         }),
     ]
 }

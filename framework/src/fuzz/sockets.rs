@@ -124,7 +124,7 @@ pub(super) fn link_with_fds(data: &[u8]) {
                     }) => Some(len),
                     _ => None,
                 };
-                if let (Some(fd), Some(len)) = (frame.fd, shared) {
+                if let (Some(fd), Some(len)) = (frame.fds.into_iter().next(), shared) {
                     assert!(crate::ipc::shm::Mapping::open(fd, len, MAX_FRAME).is_err());
                 }
             }

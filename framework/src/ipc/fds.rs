@@ -1,58 +1,59 @@
 //! Descriptors that travel with frames on a stream link (a large payload's
-//! memfd, see `shm.rs`).
+//! memfd and the memfds of [`SharedBytes`](super::shared_bytes::SharedBytes)
+//! values, see `shm.rs`).
 //!
-//! A frame that carries a descriptor says so in its header (see
+//! A frame that carries descriptors says so in its header (see
 //! [`frame::header_with_fd`](super::frame::header_with_fd)) and is sent
-//! with one `sendmsg` whose first byte is the frame's first byte, the
-//! descriptor attached (SCM_RIGHTS). On a stream socket the kernel hands
-//! the descriptor to the read that returns that byte, and ends that read
-//! within the message it came with: descriptors of two messages never
-//! arrive in one read. So the receiver knows, for each descriptor, the span
-//! of the stream its read returned, and the frame that owns it is the one
-//! that starts within that span. Anything else is a broken link: a
-//! descriptor no frame claims, two at once, a frame that announces one and
-//! finds none.
+//! with one `sendmsg` whose first byte is the frame's first byte, its
+//! descriptors attached (SCM_RIGHTS, at most [`MAX_FDS`]). On a stream
+//! socket the kernel hands them to the read that returns that byte, and
+//! ends that read within the message they came with: descriptors of two
+//! messages never arrive in one read. So the receiver knows, for each
+//! message's descriptors, the span of the stream its read returned, and the
+//! frame that owns them is the one that starts within that span. Anything
+//! else is a broken link: descriptors no frame claims, more than a frame
+//! may carry, a frame that announces some and finds none.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// Descriptors a receiver holds before the frames that own them are whole;
-/// more means a peer that sends descriptors without frames.
+/// Messages with descriptors a receiver holds before the frames that own
+/// them are whole; more means a peer that sends descriptors without frames.
 const MAX_WAITING: usize = 64;
 
-/// Room for the control message of one read: a few descriptors, so that a
-/// peer sending more is seen (and refused) rather than silently cut.
-const CONTROL_FDS: usize = 8;
+/// Most descriptors one frame carries: a large payload's memfd and up to
+/// 32 [`SharedBytes`](super::shared_bytes::SharedBytes) memfds.
+pub(crate) const MAX_FDS: usize = 33;
+
+/// Room for the control message of one read: one descriptor more than a
+/// frame may carry, so that a peer sending more is seen (and refused)
+/// rather than silently cut. Even, for the control buffer's size below.
+const CONTROL_FDS: usize = MAX_FDS + 1;
 
 fn broken(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-/// Descriptors received, each with the span of the stream (byte offsets
-/// since the link began) of the read that brought it.
+/// Descriptors received, each message's with the span of the stream (byte
+/// offsets since the link began) of the read that brought them.
 #[derive(Debug, Default)]
 pub(crate) struct FdQueue {
-    waiting: VecDeque<(u64, u64, OwnedFd)>,
+    waiting: VecDeque<(u64, u64, Vec<OwnedFd>)>,
 }
 
 impl FdQueue {
     /// A read returned stream bytes `start..end` with `fds` attached.
-    pub(crate) fn arrived(
-        &mut self,
-        start: u64,
-        end: u64,
-        mut fds: Vec<OwnedFd>,
-    ) -> io::Result<()> {
-        if fds.len() > 1 {
+    pub(crate) fn arrived(&mut self, start: u64, end: u64, fds: Vec<OwnedFd>) -> io::Result<()> {
+        if fds.len() > MAX_FDS {
             return Err(broken(format!(
-                "{} descriptors arrived with one message (at most 1)",
+                "{} descriptors arrived with one message (at most {MAX_FDS})",
                 fds.len()
             )));
         }
-        let Some(fd) = fds.pop() else {
+        if fds.is_empty() {
             return Ok(());
-        };
+        }
         if start >= end {
             return Err(broken("a descriptor arrived without data".into()));
         }
@@ -61,19 +62,19 @@ impl FdQueue {
                 "more than {MAX_WAITING} descriptors arrived without their frames"
             )));
         }
-        self.waiting.push_back((start, end, fd));
+        self.waiting.push_back((start, end, fds));
         Ok(())
     }
 
-    /// The descriptor of the frame starting at stream offset `at`, which
-    /// announced one.
-    pub(crate) fn claim(&mut self, at: u64) -> io::Result<OwnedFd> {
+    /// The descriptors of the frame starting at stream offset `at`, which
+    /// announced some (at least one, in the order they were sent).
+    pub(crate) fn claim(&mut self, at: u64) -> io::Result<Vec<OwnedFd>> {
         self.check(at)?;
-        let (_, _, fd) = self
+        let (_, _, fds) = self
             .waiting
             .pop_front()
             .ok_or_else(|| broken("no descriptor".into()))?;
-        Ok(fd)
+        Ok(fds)
     }
 
     /// The frame starting at stream offset `at` announced a descriptor: it
@@ -158,22 +159,24 @@ pub(crate) fn recv_into(
     Ok((n, fds))
 }
 
-/// One `sendmsg` of (a prefix of) `bytes` on `sock`, with `fd` attached if
-/// given: how many bytes left. Never raises SIGPIPE.
-pub(crate) fn send_part(
-    sock: BorrowedFd<'_>,
-    bytes: &[u8],
-    fd: Option<BorrowedFd<'_>>,
-) -> io::Result<usize> {
+/// One `sendmsg` of (a prefix of) `bytes` on `sock`, with `fds` attached
+/// (none: a plain write): how many bytes left. Never raises SIGPIPE.
+pub(crate) fn send_part(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let raw = fd.map(|fd| [fd.as_raw_fd()]);
-    let cmsg: Vec<ControlMessage<'_>> = raw
-        .as_ref()
-        .map(|raw| ControlMessage::ScmRights(raw))
-        .into_iter()
-        .collect();
+    let mut raw = [0 as RawFd; MAX_FDS];
+    let Some(raw) = raw.get_mut(..fds.len()) else {
+        return Err(broken(format!(
+            "{} descriptors for one frame (at most {MAX_FDS})",
+            fds.len()
+        )));
+    };
+    for (raw, fd) in raw.iter_mut().zip(fds) {
+        *raw = fd.as_raw_fd();
+    }
+    let rights = [ControlMessage::ScmRights(raw)];
+    let cmsg: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     let iov = [io::IoSlice::new(bytes)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None)
         .map_err(io::Error::from)
 }
 
@@ -216,9 +219,12 @@ mod tests {
     }
 
     #[test]
-    fn two_descriptors_at_once_or_too_many_waiting_break_the_link() {
+    fn too_many_descriptors_at_once_or_too_many_waiting_break_the_link() {
         let mut q = FdQueue::default();
-        assert!(q.arrived(0, 10, vec![fd(), fd()]).is_err());
+        q.arrived(0, 10, vec![fd(), fd()]).unwrap();
+        assert_eq!(q.claim(0).unwrap().len(), 2);
+        let over: Vec<OwnedFd> = (0..=MAX_FDS).map(|_| fd()).collect();
+        assert!(q.arrived(10, 20, over).is_err());
         assert!(q.arrived(0, 0, vec![fd()]).is_err());
         let mut q = FdQueue::default();
         for i in 0..MAX_WAITING as u64 {
@@ -232,9 +238,9 @@ mod tests {
         use std::os::fd::AsFd;
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let file = fd();
-        assert_eq!(send_part(a.as_fd(), b"plain", None).unwrap(), 5);
+        assert_eq!(send_part(a.as_fd(), b"plain", &[]).unwrap(), 5);
         assert_eq!(
-            send_part(a.as_fd(), b"with", Some(file.as_fd())).unwrap(),
+            send_part(a.as_fd(), b"with", std::slice::from_ref(&file)).unwrap(),
             4
         );
         let mut buf = Vec::with_capacity(64);
@@ -245,6 +251,14 @@ mod tests {
         }
         assert_eq!(buf, b"plainwith");
         assert_eq!(got.len(), 1);
+        // As many as a frame carries, in one message, in order.
+        let all: Vec<OwnedFd> = (0..MAX_FDS).map(|_| fd()).collect();
+        assert_eq!(send_part(a.as_fd(), b"m", &all).unwrap(), 1);
+        let mut buf = Vec::with_capacity(64);
+        let (_, fds) = recv_into(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(fds.len(), MAX_FDS);
+        let over: Vec<OwnedFd> = (0..=MAX_FDS).map(|_| fd()).collect();
+        assert!(send_part(a.as_fd(), b"m", &over).is_err());
         // Too many at once: refused, and none leaks.
         let many: Vec<RawFd> = (0..CONTROL_FDS * 4).map(|_| file.as_raw_fd()).collect();
         crate::process::wire::send_message(a.as_fd(), b"x", &many).unwrap();

@@ -16,7 +16,7 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Bytes of a frame's length header.
 pub const HEADER: usize = 4;
 
-/// The header's top bit: the frame carries one descriptor (see `fds.rs`).
+/// The header's top bit: the frame carries descriptors (see `fds.rs`).
 /// Only readers that take descriptors accept it; for every other reader
 /// such a header announces a frame over the limit.
 const WITH_FD: u32 = 1 << 31;
@@ -26,13 +26,17 @@ const WITH_FD: u32 = 1 << 31;
 pub struct Frame {
     /// The frame's bytes.
     pub bytes: Vec<u8>,
-    /// The descriptor it carried, if its header announced one.
-    pub fd: Option<std::os::fd::OwnedFd>,
+    /// The descriptors it carried, in the order they were sent (empty
+    /// unless its header announced some).
+    pub fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl From<Vec<u8>> for Frame {
     fn from(bytes: Vec<u8>) -> Self {
-        Frame { bytes, fd: None }
+        Frame {
+            bytes,
+            fds: Vec::new(),
+        }
     }
 }
 
@@ -201,17 +205,17 @@ impl Decoder {
                 }
                 break None;
             }
-            let fd = if with_fd {
+            let fds = if with_fd {
                 match self.fds.claim(self.taken + at as u64) {
-                    Ok(fd) => Some(fd),
+                    Ok(fds) => fds,
                     Err(e) => break Some(e),
                 }
             } else {
-                None
+                Vec::new()
             };
             frames.push(Frame {
                 bytes: self.buf[at + HEADER..at + HEADER + len].to_vec(),
-                fd,
+                fds,
             });
             at += HEADER + len;
         };

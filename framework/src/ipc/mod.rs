@@ -16,6 +16,7 @@ pub mod frame;
 pub mod ipc_channel;
 pub(crate) mod ipc_guard;
 pub(crate) mod outbox;
+pub(crate) mod shared_bytes;
 pub(crate) mod shm;
 pub mod socket;
 
@@ -38,10 +39,13 @@ pub trait HostLink: 'static {
     /// is gone.
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()>;
 
-    /// Queues one frame that carries a descriptor (a large payload's
-    /// memfd). Transports that cannot carry one refuse.
-    fn send_with_fd(&mut self, frame: Vec<u8>, fd: OwnedFd) -> io::Result<()> {
-        let _ = (frame, fd);
+    /// Queues one frame that carries descriptors (a large payload's memfd,
+    /// shared bytes' memfds; none: a plain frame). Transports that cannot
+    /// carry them refuse.
+    fn send_with_fds(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
+        if fds.is_empty() {
+            return self.send(frame);
+        }
         Err(no_descriptors())
     }
 
@@ -64,10 +68,13 @@ pub trait ChildLink {
     /// Queues a frame for the daemon.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
 
-    /// Queues a frame that carries a descriptor (a large result's memfd).
-    /// Transports that cannot carry one refuse.
-    fn send_with_fd(&mut self, frame: &[u8], fd: OwnedFd) -> io::Result<()> {
-        let _ = (frame, fd);
+    /// Queues a frame that carries descriptors (a large result's memfd,
+    /// shared bytes' memfds; none: a plain frame). Transports that cannot
+    /// carry them refuse.
+    fn send_with_fds(&mut self, frame: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
+        if fds.is_empty() {
+            return self.send(frame);
+        }
         Err(no_descriptors())
     }
 

@@ -1,6 +1,6 @@
 //! Frames on their way out of a stream link: coalesced into as few writes
-//! as possible, except that a frame carrying a descriptor starts a
-//! `sendmsg` of its own, the descriptor attached to its first byte (the
+//! as possible, except that a frame carrying descriptors starts a
+//! `sendmsg` of its own, the descriptors attached to its first byte (the
 //! receiver's side of that rule is in `fds.rs`).
 
 use super::fds::send_part;
@@ -8,6 +8,8 @@ use super::frame;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+const NO_FDS: &[OwnedFd] = &[];
 
 /// Capacity kept after a large frame has left.
 const KEEP: usize = 64 * 1024;
@@ -18,8 +20,8 @@ pub(crate) struct Outbox {
     buf: Vec<u8>,
     /// Bytes of `buf` already sent.
     sent: usize,
-    /// Frames that carry a descriptor: where each starts in `buf`.
-    fds: VecDeque<(usize, OwnedFd)>,
+    /// Frames that carry descriptors: where each starts in `buf`.
+    fds: VecDeque<(usize, Vec<OwnedFd>)>,
 }
 
 impl Outbox {
@@ -28,21 +30,32 @@ impl Outbox {
         frame::push(&mut self.buf, frame)
     }
 
-    /// Queues a frame that carries `fd`.
-    pub(crate) fn push_with_fd(&mut self, frame: &[u8], fd: OwnedFd) -> io::Result<()> {
+    /// Queues a frame that carries `fds` (at most
+    /// [`MAX_FDS`](super::fds::MAX_FDS); none: a plain frame).
+    pub(crate) fn push_with_fds(&mut self, frame: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
+        if fds.is_empty() {
+            return self.push(frame);
+        }
+        if fds.len() > super::fds::MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} descriptors for one frame (at most {})",
+                    fds.len(),
+                    super::fds::MAX_FDS
+                ),
+            ));
+        }
         let header = frame::header_with_fd(frame.len())?;
-        self.fds.push_back((self.buf.len(), fd));
+        self.fds.push_back((self.buf.len(), fds));
         self.buf.extend_from_slice(&header);
         self.buf.extend_from_slice(frame);
         Ok(())
     }
 
-    /// Queues a frame, with its descriptor if it has one.
+    /// Queues a frame, with its descriptors.
     pub(crate) fn push_frame(&mut self, frame: frame::Frame) -> io::Result<()> {
-        match frame.fd {
-            Some(fd) => self.push_with_fd(&frame.bytes, fd),
-            None => self.push(&frame.bytes),
-        }
+        self.push_with_fds(&frame.bytes, frame.fds)
     }
 
     /// Bytes waiting to be sent.
@@ -54,17 +67,17 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// The next piece one `sendmsg` may carry: up to the next frame with a
-    /// descriptor, or that frame (with its descriptor) up to the one after.
-    fn next_part(&self) -> (&[u8], Option<BorrowedFd<'_>>) {
+    /// The next piece one `sendmsg` may carry: up to the next frame with
+    /// descriptors, or that frame (with them) up to the one after.
+    fn next_part(&self) -> (&[u8], &[OwnedFd]) {
         let mut fds = self.fds.iter();
         match fds.next() {
-            Some((at, fd)) if *at == self.sent => {
+            Some((at, attached)) if *at == self.sent => {
                 let end = fds.next().map_or(self.buf.len(), |(next, _)| *next);
-                (&self.buf[self.sent..end], Some(fd.as_fd()))
+                (&self.buf[self.sent..end], attached)
             }
-            Some((at, _)) => (&self.buf[self.sent..*at], None),
-            None => (&self.buf[self.sent..], None),
+            Some((at, _)) => (&self.buf[self.sent..*at], NO_FDS),
+            None => (&self.buf[self.sent..], NO_FDS),
         }
     }
 
@@ -199,12 +212,16 @@ mod tests {
         for i in 0..40u32 {
             let body = vec![i as u8; (i as usize * 997) % 20_000];
             if i % 3 == 1 {
-                out.push_with_fd(&body, file(format!("fd {i}").as_bytes()))
-                    .unwrap();
-                expected.push((body, Some(format!("fd {i}").into_bytes())));
+                // One, two or three descriptors, each its own file.
+                let texts: Vec<Vec<u8>> = (0..=(i % 3 + i % 2))
+                    .map(|k| format!("fd {i}.{k}").into_bytes())
+                    .collect();
+                let fds = texts.iter().map(|t| file(t)).collect();
+                out.push_with_fds(&body, fds).unwrap();
+                expected.push((body, texts));
             } else {
                 out.push(&body).unwrap();
-                expected.push((body, None));
+                expected.push((body, Vec::new()));
             }
         }
         let writer = std::thread::spawn(move || {
@@ -218,9 +235,10 @@ mod tests {
             got.extend(d.frames().unwrap());
         }
         writer.join().unwrap();
-        for (frame, (body, fd)) in got.into_iter().zip(expected) {
+        for (frame, (body, texts)) in got.into_iter().zip(expected) {
             assert_eq!(frame.bytes, body);
-            assert_eq!(frame.fd.map(read_back), fd);
+            let fds: Vec<Vec<u8>> = frame.fds.into_iter().map(read_back).collect();
+            assert_eq!(fds, texts);
         }
     }
 
@@ -245,15 +263,15 @@ mod tests {
         let e = decode_all(|a| {
             let mut framed = Vec::new();
             frame::push(&mut framed, b"plain").unwrap();
-            send_part(a.as_fd(), &framed, Some(file(b"x").as_fd())).unwrap();
+            send_part(a.as_fd(), &framed, &[file(b"x")]).unwrap();
             frame::push(&mut framed, b"next").unwrap();
-            send_part(a.as_fd(), &framed, None).unwrap();
+            send_part(a.as_fd(), &framed, &[]).unwrap();
         });
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         let e = decode_all(|a| {
             let mut framed = frame::header_with_fd(3).unwrap().to_vec();
             framed.extend_from_slice(b"abc");
-            send_part(a.as_fd(), &framed, None).unwrap();
+            send_part(a.as_fd(), &framed, &[]).unwrap();
         });
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }

@@ -18,12 +18,14 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
+use super::shared_bytes::Attachments;
+
 /// Name of a payload's memfd, as `/proc/<pid>/fd` and `/proc/<pid>/maps`
 /// show it (`/memfd:daemonic-payload`).
 pub const PAYLOAD_NAME: &str = "daemonic-payload";
 
 /// Seals that make a memfd's size and bytes final.
-const FINAL: libc::c_int =
+pub(crate) const FINAL: libc::c_int =
     libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
 
 /// Seals a receiver insists on: nobody may change the size or the bytes.
@@ -124,6 +126,11 @@ impl Sealed {
         self.fd.try_clone()
     }
 
+    /// Its descriptor.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Its bytes, read back.
     pub(crate) fn to_vec(&self) -> io::Result<Vec<u8>> {
         let mut bytes = vec![0; self.len];
@@ -154,7 +161,12 @@ fn seal(file: File, len: usize) -> io::Result<Sealed> {
 
 /// A sealed memfd holding `bytes`: its size and bytes are final.
 pub(crate) fn sealed(bytes: &[u8]) -> io::Result<Sealed> {
-    let mut file = new_payload_memfd()?;
+    sealed_named(bytes, c"daemonic-payload")
+}
+
+/// A sealed memfd named `name` holding `bytes`.
+pub(crate) fn sealed_named(bytes: &[u8], name: &CStr) -> io::Result<Sealed> {
+    let mut file = File::from(memfd(name)?);
     // One write(2) copies the bytes into the memfd's pages: cheaper than
     // faulting in a fresh mapping page by page.
     file.write_all(bytes)?;
@@ -180,11 +192,14 @@ impl Encoded {
 /// Encodes `value` (rmp-serde) in memory, or, once the encoding reaches
 /// `threshold` bytes, straight into a sealed memfd: a large payload is
 /// copied once, into the memfd's pages, with no buffer of its size on the
-/// way (its allocation, in fresh pages, costs as much as the copy).
+/// way (its allocation, in fresh pages, costs as much as the copy). With
+/// `attach`, the [`SharedBytes`](super::shared_bytes::SharedBytes) in it
+/// are sent as descriptors (returned), not as bytes.
 pub(crate) fn encode<T: serde::Serialize + ?Sized>(
     value: &T,
     threshold: Option<usize>,
-) -> Result<Encoded, rmp_serde::encode::Error> {
+    attach: bool,
+) -> Result<(Encoded, Attachments), String> {
     let mut spill = Spill {
         // A small value is encoded without growing the buffer step by step.
         buf: Vec::with_capacity(crate::worker::protocol::FIRST_CAPACITY),
@@ -192,16 +207,16 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
         file: None,
         len: 0,
     };
-    rmp_serde::encode::write(&mut spill, value)?;
-    match spill.file {
-        None => Ok(Encoded::Inline(spill.buf)),
-        Some(file) => {
-            let sealed = seal(file, spill.len).map_err(|e| {
-                rmp_serde::encode::Error::Syntax(format!("cannot seal the payload: {e}"))
-            })?;
-            Ok(Encoded::Shared(sealed))
-        }
-    }
+    let ((), attached) = super::shared_bytes::encode_attaching(attach, || {
+        rmp_serde::encode::write(&mut spill, value).map_err(|e| e.to_string())
+    })?;
+    let encoded = match spill.file {
+        None => Encoded::Inline(spill.buf),
+        Some(file) => Encoded::Shared(
+            seal(file, spill.len).map_err(|e| format!("cannot seal the payload: {e}"))?,
+        ),
+    };
+    Ok((encoded, attached))
 }
 
 /// Bytes in memory until they reach the threshold, then in a memfd.
@@ -257,41 +272,32 @@ impl Mapping {
     /// exactly `announced` bytes (at most `max`), then maps it read-only.
     /// The descriptor is closed either way: the mapping keeps the memory.
     pub fn open(fd: OwnedFd, announced: u64, max: usize) -> Result<Mapping, ShmError> {
-        let len = usize::try_from(announced)
-            .ok()
-            .filter(|&len| len <= max)
-            .ok_or(ShmError::TooLarge {
-                size: announced,
-                max,
-            })?;
-        let stat = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?;
-        let kind = stat.st_mode & libc::S_IFMT;
-        if kind != libc::S_IFREG {
-            return Err(ShmError::NotAFile(kind));
-        }
-        match seals(fd.as_fd())? {
-            None => return Err(ShmError::NoSeals),
-            Some(s) if s & REQUIRED != REQUIRED => return Err(ShmError::NotSealed(s)),
-            Some(_) => {}
-        }
-        // Read after the seals: from here on, the size cannot change.
-        let size = nix::sys::stat::fstat(&fd).map_err(io::Error::from)?.st_size;
-        let actual = u64::try_from(size).unwrap_or(u64::MAX);
-        if actual != announced {
-            return Err(ShmError::WrongSize { announced, actual });
-        }
+        let len = checked_len(fd.as_fd(), announced, max)?;
+        Mapping::map(fd.as_fd(), len, true)
+    }
+
+    /// Maps the first `len` bytes of a memfd checked by [`checked_len`]
+    /// read-only; with `populate`, every page at once (the bytes are about
+    /// to be read), else page by page as they are touched.
+    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize, populate: bool) -> Result<Mapping, ShmError> {
         if len == 0 {
             return Ok(Mapping { ptr: None, len: 0 });
         }
+        let flags = if populate {
+            libc::MAP_SHARED | libc::MAP_POPULATE
+        } else {
+            libc::MAP_SHARED
+        };
         // SAFETY: a read-only shared mapping of `len` bytes of a memfd that
         // holds exactly `len` bytes and can neither shrink nor be written
-        // (checked above): no access through it can fault or see a change.
+        // (checked by `checked_len`): no access through it can fault or see
+        // a change.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                flags,
                 fd.as_raw_fd(),
                 0,
             )
@@ -304,6 +310,45 @@ impl Mapping {
             len,
         })
     }
+}
+
+/// The size of `fd` if it is a memfd sealed against every change (its size
+/// and bytes are final); why not otherwise.
+pub(crate) fn sealed_size(fd: BorrowedFd<'_>) -> Result<u64, ShmError> {
+    let stat = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    let kind = stat.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFREG {
+        return Err(ShmError::NotAFile(kind));
+    }
+    match seals(fd)? {
+        None => return Err(ShmError::NoSeals),
+        Some(s) if s & REQUIRED != REQUIRED => return Err(ShmError::NotSealed(s)),
+        Some(_) => {}
+    }
+    // Read after the seals: from here on, the size cannot change.
+    let size = nix::sys::stat::fstat(fd).map_err(io::Error::from)?.st_size;
+    Ok(u64::try_from(size).unwrap_or(u64::MAX))
+}
+
+/// Checks that `fd` is a sealed memfd of exactly `announced` bytes, at most
+/// `max`: its length.
+pub(crate) fn checked_len(
+    fd: BorrowedFd<'_>,
+    announced: u64,
+    max: usize,
+) -> Result<usize, ShmError> {
+    let len = usize::try_from(announced)
+        .ok()
+        .filter(|&len| len <= max)
+        .ok_or(ShmError::TooLarge {
+            size: announced,
+            max,
+        })?;
+    let actual = sealed_size(fd)?;
+    if actual != announced {
+        return Err(ShmError::WrongSize { announced, actual });
+    }
+    Ok(len)
 }
 
 impl std::ops::Deref for Mapping {
@@ -336,27 +381,56 @@ impl std::fmt::Debug for Mapping {
 
 /// A payload's bytes: in memory, or in a received mapping.
 #[derive(Debug)]
-pub enum Payload {
+pub enum Body {
     /// Bytes that came in a frame.
     Inline(Vec<u8>),
     /// Bytes that came in a sealed memfd.
     Mapped(Mapping),
 }
 
-impl std::ops::Deref for Payload {
+impl std::ops::Deref for Body {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
         match self {
-            Payload::Inline(bytes) => bytes,
-            Payload::Mapped(mapping) => mapping,
+            Body::Inline(bytes) => bytes,
+            Body::Mapped(mapping) => mapping,
         }
+    }
+}
+
+/// A received value: its encoding, and the descriptors of the
+/// [`SharedBytes`](super::shared_bytes::SharedBytes) in it.
+#[derive(Debug)]
+pub struct Payload {
+    body: Body,
+    attached: Attachments,
+}
+
+impl Payload {
+    pub(crate) fn new(body: Body, attached: Attachments) -> Payload {
+        Payload { body, attached }
+    }
+
+    /// Decodes it with `decode`, its `SharedBytes` taken from the
+    /// descriptors that came with it.
+    pub(crate) fn decode<T>(self, decode: impl FnOnce(&[u8]) -> T) -> T {
+        let Payload { body, attached } = self;
+        super::shared_bytes::decode_attached(attached, isize::MAX as usize, || decode(&body))
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.body
     }
 }
 
 impl From<Vec<u8>> for Payload {
     fn from(bytes: Vec<u8>) -> Self {
-        Payload::Inline(bytes)
+        Payload::new(Body::Inline(bytes), Attachments::plain())
     }
 }
 
@@ -387,7 +461,8 @@ mod tests {
             (Some(n), true),
             (Some(0), true),
         ] {
-            let encoded = encode(&value, threshold).unwrap();
+            let (encoded, attached) = encode(&value, threshold, false).unwrap();
+            assert!(!attached.enabled());
             assert_eq!(encoded.len(), n);
             let bytes = match encoded {
                 Encoded::Inline(bytes) => {

@@ -1,5 +1,6 @@
 //! The socket transport: frames over the child's stream socketpair, with
-//! the descriptors of large payloads attached (see `fds.rs`, `shm.rs`).
+//! the descriptors of large payloads and shared bytes attached (see `fds.rs`,
+//! `shm.rs`).
 
 use super::frame::{Decoder, Frame};
 use super::outbox::Outbox;
@@ -123,11 +124,14 @@ impl HostLink for SocketHostLink {
         self.queue(Frame::from(frame))
     }
 
-    fn send_with_fd(&mut self, frame: Vec<u8>, fd: OwnedFd) -> io::Result<()> {
-        self.queue(Frame {
-            bytes: frame,
-            fd: Some(fd),
-        })
+    fn send_with_fds(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
+        if fds.len() > crate::ipc::fds::MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many descriptors for one frame",
+            ));
+        }
+        self.queue(Frame { bytes: frame, fds })
     }
 
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {
@@ -237,8 +241,8 @@ impl ChildLink for SocketChildLink {
         self.out.push(frame)
     }
 
-    fn send_with_fd(&mut self, frame: &[u8], fd: OwnedFd) -> io::Result<()> {
-        self.out.push_with_fd(frame, fd)
+    fn send_with_fds(&mut self, frame: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
+        self.out.push_with_fds(frame, fds)
     }
 
     fn flush(&mut self) -> io::Result<()> {

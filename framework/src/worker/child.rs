@@ -7,6 +7,7 @@ use super::progress::ProgressWord;
 use super::protocol::{self, Bootstrap, Deadline, FromChild, Outcome, ToChild};
 use super::{DispatchError, WorkerContext, WorkerMethods};
 use crate::ipc::ipc_channel::IpcChildLink;
+use crate::ipc::shared_bytes::Attachments;
 use crate::ipc::shm::{self, Encoded, Mapping};
 use crate::ipc::socket::SocketChildLink;
 use crate::ipc::{ChildLink, Frame};
@@ -97,13 +98,10 @@ fn send(link: &mut impl ChildLink, message: &FromChild) -> std::io::Result<()> {
 
 fn send_reply(
     link: &mut impl ChildLink,
-    (message, fd): (FromChild, Option<OwnedFd>),
+    (message, fds): (FromChild, Vec<OwnedFd>),
 ) -> std::io::Result<()> {
     let bytes = protocol::encode(&message).map_err(std::io::Error::other)?;
-    match fd {
-        Some(fd) => link.send_with_fd(&bytes, fd),
-        None => link.send(&bytes),
-    }
+    link.send_with_fds(&bytes, fds)
 }
 
 /// SIGTERM/SIGINT: the current call is done; say goodbye and exit cleanly.
@@ -143,6 +141,18 @@ pub(super) struct Received {
     pub method: u16,
     pub args: Args,
     pub deadline: Option<u64>,
+    /// The descriptors of the arguments' `SharedBytes`.
+    pub attached: Attachments,
+    /// Whether the result sends its `SharedBytes` as descriptors.
+    pub attach: bool,
+}
+
+impl Received {
+    /// Hands the call's descriptors to its dispatch (see `decode_args`).
+    pub(super) fn attach(&mut self) {
+        let attached = std::mem::take(&mut self.attached);
+        super::attach_to_call(attached, self.attach);
+    }
 }
 
 /// A call's encoded arguments: in the frame they came in, or in the sealed
@@ -187,19 +197,19 @@ impl Serving {
     /// Decodes a frame from the pool; `Err` says why it is malformed (the
     /// worker then exits: its link is broken).
     pub(super) fn request(&self, frame: Frame) -> Result<Request, String> {
-        let Frame { bytes, fd } = frame;
+        let Frame { bytes, fds } = frame;
         let request = protocol::decode::<ToChild>(&bytes).map_err(|e| e.to_string())?;
-        let (id, method, deadline, args) = match (request, fd) {
-            (ToChild::Stop, None) => return Ok(Request::Stop),
-            (
-                ToChild::Call {
-                    id,
-                    method,
-                    args,
-                    deadline,
-                },
-                None,
-            ) => {
+        let mut fds = fds.into_iter();
+        let (id, method, deadline, args, attach) = match request {
+            ToChild::Stop if fds.len() == 0 => return Ok(Request::Stop),
+            ToChild::Stop => return Err("a descriptor with a frame that takes none".into()),
+            ToChild::Call {
+                id,
+                method,
+                args,
+                deadline,
+                attach,
+            } => {
                 // Where the decoder found the arguments in the frame, so
                 // they are decoded from it without a copy.
                 let range = match &args {
@@ -218,30 +228,35 @@ impl Serving {
                         Args::InFrame(owned, 0..len)
                     }
                 };
-                (id, method, deadline, args)
+                (id, method, deadline, args, attach)
             }
-            (
-                ToChild::CallShared {
-                    id,
-                    method,
-                    len,
-                    deadline,
-                },
-                Some(fd),
-            ) => {
+            ToChild::CallShared {
+                id,
+                method,
+                len,
+                deadline,
+                attach,
+            } => {
+                let fd = fds.next().ok_or("shared arguments without their memfd")?;
                 let mapping = Mapping::open(fd, len, self.max_reply).map_err(|e| e.to_string())?;
-                (id, method, deadline, Args::Mapped(mapping))
+                (id, method, deadline, Args::Mapped(mapping), attach)
             }
-            (ToChild::CallShared { .. }, None) => {
-                return Err("shared arguments without their memfd".into())
-            }
-            (_, Some(_)) => return Err("a descriptor with a frame that takes none".into()),
+        };
+        let fds: Vec<OwnedFd> = fds.collect();
+        let attached = if attach {
+            Attachments::received(fds)
+        } else if fds.is_empty() {
+            Attachments::plain()
+        } else {
+            return Err("descriptors with a call that takes none".into());
         };
         Ok(Request::Call(Received {
             id,
             method,
             args,
             deadline,
+            attached,
+            attach,
         }))
     }
 
@@ -260,11 +275,13 @@ impl Serving {
         ctx: &WorkerContext,
         id: u64,
         result: std::thread::Result<Result<Vec<u8>, DispatchError>>,
-    ) -> (FromChild, Option<OwnedFd>, bool) {
+    ) -> (FromChild, Vec<OwnedFd>, bool) {
         let reply = |outcome| FromChild::Reply { id, outcome };
         // A large result was encoded straight into a memfd (see
-        // `encode_output`); its bytes are left empty.
+        // `encode_output`); its bytes are left empty. The memfds of its
+        // `SharedBytes` follow that one.
         let spilled = super::take_spilled();
+        let attached = super::take_result_attached().into_fds();
         match result {
             Ok(Ok(bytes)) => {
                 let result = match spilled {
@@ -278,7 +295,7 @@ impl Serving {
                          it is not sent",
                         self.max_reply
                     ));
-                    return (reply(Outcome::ReplyTooLarge(len)), None, false);
+                    return (reply(Outcome::ReplyTooLarge(len)), Vec::new(), false);
                 }
                 let shared = match result {
                     Encoded::Shared(sealed) => Some(sealed),
@@ -286,31 +303,36 @@ impl Serving {
                         // Encoded elsewhere than by `encode_output`.
                         match shm::sealed(&bytes) {
                             Ok(sealed) => Some(sealed),
-                            Err(_) => return (reply(Outcome::Ok(bytes)), None, false),
+                            Err(_) => return (reply(Outcome::Ok(bytes)), attached, false),
                         }
                     }
-                    Encoded::Inline(bytes) => return (reply(Outcome::Ok(bytes)), None, false),
+                    Encoded::Inline(bytes) => return (reply(Outcome::Ok(bytes)), attached, false),
                 };
                 match shared.map(|s| s.share()) {
-                    Some(Ok(fd)) => (reply(Outcome::Shared(len as u64)), Some(fd), false),
+                    Some(Ok(fd)) => {
+                        let mut fds = Vec::with_capacity(1 + attached.len());
+                        fds.push(fd);
+                        fds.extend(attached);
+                        (reply(Outcome::Shared(len as u64)), fds, false)
+                    }
                     _ => {
                         ctx.error(format_args!(
                             "cannot share the memfd of call {id}'s result; it is not sent"
                         ));
                         (
                             reply(Outcome::BadCall("cannot share the result's memfd".into())),
-                            None,
+                            Vec::new(),
                             false,
                         )
                     }
                 }
             }
-            Ok(Err(e)) => (reply(Outcome::BadCall(e.to_string())), None, false),
+            Ok(Err(e)) => (reply(Outcome::BadCall(e.to_string())), Vec::new(), false),
             Err(payload) => {
                 let message =
                     crate::panic_capture::take().unwrap_or_else(|| crate::panic_message(&*payload));
                 ctx.error(format_args!("worker method panicked: {message}"));
-                (reply(Outcome::Panicked(message)), None, true)
+                (reply(Outcome::Panicked(message)), Vec::new(), true)
             }
         }
     }
@@ -367,11 +389,14 @@ impl Serving {
                     return EXIT_PROTOCOL;
                 }
             };
+            let mut call = call;
+            call.attach();
             let Received {
                 id,
                 method,
                 args,
                 deadline,
+                ..
             } = call;
             self.start_call();
             ctx.set_call(Some((id, deadline.map(Deadline::from_wire))));
@@ -379,6 +404,7 @@ impl Serving {
                 worker.dispatch(ctx, method, &args)
             }));
             ctx.set_call(None);
+            super::detach_from_call();
             drop(args);
             let (reply, fd, poisoned) = self.outcome(ctx, id, result);
             // A finished reply leaves at once: the next call, already

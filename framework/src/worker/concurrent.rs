@@ -159,17 +159,14 @@ impl<W: WorkerMethods> Worker<W> {
     }
 
     fn queue_reply(&mut self, message: &FromChild) {
-        self.queue_frame(message, None);
+        self.queue_frame(message, Vec::new());
     }
 
-    fn queue_frame(&mut self, message: &FromChild, fd: Option<std::os::fd::OwnedFd>) {
+    fn queue_frame(&mut self, message: &FromChild, fds: Vec<std::os::fd::OwnedFd>) {
         // A reply that cannot be encoded or framed cannot be sent at all;
         // the pool then settles the call when this worker ends.
         if let Ok(bytes) = protocol::encode(message) {
-            let _ = match fd {
-                Some(fd) => self.out.push_with_fd(&bytes, fd),
-                None => self.out.push(&bytes),
-            };
+            let _ = self.out.push_with_fds(&bytes, fds);
         }
     }
 
@@ -265,7 +262,7 @@ impl<W: WorkerMethods> Worker<W> {
             if !may_start {
                 return None;
             }
-            let call = self.arrived.pop_front()?;
+            let mut call = self.arrived.pop_front()?;
             self.serving.start_call();
             if kind == MethodKind::Sync {
                 return Some(call);
@@ -274,15 +271,24 @@ impl<W: WorkerMethods> Worker<W> {
                 .ctx
                 .for_call(call.id, call.deadline.map(Deadline::from_wire));
             let state = self.state.clone();
+            call.attach();
             let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 W::dispatch_async(state, ctx, call.method, &call.args)
             }));
+            super::detach_from_call();
             match started {
-                Ok(Ok(future)) => {
+                Ok(Ok(mut future)) => {
                     let id = call.id;
+                    let attach = call.attach;
                     self.exclusive = kind == MethodKind::Exclusive;
+                    // Calls run interleaved: each sets, whenever it runs,
+                    // how its own result is to be encoded.
+                    let attaching = futures_util::future::poll_fn(move |cx| {
+                        super::set_attach_result(attach);
+                        future.as_mut().poll(cx)
+                    });
                     self.running.push(Box::pin(
-                        std::panic::AssertUnwindSafe(future)
+                        std::panic::AssertUnwindSafe(attaching)
                             .catch_unwind()
                             .map(move |result| (id, result)),
                     ));
@@ -295,14 +301,16 @@ impl<W: WorkerMethods> Worker<W> {
     }
 
     /// Runs a plain method's call (nothing else runs meanwhile).
-    fn run_plain(&mut self, call: Arrived) {
+    fn run_plain(&mut self, mut call: Arrived) {
         self.ctx
             .set_call(Some((call.id, call.deadline.map(Deadline::from_wire))));
+        call.attach();
         let state = &self.state;
         let ctx = &mut self.ctx;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             state.borrow_mut().dispatch(ctx, call.method, &call.args)
         }));
+        super::detach_from_call();
         self.ctx.set_call(None);
         self.reply(call.id, result);
     }

@@ -64,6 +64,9 @@ mod progress;
 pub(crate) mod protocol;
 mod stats;
 
+pub use crate::ipc::shared_bytes::{
+    SharedBytes, SharedBytesMut, MAX_SHARED_PER_VALUE, SHARED_NAME,
+};
 pub use crate::ipc::Transport;
 #[doc(hidden)]
 pub use call::MethodResult;
@@ -82,6 +85,7 @@ pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
 pub(crate) use pool::{PoolReport, ResumePool, SuspendPool};
 pub use stats::{ChildStats, PoolStats};
 
+use crate::ipc::shared_bytes::Attachments;
 use crate::process::ExitStatus;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -396,11 +400,22 @@ pub enum DispatchError {
     Encode(String),
 }
 
-/// Decodes a call's arguments (generated code calls it).
+/// Decodes a call's arguments (generated code calls it), their
+/// `SharedBytes` taken from the descriptors the call came with (see
+/// [`attach_to_call`]).
 #[doc(hidden)]
 pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DispatchError> {
-    protocol::decode_at_most(bytes, protocol::MAX_PAYLOAD_DEPTH)
-        .map_err(|e| DispatchError::BadArgs(e.to_string()))
+    let attached = CALL_ATTACHED.with(|a| a.borrow_mut().take());
+    let decode = || {
+        protocol::decode_at_most(bytes, protocol::MAX_PAYLOAD_DEPTH)
+            .map_err(|e| DispatchError::BadArgs(e.to_string()))
+    };
+    match attached {
+        Some(attached) => {
+            crate::ipc::shared_bytes::decode_attached(attached, isize::MAX as usize, decode)
+        }
+        None => decode(),
+    }
 }
 
 thread_local! {
@@ -409,6 +424,46 @@ thread_local! {
     static SPILL_AT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     /// The memfd of the result `encode_output` just encoded, if it spilled.
     static SPILLED: RefCell<Option<crate::ipc::shm::Sealed>> = const { RefCell::new(None) };
+    /// The descriptors the call being started came with, for its
+    /// arguments' `SharedBytes` (`decode_args` takes them).
+    static CALL_ATTACHED: RefCell<Option<Attachments>> = const { RefCell::new(None) };
+    /// Whether the result of the call running now sends its `SharedBytes`
+    /// as descriptors.
+    static ATTACH_RESULT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The descriptors of the `SharedBytes` in the result `encode_output`
+    /// just encoded.
+    static RESULT_ATTACHED: RefCell<Attachments> = RefCell::new(Attachments::plain());
+}
+
+/// In a worker: the call about to be dispatched came with `attached` (its
+/// arguments' `SharedBytes`), and its result sends its own as descriptors
+/// if `attach`.
+pub(crate) fn attach_to_call(attached: Attachments, attach: bool) {
+    CALL_ATTACHED.with(|a| *a.borrow_mut() = Some(attached));
+    ATTACH_RESULT.with(|a| a.set(attach));
+}
+
+/// In a worker: the call dispatched last is done with its descriptors
+/// (those its arguments did not take are closed).
+pub(crate) fn detach_from_call() {
+    CALL_ATTACHED.with(|a| drop(a.borrow_mut().take()));
+}
+
+/// Whether the result of the call running now sends its `SharedBytes` as
+/// descriptors; `set_attach_result` changes it (an `async` call's future
+/// sets it each time it runs, see `concurrent.rs`).
+pub(crate) fn attach_result() -> bool {
+    ATTACH_RESULT.with(std::cell::Cell::get)
+}
+
+pub(crate) fn set_attach_result(attach: bool) {
+    ATTACH_RESULT.with(|a| a.set(attach));
+}
+
+/// The descriptors of the `SharedBytes` in the result [`encode_output`]
+/// encoded last.
+pub(crate) fn take_result_attached() -> Attachments {
+    RESULT_ATTACHED.with(|a| std::mem::take(&mut *a.borrow_mut()))
 }
 
 /// Makes [`encode_output`] encode results of `threshold` bytes or more
@@ -430,13 +485,15 @@ pub(crate) fn take_spilled() -> Option<crate::ipc::shm::Sealed> {
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, DispatchError> {
     use crate::ipc::shm::Encoded;
     let threshold = SPILL_AT.with(std::cell::Cell::get);
-    match crate::ipc::shm::encode(value, threshold) {
-        Ok(Encoded::Inline(bytes)) => Ok(bytes),
-        Ok(Encoded::Shared(sealed)) => {
+    let (encoded, attached) = crate::ipc::shm::encode(value, threshold, attach_result())
+        .map_err(DispatchError::Encode)?;
+    RESULT_ATTACHED.with(|a| *a.borrow_mut() = attached);
+    match encoded {
+        Encoded::Inline(bytes) => Ok(bytes),
+        Encoded::Shared(sealed) => {
             SPILLED.with(|spilled| *spilled.borrow_mut() = Some(sealed));
             Ok(Vec::new())
         }
-        Err(e) => Err(DispatchError::Encode(e.to_string())),
     }
 }
 

@@ -37,6 +37,11 @@ pub(crate) enum ToChild<'a> {
         args: Cow<'a, [u8]>,
         /// When the pool times the call out, as [`Deadline`] nanoseconds.
         deadline: Option<u64>,
+        /// The arguments' `SharedBytes` are the frame's descriptors, and the
+        /// result's must be sent so too (see `ipc/shared_bytes.rs`);
+        /// `false`: plain bytes both ways (a remote pool's raw call).
+        #[serde(default)]
+        attach: bool,
     },
     /// Run `stopping` and exit 0 (recycling, shutdown).
     Stop,
@@ -47,6 +52,10 @@ pub(crate) enum ToChild<'a> {
         method: u16,
         len: u64,
         deadline: Option<u64>,
+        /// As [`ToChild::Call`]'s; the memfd of the arguments comes first
+        /// among the frame's descriptors.
+        #[serde(default)]
+        attach: bool,
     },
 }
 
@@ -74,7 +83,7 @@ pub(crate) enum Outcome {
     /// over the pool's limit.
     ReplyTooLarge(usize),
     /// The method returned; its encoded result, this many bytes, is in the
-    /// sealed memfd the frame carries.
+    /// sealed memfd the frame carries (the first of its descriptors).
     Shared(u64),
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for the framework's process tests.
 #![allow(dead_code)]
 
+pub mod shm;
+
 use daemonic::task::{Task, TaskContext};
 use daemonic::BoxError;
 use serde::{Deserialize, Serialize};

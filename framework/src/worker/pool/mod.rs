@@ -42,6 +42,7 @@ pub(crate) use supervised::{PoolReport, ResumePool, SuspendPool};
 use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
+use crate::ipc::shared_bytes::Attachments;
 use crate::ipc::shm::{Encoded, Payload};
 use crate::supervision::budget::RestartBudget;
 use actix::prelude::*;
@@ -261,7 +262,9 @@ impl<W: WorkerMethods> WorkerPool<W> {
         } else {
             self.shm_threshold()
         };
-        let args = match crate::ipc::shm::encode(&message, threshold) {
+        // Its `SharedBytes` go as descriptors where the link carries them.
+        let attach = threshold.is_some();
+        let args = match crate::ipc::shm::encode(&message, threshold, attach) {
             Ok(a) => a,
             Err(e) => {
                 self.error("protocol");
@@ -286,7 +289,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         &mut self,
         method: u16,
         name: &'static str,
-        args: Encoded,
+        (args, attached): (Encoded, Attachments),
         accepted: Instant,
         decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
         ctx: &mut Context<Self>,
@@ -354,6 +357,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             method,
             name,
             args,
+            attached,
             accepted,
             reply,
         });

@@ -6,6 +6,7 @@
 
 use super::super::{WorkerError, WorkerMethods};
 use super::{CallResponse, WorkerPool};
+use crate::ipc::shared_bytes::Attachments;
 use crate::ipc::shm::Encoded;
 use actix::prelude::*;
 use std::time::Instant;
@@ -38,7 +39,7 @@ impl<W: WorkerMethods> Handler<RawCall> for WorkerPool<W> {
         self.accept(
             call.method,
             name,
-            Encoded::Inline(call.args),
+            (Encoded::Inline(call.args), Attachments::plain()),
             accepted,
             bytes,
             ctx,

@@ -46,7 +46,7 @@ impl<T: 'static> CallResponse<T> {
         let slot = Rc::new(RefCell::new(ReplySlot::Waiting));
         let answer = slot.clone();
         let reply: Reply = Box::new(move |outcome| {
-            let result = outcome.and_then(|bytes| decode(&bytes));
+            let result = outcome.and_then(|payload| payload.decode(decode));
             let mut slot = answer.borrow_mut();
             match std::mem::replace(&mut *slot, ReplySlot::Done) {
                 ReplySlot::Caller(tx) => {

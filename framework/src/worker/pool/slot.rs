@@ -3,6 +3,7 @@
 use super::super::progress::Progress;
 use super::reply::Reply;
 use super::schedule::Candidate;
+use crate::ipc::shared_bytes::Attachments;
 use crate::ipc::shm::Encoded;
 use crate::ipc::HostLink;
 use crate::process::{ExitStatus, Signaller};
@@ -91,6 +92,8 @@ pub(super) struct InFlight {
     pub name: &'static str,
     /// Kept to run the call elsewhere if this worker never starts it.
     pub args: Encoded,
+    /// The descriptors of the `SharedBytes` in the arguments.
+    pub attached: Attachments,
     pub accepted: Instant,
     pub deadline: Option<Instant>,
     pub reply: Reply,
@@ -102,6 +105,7 @@ pub(super) struct Queued {
     pub method: u16,
     pub name: &'static str,
     pub args: Encoded,
+    pub attached: Attachments,
     pub accepted: Instant,
     pub reply: Reply,
 }
@@ -113,6 +117,7 @@ impl From<InFlight> for Queued {
             method: call.method,
             name: call.name,
             args: call.args,
+            attached: call.attached,
             accepted: call.accepted,
             reply: call.reply,
         }

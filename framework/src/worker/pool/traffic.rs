@@ -5,7 +5,8 @@ use super::super::{WorkerError, WorkerMethods};
 use super::schedule;
 use super::slot::{InFlight, SlotState};
 use super::{PoolState, WorkerPool};
-use crate::ipc::shm::{self, Encoded, Mapping, Payload};
+use crate::ipc::shared_bytes::Attachments;
+use crate::ipc::shm::{self, Body, Encoded, Mapping, Payload};
 use crate::ipc::{Frame, Transport};
 use actix::prelude::*;
 use std::borrow::Cow;
@@ -40,7 +41,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 .and_then(|t| Instant::now().checked_add(t));
             // Arguments of the threshold's size or more travel in a sealed
             // memfd: the one they were encoded into, or (bytes from a raw
-            // call) a new one.
+            // call) a new one. Their `SharedBytes`' memfds follow it.
             let sealed = match &call.args {
                 Encoded::Shared(sealed) => sealed.share().ok(),
                 Encoded::Inline(bytes) if threshold.is_some_and(|t| bytes.len() >= t) => {
@@ -49,32 +50,43 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 Encoded::Inline(_) => None,
             };
             let deadline_wire = deadline.map(Deadline::to_wire);
-            let sent = match (sealed, &call.args) {
-                (Some(fd), args) => {
-                    self.counters.shared_payloads += 1;
-                    protocol::encode(&ToChild::CallShared {
+            let attach = call.attached.enabled();
+            let sent = call
+                .attached
+                .share()
+                .and_then(|attached| match (sealed, &call.args) {
+                    (Some(fd), args) => {
+                        self.counters.shared_payloads += 1;
+                        protocol::encode(&ToChild::CallShared {
+                            id: call.id,
+                            method: call.method,
+                            len: args.len() as u64,
+                            deadline: deadline_wire,
+                            attach,
+                        })
+                        .map_err(std::io::Error::other)
+                        .and_then(|bytes| {
+                            let mut fds = Vec::with_capacity(1 + attached.len());
+                            fds.push(fd);
+                            fds.extend(attached);
+                            slot.link.send_with_fds(bytes, fds)
+                        })
+                    }
+                    (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
                         id: call.id,
                         method: call.method,
-                        len: args.len() as u64,
+                        args: Cow::Borrowed(bytes),
                         deadline: deadline_wire,
+                        attach,
                     })
                     .map_err(std::io::Error::other)
-                    .and_then(|bytes| slot.link.send_with_fd(bytes, fd))
-                }
-                (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
-                    id: call.id,
-                    method: call.method,
-                    args: Cow::Borrowed(bytes),
-                    deadline: deadline_wire,
-                })
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| slot.link.send(bytes)),
-                // No descriptor to be had (out of them): the link is as
-                // good as broken.
-                (None, Encoded::Shared(_)) => {
-                    Err(std::io::Error::other("cannot share the arguments' memfd"))
-                }
-            };
+                    .and_then(|bytes| slot.link.send_with_fds(bytes, attached)),
+                    // No descriptor to be had (out of them): the link is as
+                    // good as broken.
+                    (None, Encoded::Shared(_)) => {
+                        Err(std::io::Error::other("cannot share the arguments' memfd"))
+                    }
+                });
             slot.sent += 1;
             slot.in_flight.push_back(InFlight {
                 id: call.id,
@@ -82,6 +94,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 method: call.method,
                 name: call.name,
                 args: call.args,
+                attached: call.attached,
                 accepted: call.accepted,
                 deadline,
                 reply: call.reply,
@@ -116,6 +129,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
             method: WARM_UP_METHOD,
             args: Cow::Borrowed(&[]),
             deadline: None,
+            attach: false,
         })
         .map_err(std::io::Error::other)
         .and_then(|bytes| slot.link.send(bytes));
@@ -155,19 +169,19 @@ impl<W: WorkerMethods> WorkerPool<W> {
     }
 
     pub(super) fn on_frames(&mut self, key: u64, frames: Vec<Frame>, ctx: &mut Context<Self>) {
-        for Frame { bytes, fd } in frames {
+        for Frame { bytes, fds } in frames {
             let message = protocol::decode::<FromChild>(&bytes).map_err(|e| e.to_string());
-            let reply = match (message, fd) {
-                (Ok(FromChild::Ready), None) => {
+            let reply = match (message, fds.is_empty()) {
+                (Ok(FromChild::Ready), true) => {
                     self.on_ready(key);
                     continue;
                 }
-                (Ok(FromChild::Leaving), None) => {
+                (Ok(FromChild::Leaving), true) => {
                     self.on_leaving(key);
                     continue;
                 }
-                (Ok(FromChild::Reply { id, outcome }), fd) => self.answer(id, outcome, fd),
-                (Ok(_), Some(_)) => Err("a descriptor with a frame that takes none".into()),
+                (Ok(FromChild::Reply { id, outcome }), _) => self.answer(key, id, outcome, fds),
+                (Ok(_), false) => Err("a descriptor with a frame that takes none".into()),
                 (Err(e), _) => Err(e),
             };
             match reply {
@@ -179,27 +193,54 @@ impl<W: WorkerMethods> WorkerPool<W> {
         self.dispatch(ctx);
     }
 
-    /// What a reply says, its large result checked and mapped; `Err`: the
-    /// reply is malformed (the link is dropped).
+    /// What a reply says, its large result checked and mapped, its
+    /// `SharedBytes`' memfds checked; `Err`: the reply is malformed (the
+    /// link is dropped).
     fn answer(
         &mut self,
+        key: u64,
         id: u64,
         outcome: Outcome,
-        fd: Option<OwnedFd>,
+        fds: Vec<OwnedFd>,
     ) -> Result<(u64, Result<Payload, WorkerError>), String> {
         let max = self.config.max_payload;
-        let result = match (outcome, fd) {
-            (Outcome::Shared(len), Some(fd)) => {
+        // Whether the call was sent to take `SharedBytes` as descriptors
+        // (a reply to a call no longer held is dropped: taken as it comes).
+        let attach = self
+            .slot_mut(key)
+            .and_then(|slot| slot.in_flight.iter().find(|c| c.id == id))
+            .map_or(true, |call| call.attached.enabled());
+        let mut fds = fds.into_iter();
+        let payload_fd = match outcome {
+            Outcome::Shared(_) => fds.next(),
+            _ => None,
+        };
+        let fds: Vec<OwnedFd> = fds.collect();
+        let attached = if attach {
+            let attached = Attachments::received(fds);
+            attached
+                .check()
+                .map_err(|e| format!("a reply's shared bytes: {e}"))?;
+            attached
+        } else if fds.is_empty() {
+            Attachments::plain()
+        } else {
+            return Err("descriptors with a reply that takes none".into());
+        };
+        let result = match outcome {
+            Outcome::Shared(len) => {
+                let fd = payload_fd.ok_or("a shared result without its memfd")?;
                 let mapping = Mapping::open(fd, len, max).map_err(|e| e.to_string())?;
                 self.counters.shared_payloads += 1;
-                Ok(Payload::Mapped(mapping))
+                Ok(Payload::new(Body::Mapped(mapping), attached))
             }
-            (Outcome::Shared(_), None) => return Err("a shared result without its memfd".into()),
-            (_, Some(_)) => return Err("a descriptor with a reply that takes none".into()),
-            (Outcome::Ok(bytes), None) => Ok(Payload::Inline(bytes)),
-            (Outcome::Panicked(message), None) => Err(WorkerError::Panicked { message }),
-            (Outcome::BadCall(message), None) => Err(WorkerError::Protocol(message)),
-            (Outcome::ReplyTooLarge(size), None) => Err(WorkerError::ReplyTooLarge { size, max }),
+            Outcome::Ok(bytes) => Ok(Payload::new(Body::Inline(bytes), attached)),
+            _ if attached.len() > 0 => {
+                return Err("descriptors with a reply that takes none".into())
+            }
+            Outcome::Panicked(message) => Err(WorkerError::Panicked { message }),
+            Outcome::BadCall(message) => Err(WorkerError::Protocol(message)),
+            Outcome::ReplyTooLarge(size) => Err(WorkerError::ReplyTooLarge { size, max }),
         };
         Ok((id, result))
     }
