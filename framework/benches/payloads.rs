@@ -15,10 +15,11 @@
 //! value. The two transports alternate call by call, so that a noisy
 //! moment of the machine weighs on both. The sizes below the threshold
 //! show where shared memory starts to pay (the default threshold's
-//! measure).
+//! measure). The last table echoes a `SharedBytes` instead of a `ByteBuf`:
+//! a descriptor crosses, not the bytes.
 
 use actix::Addr;
-use daemonic::worker::{WorkerPool, DEFAULT_SHM_THRESHOLD};
+use daemonic::worker::{SharedBytes, WorkerPool, DEFAULT_SHM_THRESHOLD};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +33,79 @@ impl Echo {
     pub fn echo(&mut self, data: ByteBuf) -> ByteBuf {
         data
     }
+
+    pub fn echo_shared(&mut self, data: SharedBytes) -> SharedBytes {
+        data
+    }
+
+    /// Reads every byte before it answers (each page is faulted in).
+    pub fn read_and_echo(&mut self, data: SharedBytes) -> SharedBytes {
+        std::hint::black_box(data.iter().fold(0u8, |a, b| a ^ b));
+        data
+    }
+}
+
+/// How a `SharedBytes` round trip is measured.
+#[derive(Clone, Copy)]
+enum SharedWay {
+    /// The value is in shared memory already; the worker returns it.
+    Echo,
+    /// As `Echo`, and the worker reads every byte first.
+    ReadAndEcho,
+    /// Built from the bytes first (`copy_from_slice`, timed), then echoed.
+    CopyThenEcho,
+}
+
+async fn shared_round_trip(
+    pool: &Pool,
+    value: &SharedBytes,
+    bytes: &[u8],
+    way: SharedWay,
+) -> Duration {
+    let started = Instant::now();
+    let back = match way {
+        SharedWay::Echo => {
+            pool.send(echo::EchoShared {
+                data: value.clone(),
+            })
+            .await
+        }
+        SharedWay::ReadAndEcho => {
+            pool.send(echo::ReadAndEcho {
+                data: value.clone(),
+            })
+            .await
+        }
+        SharedWay::CopyThenEcho => {
+            let data = SharedBytes::copy_from_slice(bytes).expect("memfd");
+            pool.send(echo::EchoShared { data }).await
+        }
+    };
+    let took = started.elapsed();
+    let back = back.expect("mailbox").expect("echo");
+    assert!(back.is_shared() && back.len() == bytes.len());
+    took
+}
+
+/// `calls` round trips of each way, interleaved: their medians.
+async fn measure_shared(pool: &Pool, len: usize, calls: usize) -> [Duration; 3] {
+    let bytes = vec![0x5au8; len];
+    let value = SharedBytes::copy_from_slice(&bytes).expect("memfd");
+    let ways = [
+        SharedWay::Echo,
+        SharedWay::ReadAndEcho,
+        SharedWay::CopyThenEcho,
+    ];
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..=calls {
+        for (i, way) in ways.iter().enumerate() {
+            let took = shared_round_trip(pool, &value, &bytes, *way).await;
+            if round > 0 {
+                samples[i].push(took); // round 0 warms up
+            }
+        }
+    }
+    samples.map(median)
 }
 
 type Pool = Addr<WorkerPool<Echo>>;
@@ -249,5 +323,27 @@ fn main() {
         }
         println!();
         println!("(throughput: payload bytes per round trip; the 64 MiB row is {} bytes, the largest payload a pool takes)", LARGEST);
+        println!();
+        println!("SharedBytes echoed back (the same pool; no copy: a descriptor crosses each way):");
+        println!();
+        println!("| payload | round trip | / (memcpy + small RTT) | worker reads every byte | / (memcpy + small RTT) | copy_from_slice + round trip | / (memcpy + small RTT) | ByteBuf round trip (above) / SharedBytes |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for (len, calls) in [(8 * MIB, if quick() { 5 } else { 40 }), (LARGEST, if quick() { 3 } else { 12 })] {
+            let [echo, read, copy_then] = measure_shared(&shm, len, calls).await;
+            let floor = memcpy(len, if quick() { 5 } else { 20 }) + small;
+            let (bytebuf, _) = measure(&shm, &socket, len, if quick() { 3 } else { 8 }).await;
+            let ratio = |d: Duration| d.as_secs_f64() / floor.as_secs_f64();
+            println!(
+                "| {} | {:.3} ms | {:.2}× | {:.3} ms | {:.2}× | {:.3} ms | {:.2}× | {:.0}× |",
+                size_name(len),
+                echo.as_secs_f64() * 1e3,
+                ratio(echo),
+                read.as_secs_f64() * 1e3,
+                ratio(read),
+                copy_then.as_secs_f64() * 1e3,
+                ratio(copy_then),
+                bytebuf.as_secs_f64() / echo.as_secs_f64(),
+            );
+        }
     });
 }
