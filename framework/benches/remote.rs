@@ -13,6 +13,10 @@
 //! (`DAEMONIC_BENCH_NATS_HOST`) and the raw echo responders
 //! (`DAEMONIC_BENCH_NATS_ECHO`).
 
+// The tests' real `nats-server` (killed and reaped when dropped).
+#[path = "../tests/common/nats.rs"]
+mod nats_server;
+
 use actix::Addr;
 use daemonic::remote::{GetRemotePoolStats, Nats, NatsOptions, RemotePool};
 use daemonic::worker::{WorkerError, WorkerPool};
@@ -127,25 +131,6 @@ fn spawn_self(env: &str, value: &str) -> Child {
         .expect("start a child of the benchmark")
 }
 
-fn nats_server(port: u16) -> Child {
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-        .expect("nats-server is not installed (apt-get install nats-server)");
-    let child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -226,12 +211,9 @@ fn main() {
         run_echo(url);
     }
     let started = Instant::now();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let (_server, port) = nats_server::start_server();
     let url = format!("nats://127.0.0.1:{port}");
-    let mut children = Children(vec![nats_server(port)]);
+    let mut children = Children(Vec::new());
     for name in ["a", "b"] {
         children
             .0

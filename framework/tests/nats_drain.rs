@@ -8,47 +8,13 @@
 //! subscriber drains; every message the subscriber's connection read must
 //! have come out of the drained stream.
 
+mod common;
+
+use common::nats::start_server;
 use futures_util::StreamExt;
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> (Server, u16) {
-    let bin = ["/usr/sbin", "/usr/bin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join("nats-server"))
-        .find(|p| p.is_file())
-        .expect("nats-server is not installed (.ci/run installs it)");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (server, port)
-}
+use std::time::Duration;
 
 #[actix_rt::test]
 async fn a_drained_subscription_delivers_every_message_routed_to_it() {

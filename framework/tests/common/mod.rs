@@ -1,6 +1,7 @@
 //! Shared helpers for the framework's process tests.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod shm;
 
 use daemonic::task::{Task, TaskContext};
