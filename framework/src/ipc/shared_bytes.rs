@@ -26,6 +26,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Most `SharedBytes` one call's arguments, or one result, may hold (a
@@ -51,6 +52,9 @@ const SHARED_CNAME: &std::ffi::CStr = c"daemonic-shared";
 /// sealed against every change before it is first shared, so what a
 /// receiver reads cannot change under it; it is freed with its last
 /// descriptor and mapping, so a process that dies leaves nothing behind.
+///
+/// A received one is mapped without its pages (passing it on costs
+/// nothing); the first access to its bytes maps them all at once.
 ///
 /// Build one in place with [`SharedBytesMut`] (no copy at all), from a
 /// slice with [`copy_from_slice`](Self::copy_from_slice) (one copy, into
@@ -108,14 +112,29 @@ enum Repr {
 struct Region {
     fd: OwnedFd,
     mapping: Mapping,
+    /// Whether its bytes were asked for yet (see [`Region::bytes`]).
+    touched: AtomicBool,
 }
 
 impl Region {
-    /// A sealed memfd of `len` bytes (checked), mapped page by page as the
-    /// bytes are read: a value passed on unread costs no page table.
+    /// A sealed memfd of `len` bytes (checked), mapped without its pages:
+    /// a value passed on unread costs no page table.
     fn map(fd: OwnedFd, len: usize) -> Result<Region, ShmError> {
         let mapping = Mapping::map(fd.as_fd(), len, false)?;
-        Ok(Region { fd, mapping })
+        Ok(Region {
+            fd,
+            mapping,
+            touched: AtomicBool::new(false),
+        })
+    }
+
+    /// The bytes; the first time, every page is mapped at once (reading a
+    /// large value page fault by page fault costs about twice as much).
+    fn bytes(&self) -> &[u8] {
+        if !self.touched.swap(true, Ordering::Relaxed) {
+            self.mapping.populate();
+        }
+        &self.mapping
     }
 }
 
@@ -137,9 +156,22 @@ impl SharedBytes {
     /// Its bytes.
     pub fn as_slice(&self) -> &[u8] {
         match &self.repr {
-            Repr::Shared(region) => &region.mapping,
+            Repr::Shared(region) => region.bytes(),
             Repr::Heap(bytes) => bytes,
         }
+    }
+
+    /// Its length (without touching its pages).
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Shared(region) => region.mapping.len(),
+            Repr::Heap(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether it holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Whether its bytes are in shared memory (they cross a worker link as

@@ -310,6 +310,17 @@ impl Mapping {
             len,
         })
     }
+    /// Maps every page of it now, in one system call, where a first read
+    /// would fault them in 64 KiB at a time (about half the cost of reading
+    /// a large mapping). Best effort: kernels before 5.14 lack it, and then
+    /// the pages come as they are read.
+    pub(crate) fn populate(&self) {
+        if let Some(ptr) = self.ptr {
+            // SAFETY: advice on exactly the range this value maps; it
+            // changes no byte and no protection.
+            unsafe { libc::madvise(ptr.as_ptr().cast(), self.len, libc::MADV_POPULATE_READ) };
+        }
+    }
 }
 
 /// The size of `fd` if it is a memfd sealed against every change (its size
