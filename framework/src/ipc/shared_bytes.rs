@@ -719,6 +719,50 @@ mod tests {
         assert!(encoded.is_err());
     }
 
+    /// Resident kilobytes of this process's mappings of `fd`'s inode.
+    fn resident_kib(fd: &OwnedFd) -> u64 {
+        let inode = nix::sys::stat::fstat(fd).unwrap().st_ino.to_string();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut mine = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields
+                .first()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                mine = fields.get(4) == Some(&inode.as_str());
+            } else if mine && fields.first() == Some(&"Rss:") {
+                kib += fields[1].parse::<u64>().unwrap();
+            }
+        }
+        kib
+    }
+
+    #[test]
+    fn its_pages_are_mapped_on_the_first_access_to_its_bytes_all_at_once() {
+        let len = 8 << 20;
+        let value = SharedBytes::copy_from_slice(&vec![3u8; len]).unwrap();
+        let Repr::Shared(region) = &value.repr else {
+            panic!("in shared memory")
+        };
+        assert_eq!(resident_kib(&region.fd), 0, "mapped without its pages");
+        assert_eq!((value.len(), value.is_empty()), (len, false));
+        let (bytes, _) = encode(&value, true);
+        assert!(bytes.len() < 32);
+        assert_eq!(
+            resident_kib(&region.fd),
+            0,
+            "its length and sending it touch none"
+        );
+        assert_eq!(value[len - 1], 3);
+        assert_eq!(
+            resident_kib(&region.fd),
+            (len / 1024) as u64,
+            "one access maps them all"
+        );
+    }
+
     #[test]
     fn frozen_bytes_are_final_for_everyone() {
         let mut buf = SharedBytesMut::new(5).unwrap();
