@@ -9,7 +9,9 @@
 //! and the reader hands over every frame a `read(2)` returned at once. On
 //! it, a call's arguments or result above the pool's
 //! [`shm_threshold`](crate::worker::WorkerPoolBuilder::shm_threshold) travel
-//! in a sealed memfd attached to their frame ([`shm`]), not in the stream.
+//! in a sealed memfd attached to their frame ([`shm`]), not in the stream,
+//! and so does every [`SharedBytes`](shared_bytes::SharedBytes) in them
+//! ([`shared_bytes`]): a frame carries up to 33 descriptors.
 
 pub(crate) mod fds;
 pub mod frame;

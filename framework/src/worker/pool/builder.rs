@@ -416,6 +416,12 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     /// nothing is left in `/dev/shm`). The [`Transport::IpcChannel`]
     /// transport always sends bytes.
     ///
+    /// Values that are large by nature are better sent as
+    /// [`SharedBytes`](crate::worker::SharedBytes): never encoded nor
+    /// copied, whatever the threshold (they do not count toward
+    /// [`max_payload`](Self::max_payload) either: their memory is the
+    /// sender's).
+    ///
     /// ```no_run
     /// # use daemonic::prelude::*;
     /// # #[daemonic::worker]
