@@ -30,6 +30,7 @@ use daemonic::worker::{
     SHARED_NAME,
 };
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 use std::collections::BTreeSet;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
@@ -76,6 +77,12 @@ impl Images {
     pub fn split(&mut self, parts: Vec<(String, SharedBytes)>) -> (usize, Vec<SharedBytes>) {
         let total = parts.iter().map(|(_, b)| b.len()).sum();
         (total, parts.into_iter().rev().map(|(_, b)| b).collect())
+    }
+
+    /// A large plain value (spilled into a payload memfd) beside a
+    /// `SharedBytes`, both ways.
+    pub fn both(&mut self, big: ByteBuf, image: SharedBytes) -> (ByteBuf, SharedBytes) {
+        (big, image)
     }
 
     /// Whether the bytes it got are mapped shared memory.
@@ -153,7 +160,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn start(transport: Transport, max_concurrent: usize) -> Pool {
+fn builder(
+    transport: Transport,
+    max_concurrent: usize,
+) -> daemonic::worker::WorkerPoolBuilder<Images> {
     daemonic::testing::fork_server().prestart().unwrap();
     WorkerPool::builder(Images)
         .size(1)
@@ -162,8 +172,10 @@ fn start(transport: Transport, max_concurrent: usize) -> Pool {
         // A hang would be a failure of the test, never a pass.
         .call_timeout(Duration::from_secs(30))
         .restart_limit(1000, Duration::from_secs(1))
-        .start()
-        .unwrap()
+}
+
+fn start(transport: Transport, max_concurrent: usize) -> Pool {
+    builder(transport, max_concurrent).start().unwrap()
 }
 
 async fn stop(pool: Pool) {
@@ -377,5 +389,72 @@ async fn a_worker_attaching_a_bad_descriptor_gets_its_link_dropped() {
         .await
         .unwrap();
     assert!(back.unwrap() == sent);
+    stop(pool).await;
+}
+
+#[actix::test]
+async fn with_shared_memory_payloads_off_they_still_cross_as_descriptors() {
+    let _serial = serial();
+    // No payload memfds, and the default 16 MiB `max_payload`: a 32 MiB
+    // `SharedBytes` is neither.
+    let pool = builder(Transport::Socket, 1)
+        .shm_threshold(usize::MAX)
+        .start()
+        .unwrap();
+    let sent = image(32 * 1024 * 1024);
+    let back = echo(&pool, &sent).await;
+    assert!(back.is_shared() && back == sent);
+    stop(pool).await;
+}
+
+#[actix::test]
+async fn a_spilled_payload_and_shared_bytes_travel_together_both_ways() {
+    let _serial = serial();
+    let pool = start(Transport::Socket, 1);
+    let big = ByteBuf::from(vec![9u8; 1024 * 1024]);
+    let before = spilled(&pool).await;
+    for len in [0, 5000] {
+        let sent = image(len);
+        let (big_back, back) = pool
+            .send(images::Both {
+                big: big.clone(),
+                image: sent.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(big_back == big, "{len}: the payload came back changed");
+        assert!(back == sent && back.is_shared(), "{len}");
+    }
+    // Arguments and result spilled, each call: the payload memfd first,
+    // the `SharedBytes`' after it, both ways.
+    assert_eq!(spilled(&pool).await - before, 4);
+    stop(pool).await;
+}
+
+#[actix::test]
+async fn a_worker_may_not_hand_back_more_than_max_shared_bytes() {
+    let _serial = serial();
+    let pool = builder(Transport::Socket, 1)
+        .max_shared_bytes(4096)
+        .start()
+        .unwrap();
+    // Going out, the daemon's own are not limited; coming back, they are.
+    let small = image(4096);
+    assert!(echo(&pool, &small).await == small);
+    let large = pool
+        .send(images::Echo { image: image(4097) })
+        .await
+        .unwrap();
+    match large {
+        Err(WorkerError::Protocol(why)) => assert!(why.contains("4096"), "{why}"),
+        other => panic!("a result over the limit got {other:?}"),
+    }
+    // The worker is not at fault for the limit: its link stays.
+    let stats = pool.send(GetPoolStats).await.unwrap();
+    assert_eq!(stats.children.len(), 1);
+    assert!(echo(&pool, &small).await == small);
+    let after = pool.send(GetPoolStats).await.unwrap();
+    assert_eq!(after.children[0].pid, stats.children[0].pid);
     stop(pool).await;
 }

@@ -13,13 +13,34 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[daemonic::worker]
-#[derive(Serialize, Deserialize)]
-pub struct Relay;
+#[derive(Default, Serialize, Deserialize)]
+pub struct Relay {
+    /// Calls of `meet` that arrived.
+    #[serde(skip)]
+    arrived: std::cell::Cell<usize>,
+    #[serde(skip)]
+    arrival: tokio::sync::Notify,
+}
 
 #[daemonic::worker]
 impl Relay {
     /// Whether the bytes came mapped from a memfd, and the bytes back.
     pub fn inspect(&mut self, data: SharedBytes) -> (bool, SharedBytes) {
+        (data.is_shared(), data)
+    }
+
+    /// As `inspect`, once `calls` calls of it run at once in this worker
+    /// (they interleave: each must encode its own result its own way).
+    pub async fn meet(&self, data: SharedBytes, calls: usize) -> (bool, SharedBytes) {
+        self.arrived.set(self.arrived.get() + 1);
+        self.arrival.notify_waiters();
+        loop {
+            let next = self.arrival.notified();
+            if self.arrived.get() >= calls {
+                break;
+            }
+            next.await;
+        }
         (data.is_shared(), data)
     }
 }
@@ -28,8 +49,9 @@ impl Relay {
 async fn a_remote_call_carries_shared_bytes_as_plain_bytes_both_ways() {
     let (_server, port) = start_server();
     daemonic::testing::fork_server().prestart().unwrap();
-    let pool = WorkerPool::builder(Relay)
+    let pool = WorkerPool::builder(Relay::default())
         .size(1)
+        .max_concurrent(4)
         .call_timeout(Duration::from_secs(30))
         .start()
         .unwrap();
@@ -62,6 +84,23 @@ async fn a_remote_call_carries_shared_bytes_as_plain_bytes_both_ways() {
     assert!(!shared, "the worker decoded plain bytes");
     assert!(!back.is_shared(), "the caller decoded plain bytes");
     assert!(back == data, "the bytes came back changed");
+    // A remote call and a local one running at once in the worker: the
+    // remote one's result leaves as bytes, the local one's as a descriptor.
+    let (remote_answer, local_answer) = futures_util::future::join(
+        remote.send(relay::Meet {
+            data: data.clone(),
+            calls: 2,
+        }),
+        pool.send(relay::Meet {
+            data: data.clone(),
+            calls: 2,
+        }),
+    )
+    .await;
+    let (shared, back) = remote_answer.unwrap().unwrap();
+    assert!(!shared && !back.is_shared() && back == data, "remote");
+    let (shared, back) = local_answer.unwrap().unwrap();
+    assert!(shared && back.is_shared() && back == data, "local");
     remote
         .send(StopRemotePool {
             grace: Duration::from_secs(5),

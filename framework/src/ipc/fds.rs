@@ -22,6 +22,13 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// them are whole; more means a peer that sends descriptors without frames.
 const MAX_WAITING: usize = 64;
 
+/// Descriptors a receiver holds before the frames that own them are whole.
+/// Frames are taken after every read, so a well-behaved peer has those of
+/// the frame being read waiting, and perhaps the next one's: more is a peer
+/// hoarding the receiver's descriptors (each message may carry
+/// [`MAX_FDS`]).
+const MAX_WAITING_FDS: usize = 2 * MAX_FDS;
+
 /// Most descriptors one frame carries: a large payload's memfd and up to
 /// 32 [`SharedBytes`](super::shared_bytes::SharedBytes) memfds.
 pub(crate) const MAX_FDS: usize = 33;
@@ -30,6 +37,7 @@ pub(crate) const MAX_FDS: usize = 33;
 /// frame may carry, so that a peer sending more is seen (and refused)
 /// rather than silently cut. Even, for the control buffer's size below.
 const CONTROL_FDS: usize = MAX_FDS + 1;
+const _: () = assert!(CONTROL_FDS % 2 == 0);
 
 fn broken(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
@@ -57,9 +65,11 @@ impl FdQueue {
         if start >= end {
             return Err(broken("a descriptor arrived without data".into()));
         }
-        if self.waiting.len() >= MAX_WAITING {
+        let held: usize = self.waiting.iter().map(|(_, _, fds)| fds.len()).sum();
+        if self.waiting.len() >= MAX_WAITING || held + fds.len() > MAX_WAITING_FDS {
             return Err(broken(format!(
-                "more than {MAX_WAITING} descriptors arrived without their frames"
+                "more than {MAX_WAITING_FDS} descriptors, or {MAX_WAITING} messages with some, \
+                 arrived ahead of their frames"
             )));
         }
         self.waiting.push_back((start, end, fds));
@@ -231,6 +241,14 @@ mod tests {
             q.arrived(i, i + 1, vec![fd()]).unwrap();
         }
         assert!(q.arrived(100, 101, vec![fd()]).is_err());
+        // Two frames' worth of descriptors may wait; a third message's not:
+        // a peer cannot make the receiver hold its descriptors by the
+        // thousand behind a frame that never completes.
+        let mut q = FdQueue::default();
+        let full = || (0..MAX_FDS).map(|_| fd()).collect::<Vec<_>>();
+        q.arrived(0, 1, full()).unwrap();
+        q.arrived(1, 2, full()).unwrap();
+        assert!(q.arrived(2, 3, vec![fd()]).is_err());
     }
 
     #[test]

@@ -129,10 +129,16 @@ impl Region {
     }
 
     /// The bytes; the first time, every page is mapped at once (reading a
-    /// large value page fault by page fault costs about twice as much).
+    /// large value page fault by page fault costs about twice as much) —
+    /// unless the memfd is sparse: mapping its holes would allocate pages a
+    /// reader may never touch.
     fn bytes(&self) -> &[u8] {
-        if !self.touched.swap(true, Ordering::Relaxed) {
-            self.mapping.populate();
+        if !self.touched.load(Ordering::Relaxed) && !self.touched.swap(true, Ordering::Relaxed) {
+            let allocated = nix::sys::stat::fstat(&self.fd)
+                .map(|st| u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512));
+            if allocated.is_ok_and(|bytes| bytes >= self.mapping.len() as u64) {
+                self.mapping.populate();
+            }
         }
         &self.mapping
     }
@@ -271,7 +277,8 @@ impl fmt::Debug for SharedBytes {
 /// # }
 /// ```
 pub struct SharedBytesMut {
-    fd: OwnedFd,
+    /// Taken by `freeze`.
+    fd: Option<OwnedFd>,
     ptr: Option<NonNull<u8>>,
     len: usize,
 }
@@ -293,7 +300,11 @@ impl SharedBytesMut {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too large"))?;
         nix::unistd::ftruncate(&fd, size).map_err(io::Error::from)?;
         if len == 0 {
-            return Ok(SharedBytesMut { fd, ptr: None, len });
+            return Ok(SharedBytesMut {
+                fd: Some(fd),
+                ptr: None,
+                len,
+            });
         }
         // SAFETY: a shared read-write mapping of the `len` bytes the memfd
         // holds; nobody else holds the memfd, so nothing shrinks it.
@@ -310,8 +321,12 @@ impl SharedBytesMut {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // A child forked meanwhile (a library's `fork`) must not inherit the
+        // writable mapping: it would keep `freeze` from sealing.
+        // SAFETY: advice on exactly the range just mapped.
+        unsafe { libc::madvise(ptr, len, libc::MADV_DONTFORK) };
         Ok(SharedBytesMut {
-            fd,
+            fd: Some(fd),
             ptr: NonNull::new(ptr.cast()),
             len,
         })
@@ -325,9 +340,11 @@ impl SharedBytesMut {
     pub fn freeze(mut self) -> io::Result<SharedBytes> {
         // A write seal needs every writable mapping gone first.
         self.unmap();
-        let fd = self.fd.try_clone()?;
+        let fd = self.fd.take().ok_or(io::ErrorKind::NotFound)?;
         shm::add_seals(fd.as_fd(), shm::FINAL)?;
-        let region = Region::map(fd, self.len)?;
+        // Sealed: its size is final now; check it is still ours.
+        let len = shm::checked_len(fd.as_fd(), self.len as u64, usize::MAX)?;
+        let region = Region::map(fd, len)?;
         Ok(SharedBytes {
             repr: Repr::Shared(Arc::new(region)),
         })
@@ -382,15 +399,17 @@ thread_local! {
     /// While a link encodes a value: the descriptors of its `SharedBytes`.
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     /// While a link decodes a value: the descriptors its frame carried,
-    /// each taken once, and the largest `SharedBytes` accepted.
-    static INCOMING: RefCell<Option<(Vec<Option<OwnedFd>>, usize)>> = const { RefCell::new(None) };
+    /// the largest `SharedBytes` accepted, and how many references may
+    /// still be taken.
+    static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
 }
 
 /// The descriptors of the `SharedBytes` in one encoded value, in the
-/// order of their indices; `None`: the value was encoded as plain bytes
-/// (its link carries no descriptors, or the caller is a remote pool's).
+/// order of their indices, and the largest `SharedBytes` a receiver takes
+/// from them; `None`: the value was encoded as plain bytes (its link
+/// carries no descriptors, or the caller is a remote pool's).
 #[derive(Debug, Default)]
-pub(crate) struct Attachments(Option<Vec<OwnedFd>>);
+pub(crate) struct Attachments(Option<(Vec<OwnedFd>, usize)>);
 
 impl Attachments {
     /// Plain bytes: no descriptors, and none expected back.
@@ -399,9 +418,14 @@ impl Attachments {
     }
 
     /// Received: descriptors that came with a frame whose value was encoded
-    /// with them (perhaps none).
-    pub(crate) fn received(fds: Vec<OwnedFd>) -> Attachments {
-        Attachments(Some(fds))
+    /// with them (perhaps none); `SharedBytes` of up to `max` bytes are
+    /// taken from them.
+    pub(crate) fn received(fds: Vec<OwnedFd>, max: usize) -> Attachments {
+        Attachments(Some((fds, max)))
+    }
+
+    fn fds(&self) -> &[OwnedFd] {
+        self.0.as_ref().map_or(&[], |(fds, _)| fds)
     }
 
     /// Whether the value was encoded for a link that carries descriptors
@@ -411,30 +435,43 @@ impl Attachments {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, Vec::len)
+        self.fds().len()
     }
 
     /// The descriptors, to send once.
     pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
-        self.0.unwrap_or_default()
+        self.0.map(|(fds, _)| fds).unwrap_or_default()
     }
 
     /// Copies of the descriptors, to send (the value may be sent again,
     /// to another worker, if this one never starts it).
     pub(crate) fn share(&self) -> io::Result<Vec<OwnedFd>> {
-        self.0.iter().flatten().map(|fd| fd.try_clone()).collect()
+        self.fds().iter().map(|fd| fd.try_clone()).collect()
     }
 
     /// Checks each descriptor the way a `SharedBytes` will be checked
     /// before it is mapped: a memfd sealed against every change. A peer
     /// that sends anything else is broken (its link is dropped).
     pub(crate) fn check(&self) -> Result<(), ShmError> {
-        for fd in self.0.iter().flatten() {
+        for fd in self.fds() {
             shm::sealed_size(fd.as_fd())?;
         }
         Ok(())
     }
 }
+
+/// A value being decoded on a link: see [`decode_attached`].
+struct Incoming {
+    fds: Vec<OwnedFd>,
+    max: usize,
+    references_left: usize,
+}
+
+/// References one decoding may resolve: every `SharedBytes` of a value,
+/// several times over for a deserializer that tries alternatives (an
+/// untagged enum re-reads its content once per variant), and not so many
+/// that a peer's frame of references keeps the daemon mapping for long.
+const MAX_REFERENCES: usize = 1024;
 
 /// Restores a thread-local's previous state when the (de)serialization
 /// ends, panicking or not.
@@ -482,49 +519,47 @@ pub(crate) fn encode_attaching<R>(
     let scope = Restore::set(&OUTGOING, attach.then(Vec::new));
     let encoded = encode();
     let fds = scope.finish();
+    // (`SharedBytes::serialize` refuses the one over the limit.)
     let encoded = encoded?;
-    if fds
-        .as_ref()
-        .is_some_and(|fds| fds.len() > MAX_SHARED_PER_VALUE)
-    {
-        return Err(format!(
-            "the value holds more than {MAX_SHARED_PER_VALUE} SharedBytes"
-        ));
-    }
-    Ok((encoded, Attachments(fds)))
+    // The sender's limit does not apply to what it sends.
+    Ok((encoded, Attachments(fds.map(|fds| (fds, usize::MAX)))))
 }
 
 /// Runs `decode` (a link's serde decoding of one value) with the
-/// descriptors its frame carried; `SharedBytes` of up to `max` bytes are
-/// accepted. Descriptors the value did not claim are closed.
-pub(crate) fn decode_attached<R>(
-    attached: Attachments,
-    max: usize,
-    decode: impl FnOnce() -> R,
-) -> R {
-    let incoming = attached
-        .0
-        .map(|fds| (fds.into_iter().map(Some).collect(), max));
+/// descriptors its frame carried (and their size limit). They are closed
+/// when it ends: the `SharedBytes` decoded hold copies.
+pub(crate) fn decode_attached<R>(attached: Attachments, decode: impl FnOnce() -> R) -> R {
+    let incoming = attached.0.map(|(fds, max)| Incoming {
+        fds,
+        max,
+        references_left: MAX_REFERENCES,
+    });
     let scope = Restore::set(&INCOMING, incoming);
     let decoded = decode();
     drop(scope.finish());
     decoded
 }
 
-/// Takes descriptor `index` of the frame being decoded.
+/// The `SharedBytes` of descriptor `index` of the frame being decoded (a
+/// copy of the descriptor: a deserializer may read a value twice).
 fn take_incoming(index: u32, len: u64) -> Result<SharedBytes, String> {
     INCOMING.with(|cell| {
         let mut incoming = cell.borrow_mut();
-        let Some((fds, max)) = incoming.as_mut() else {
+        let Some(incoming) = incoming.as_mut() else {
             return Err("a shared-bytes reference outside a link".to_string());
         };
-        let max = *max;
+        incoming.references_left = incoming
+            .references_left
+            .checked_sub(1)
+            .ok_or_else(|| format!("more than {MAX_REFERENCES} shared-bytes references"))?;
         let fd = usize::try_from(index)
             .ok()
-            .and_then(|i| fds.get_mut(i))
-            .and_then(Option::take)
-            .ok_or_else(|| format!("shared bytes {index}: no such descriptor, or taken twice"))?;
-        SharedBytes::receive(fd, len, max).map_err(|e| format!("shared bytes {index}: {e}"))
+            .and_then(|i| incoming.fds.get(i))
+            .ok_or_else(|| format!("shared bytes {index}: no such descriptor"))?
+            .try_clone()
+            .map_err(|e| format!("shared bytes {index}: {e}"))?;
+        SharedBytes::receive(fd, len, incoming.max)
+            .map_err(|e| format!("shared bytes {index}: {e}"))
     })
 }
 
@@ -539,6 +574,11 @@ impl Serialize for SharedBytes {
             let Some(fds) = outgoing.as_mut() else {
                 return Ok(None);
             };
+            if fds.len() >= MAX_SHARED_PER_VALUE {
+                return Err(format!(
+                    "the value holds more than {MAX_SHARED_PER_VALUE} SharedBytes"
+                ));
+            }
             let fd = self
                 .share()
                 .map_err(|e| format!("cannot share the SharedBytes' memfd: {e}"))?;
@@ -622,7 +662,7 @@ mod tests {
         bytes: &[u8],
         attached: Attachments,
     ) -> Result<T, rmp_serde::decode::Error> {
-        decode_attached(attached, usize::MAX, || rmp_serde::from_slice(bytes))
+        decode_attached(attached, || rmp_serde::from_slice(bytes))
     }
 
     fn pattern(len: usize) -> Vec<u8> {
@@ -646,7 +686,7 @@ mod tests {
             assert!(bytes.len() < 32, "{len} bytes: {} encoded", bytes.len());
             let fds = attached.share().unwrap();
             let back: (u8, SharedBytes, String) =
-                decode(&bytes, Attachments::received(fds)).unwrap();
+                decode(&bytes, Attachments::received(fds, usize::MAX)).unwrap();
             assert_eq!(back, value);
             assert!(back.1.is_shared());
         }
@@ -668,46 +708,94 @@ mod tests {
         let back: SharedBytes = serde_json::from_str(&json).unwrap();
         assert_eq!(&back[..], b"plain");
         // A raw call's plain bytes decode on a link that carries descriptors.
-        let back: SharedBytes = decode(&bytes, Attachments::received(Vec::new())).unwrap();
+        let back: SharedBytes =
+            decode(&bytes, Attachments::received(Vec::new(), usize::MAX)).unwrap();
         assert_eq!(&back[..], b"plain");
         // And a `Vec` made into one is copied into a memfd on a link.
         let heap = SharedBytes::from(b"heap".to_vec());
         let (bytes, attached) = encode(&heap, true);
-        let back: SharedBytes =
-            decode(&bytes, Attachments::received(attached.share().unwrap())).unwrap();
+        let back: SharedBytes = decode(
+            &bytes,
+            Attachments::received(attached.share().unwrap(), usize::MAX),
+        )
+        .unwrap();
         assert!(back.is_shared());
         assert_eq!(back, heap);
     }
 
+    fn received(attached: &Attachments) -> Attachments {
+        Attachments::received(attached.share().unwrap(), usize::MAX)
+    }
+
     #[test]
-    fn a_reference_to_a_missing_wrong_or_reused_descriptor_is_refused() {
+    fn a_reference_to_a_missing_or_wrong_descriptor_is_refused() {
         let one = SharedBytes::copy_from_slice(b"abc").unwrap();
         let (bytes, attached) = encode(&vec![one.clone(), one.clone()], true);
         assert_eq!(attached.len(), 2);
         // One descriptor short.
         let mut fds = attached.share().unwrap();
         fds.pop();
-        assert!(decode::<Vec<SharedBytes>>(&bytes, Attachments::received(fds)).is_err());
-        // The same index twice.
-        let twice = rmp_serde::to_vec(&vec![(0u32, 3u64), (0u32, 3u64)]).unwrap();
-        let fds = attached.share().unwrap();
-        assert!(decode::<Vec<SharedBytes>>(&twice, Attachments::received(fds)).is_err());
+        let short = Attachments::received(fds, usize::MAX);
+        assert!(decode::<Vec<SharedBytes>>(&bytes, short).is_err());
         // A length other than the memfd's.
         let wrong = rmp_serde::to_vec(&(0u32, 4u64)).unwrap();
-        let fds = attached.share().unwrap();
-        assert!(decode::<SharedBytes>(&wrong, Attachments::received(fds)).is_err());
+        assert!(decode::<SharedBytes>(&wrong, received(&attached)).is_err());
         // A descriptor that is not a sealed memfd.
         let file: OwnedFd = tempfile::tempfile().unwrap().into();
-        let received = Attachments::received(vec![file]);
-        assert!(received.check().is_err());
+        let not_sealed = Attachments::received(vec![file], usize::MAX);
+        assert!(not_sealed.check().is_err());
         let right = rmp_serde::to_vec(&(0u32, 0u64)).unwrap();
-        assert!(decode::<SharedBytes>(&right, received).is_err());
+        assert!(decode::<SharedBytes>(&right, not_sealed).is_err());
         // Over the receiver's limit.
-        let fds = attached.share().unwrap();
-        let limited = decode_attached(Attachments::received(fds), 2, || {
-            rmp_serde::from_slice::<SharedBytes>(&rmp_serde::to_vec(&(0u32, 3u64)).unwrap())
-        });
-        assert!(limited.is_err());
+        let limited = Attachments::received(attached.share().unwrap(), 2);
+        let three = rmp_serde::to_vec(&(0u32, 3u64)).unwrap();
+        assert!(decode::<SharedBytes>(&three, limited).is_err());
+    }
+
+    #[test]
+    fn a_reference_read_twice_maps_the_same_memfd_but_not_endlessly() {
+        let one = SharedBytes::copy_from_slice(b"abc").unwrap();
+        let (_, attached) = encode(&one, true);
+        let twice = rmp_serde::to_vec(&vec![(0u32, 3u64), (0u32, 3u64)]).unwrap();
+        let back: Vec<SharedBytes> = decode(&twice, received(&attached)).unwrap();
+        assert_eq!(back, vec![one.clone(), one]);
+        let endless = rmp_serde::to_vec(&vec![(0u32, 3u64); MAX_REFERENCES + 1]).unwrap();
+        assert!(decode::<Vec<SharedBytes>>(&endless, received(&attached)).is_err());
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Pair(SharedBytes, u64),
+        Single(SharedBytes),
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Holder {
+        maybe: Option<SharedBytes>,
+        none: Option<SharedBytes>,
+        either: Either,
+        #[serde(flatten)]
+        rest: std::collections::BTreeMap<String, SharedBytes>,
+    }
+
+    #[test]
+    fn options_untagged_enums_and_flattened_maps_hold_them_too() {
+        let bytes = |b: &[u8]| SharedBytes::copy_from_slice(b).unwrap();
+        let value = Holder {
+            maybe: Some(bytes(b"maybe")),
+            none: None,
+            either: Either::Single(bytes(b"single")),
+            rest: [("extra".to_string(), bytes(b"extra"))].into(),
+        };
+        let (encoded, attached) = encode(&value, true);
+        assert_eq!(attached.len(), 3);
+        let back: Holder = decode(&encoded, received(&attached)).unwrap();
+        assert_eq!(back, value);
+        assert!(back.maybe.as_ref().is_some_and(SharedBytes::is_shared));
+        // The same values as JSON: plain bytes.
+        let json = serde_json::to_string(&value).unwrap();
+        assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), value);
     }
 
     #[test]
@@ -756,11 +844,40 @@ mod tests {
             "its length and sending it touch none"
         );
         assert_eq!(value[len - 1], 3);
-        assert_eq!(
-            resident_kib(&region.fd),
-            (len / 1024) as u64,
-            "one access maps them all"
+        if populate_supported() {
+            let all = (len / 1024) as u64;
+            assert_eq!(resident_kib(&region.fd), all, "one access maps them all");
+        }
+        // A sparse memfd is not: its holes would become pages.
+        let sparse = SharedBytesMut::new(len).unwrap().freeze().unwrap();
+        let Repr::Shared(region) = &sparse.repr else {
+            panic!("in shared memory")
+        };
+        assert_eq!(sparse[len / 2], 0);
+        assert!(
+            resident_kib(&region.fd) < 1024,
+            "{} KiB",
+            resident_kib(&region.fd)
         );
+    }
+
+    /// `MADV_POPULATE_READ` exists on this kernel (5.14 and later).
+    fn populate_supported() -> bool {
+        // SAFETY: a private anonymous page, advised, then unmapped.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(page, libc::MAP_FAILED);
+            let supported = libc::madvise(page, 4096, libc::MADV_POPULATE_READ) == 0;
+            libc::munmap(page, 4096);
+            supported
+        }
     }
 
     #[test]

@@ -427,7 +427,7 @@ impl Payload {
     /// descriptors that came with it.
     pub(crate) fn decode<T>(self, decode: impl FnOnce(&[u8]) -> T) -> T {
         let Payload { body, attached } = self;
-        super::shared_bytes::decode_attached(attached, isize::MAX as usize, || decode(&body))
+        super::shared_bytes::decode_attached(attached, || decode(&body))
     }
 }
 

@@ -244,7 +244,8 @@ impl Serving {
         };
         let fds: Vec<OwnedFd> = fds.collect();
         let attached = if attach {
-            Attachments::received(fds)
+            // The daemon is trusted: its `SharedBytes` have no limit.
+            Attachments::received(fds, isize::MAX as usize)
         } else if fds.is_empty() {
             Attachments::plain()
         } else {

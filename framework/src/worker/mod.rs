@@ -78,7 +78,7 @@ pub use context::WorkerContext;
 pub(crate) use pool::PoolRegistry;
 pub use pool::{
     CallResponse, CallReturn, GetPoolStats, StopPool, WorkerPool, WorkerPoolBuilder,
-    DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT,
+    DEFAULT_MAX_SHARED_BYTES, DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT,
 };
 #[cfg_attr(not(feature = "nats"), allow(unused_imports))]
 pub(crate) use pool::{GetPoolLimits, PoolLimits, RawCall};
@@ -411,9 +411,7 @@ pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DispatchError
             .map_err(|e| DispatchError::BadArgs(e.to_string()))
     };
     match attached {
-        Some(attached) => {
-            crate::ipc::shared_bytes::decode_attached(attached, isize::MAX as usize, decode)
-        }
+        Some(attached) => crate::ipc::shared_bytes::decode_attached(attached, decode),
         None => decode(),
     }
 }

@@ -87,6 +87,8 @@ pub(super) struct PoolConfig {
     pub runtime_jitter: f64,
     pub restart_limit: (usize, Duration),
     pub max_payload: usize,
+    /// Largest `SharedBytes` a worker may hand back.
+    pub max_shared_bytes: usize,
     pub max_in_flight: usize,
     pub max_concurrent: usize,
     pub warm_spares: usize,
@@ -147,6 +149,9 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// assert_eq!(daemonic::worker::DEFAULT_SHM_THRESHOLD, 256 * 1024);
 /// ```
 pub const DEFAULT_SHM_THRESHOLD: usize = 256 * 1024;
+
+/// The default of [`WorkerPoolBuilder::max_shared_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_SHARED_BYTES: usize = 4 << 30;
 
 /// Configures a [`WorkerPool`].
 ///
@@ -239,6 +244,7 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
                 runtime_jitter: 0.1,
                 restart_limit: (10, Duration::from_secs(10)),
                 max_payload: 16 * 1024 * 1024,
+                max_shared_bytes: DEFAULT_MAX_SHARED_BYTES,
                 max_in_flight: 1,
                 max_concurrent: 1,
                 warm_spares: 1,
@@ -330,6 +336,18 @@ impl<W: WorkerMethods> WorkerPoolBuilder<W> {
     /// at most 64 MiB, the frame limit of every link).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.config.max_payload = bytes;
+        self
+    }
+
+    /// Largest [`SharedBytes`](crate::worker::SharedBytes) a worker may
+    /// hand back in a result (default [`DEFAULT_MAX_SHARED_BYTES`], 4 GiB).
+    /// A bigger one fails its call with [`WorkerError::Protocol`] and is
+    /// never mapped. Its memory is the worker's, but the daemon's reading
+    /// it may allocate pages a sparse memfd did not have: this bounds what
+    /// a worker can make the daemon hold. `SharedBytes` do not count toward
+    /// [`max_payload`](Self::max_payload).
+    pub fn max_shared_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_shared_bytes = bytes;
         self
     }
 

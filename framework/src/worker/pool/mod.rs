@@ -32,7 +32,10 @@ mod supervised;
 mod traffic;
 
 pub(crate) use builder::PoolRegistry;
-pub use builder::{CallReturn, WorkerPoolBuilder, DEFAULT_SHM_THRESHOLD, DEFAULT_START_TIMEOUT};
+pub use builder::{
+    CallReturn, WorkerPoolBuilder, DEFAULT_MAX_SHARED_BYTES, DEFAULT_SHM_THRESHOLD,
+    DEFAULT_START_TIMEOUT,
+};
 #[cfg(feature = "testing")]
 pub use kill::KillWorker;
 pub(crate) use raw::{GetPoolLimits, PoolLimits, RawCall};
@@ -262,8 +265,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
         } else {
             self.shm_threshold()
         };
-        // Its `SharedBytes` go as descriptors where the link carries them.
-        let attach = threshold.is_some();
+        // Its `SharedBytes` go as descriptors where the link carries them,
+        // whatever the threshold.
+        let attach =
+            self.inline.is_none() && self.config.transport == crate::ipc::Transport::Socket;
         let args = match crate::ipc::shm::encode(&message, threshold, attach) {
             Ok(a) => a,
             Err(e) => {

@@ -34,6 +34,18 @@ impl<W: WorkerMethods> WorkerPool<W> {
             let Some(call) = self.pop_queue() else {
                 return;
             };
+            // Copies of its `SharedBytes`' descriptors; none to be had (this
+            // process is out of descriptors) fails this call, not the worker.
+            let attached = match call.attached.share() {
+                Ok(fds) => fds,
+                Err(e) => {
+                    let error = WorkerError::Protocol(format!(
+                        "cannot share the arguments' SharedBytes: {e}"
+                    ));
+                    self.finish(call.name, call.id, 0, call.accepted, call.reply, Err(error));
+                    continue;
+                }
+            };
             let slot = &mut self.slots[index];
             let deadline = self
                 .config
@@ -51,42 +63,39 @@ impl<W: WorkerMethods> WorkerPool<W> {
             };
             let deadline_wire = deadline.map(Deadline::to_wire);
             let attach = call.attached.enabled();
-            let sent = call
-                .attached
-                .share()
-                .and_then(|attached| match (sealed, &call.args) {
-                    (Some(fd), args) => {
-                        self.counters.shared_payloads += 1;
-                        protocol::encode(&ToChild::CallShared {
-                            id: call.id,
-                            method: call.method,
-                            len: args.len() as u64,
-                            deadline: deadline_wire,
-                            attach,
-                        })
-                        .map_err(std::io::Error::other)
-                        .and_then(|bytes| {
-                            let mut fds = Vec::with_capacity(1 + attached.len());
-                            fds.push(fd);
-                            fds.extend(attached);
-                            slot.link.send_with_fds(bytes, fds)
-                        })
-                    }
-                    (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
+            let sent = match (sealed, &call.args) {
+                (Some(fd), args) => {
+                    self.counters.shared_payloads += 1;
+                    protocol::encode(&ToChild::CallShared {
                         id: call.id,
                         method: call.method,
-                        args: Cow::Borrowed(bytes),
+                        len: args.len() as u64,
                         deadline: deadline_wire,
                         attach,
                     })
                     .map_err(std::io::Error::other)
-                    .and_then(|bytes| slot.link.send_with_fds(bytes, attached)),
-                    // No descriptor to be had (out of them): the link is as
-                    // good as broken.
-                    (None, Encoded::Shared(_)) => {
-                        Err(std::io::Error::other("cannot share the arguments' memfd"))
-                    }
-                });
+                    .and_then(|bytes| {
+                        let mut fds = Vec::with_capacity(1 + attached.len());
+                        fds.push(fd);
+                        fds.extend(attached);
+                        slot.link.send_with_fds(bytes, fds)
+                    })
+                }
+                (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
+                    id: call.id,
+                    method: call.method,
+                    args: Cow::Borrowed(bytes),
+                    deadline: deadline_wire,
+                    attach,
+                })
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| slot.link.send_with_fds(bytes, attached)),
+                // No descriptor to be had (out of them): the link is as
+                // good as broken.
+                (None, Encoded::Shared(_)) => {
+                    Err(std::io::Error::other("cannot share the arguments' memfd"))
+                }
+            };
             slot.sent += 1;
             slot.in_flight.push_back(InFlight {
                 id: call.id,
@@ -217,7 +226,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         };
         let fds: Vec<OwnedFd> = fds.collect();
         let attached = if attach {
-            let attached = Attachments::received(fds);
+            let attached = Attachments::received(fds, self.config.max_shared_bytes);
             attached
                 .check()
                 .map_err(|e| format!("a reply's shared bytes: {e}"))?;
