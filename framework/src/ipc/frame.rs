@@ -9,6 +9,7 @@
 //! make the daemon allocate memory the peer never sends.
 
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 
 /// Largest frame either side of any link accepts (64 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -175,6 +176,35 @@ impl Decoder {
             return Err(e);
         }
         let mut frames = Vec::new();
+        let failed = self
+            .each_frame(|bytes, fd| {
+                frames.push(Frame {
+                    bytes: bytes.to_vec(),
+                    fd,
+                });
+                ControlFlow::Continue(())
+            })
+            .err();
+        match failed {
+            Some(e) if frames.is_empty() => Err(e),
+            Some(e) => {
+                self.broken = Some(e);
+                Ok(frames)
+            }
+            None => Ok(frames),
+        }
+    }
+
+    /// Hands every complete frame received so far to `each`, in order, with
+    /// the descriptor it announced, borrowed from the read buffer: no copy,
+    /// no allocation per frame (the pool's reader decodes replies in place).
+    /// Stops after a frame for which `each` breaks. A broken link (see
+    /// [`frames`](Self::frames)) is the error returned after the frames that
+    /// arrived whole before it.
+    pub(crate) fn each_frame(
+        &mut self,
+        mut each: impl FnMut(&[u8], Option<std::os::fd::OwnedFd>) -> ControlFlow<()>,
+    ) -> io::Result<()> {
         let mut at = 0;
         let failed = loop {
             if let Err(e) = self.fds.stale(self.taken + at as u64) {
@@ -209,11 +239,11 @@ impl Decoder {
             } else {
                 None
             };
-            frames.push(Frame {
-                bytes: self.buf[at + HEADER..at + HEADER + len].to_vec(),
-                fd,
-            });
+            let flow = each(&self.buf[at + HEADER..at + HEADER + len], fd);
             at += HEADER + len;
+            if flow.is_break() {
+                break None;
+            }
         };
         self.buf.drain(..at);
         self.taken += at as u64;
@@ -221,12 +251,8 @@ impl Decoder {
             self.buf.shrink_to(KEEP);
         }
         match failed {
-            Some(e) if frames.is_empty() => Err(e),
-            Some(e) => {
-                self.broken = Some(e);
-                Ok(frames)
-            }
-            None => Ok(frames),
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 

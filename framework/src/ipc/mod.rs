@@ -23,7 +23,9 @@ pub use frame::{Frame, MAX_FRAME};
 
 use futures_util::stream::LocalBoxStream;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::OwnedFd;
+use std::task::Poll;
 
 fn no_descriptors() -> io::Error {
     io::Error::new(
@@ -50,10 +52,61 @@ pub trait HostLink: 'static {
     /// not belong to its frame) ends it too.
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>>;
 
+    /// The frames from the child, read in place (see [`FrameSource`]); by
+    /// default [`incoming`](Self::incoming)'s batches, one frame at a time.
+    fn frame_source(&mut self) -> Option<Box<dyn FrameSource>> {
+        let stream = self.incoming()?;
+        Some(Box::new(StreamSource(stream)))
+    }
+
     /// The child has exited: whatever the link still waits for (a
     /// connection that will never come) is given up, so that
     /// [`incoming`](Self::incoming) ends.
     fn close(&mut self) {}
+}
+
+/// What a link's reader does with each frame (its bytes, borrowed, and the
+/// descriptor it carried): `Break` stops reading (the link is dropped).
+pub type OnFrame<'a> = dyn FnMut(&[u8], Option<OwnedFd>) -> ControlFlow<()> + 'a;
+
+/// The frames from one child, handed over where they were read: the pool's
+/// reader decodes each reply from the read buffer itself, with no copy or
+/// allocation per frame and no batch of frames passed through a stream.
+pub trait FrameSource {
+    /// Waits for the next read from the link (registering `cx`'s waker) and
+    /// hands each whole frame it completed to `each`, in order, as a
+    /// stream's `poll_next`: `Some(Ok(()))` after a read, `None` once the
+    /// child hung up (or `each` broke), `Some(Err(..))` when the link broke
+    /// (frames that came whole before the break were handed over first).
+    fn poll_frames(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        each: &mut OnFrame<'_>,
+    ) -> Poll<Option<io::Result<()>>>;
+}
+
+/// A [`FrameSource`] over a transport's stream of frame batches.
+struct StreamSource(LocalBoxStream<'static, io::Result<Vec<Frame>>>);
+
+impl FrameSource for StreamSource {
+    fn poll_frames(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        each: &mut OnFrame<'_>,
+    ) -> Poll<Option<io::Result<()>>> {
+        use futures_util::StreamExt;
+        match std::task::ready!(self.0.poll_next_unpin(cx)) {
+            Some(Ok(frames)) => {
+                for frame in frames {
+                    if each(&frame.bytes, frame.fd).is_break() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Ready(Some(Ok(())))
+            }
+            other => Poll::Ready(other.map(|r| r.map(drop))),
+        }
+    }
 }
 
 /// The worker's side of a link (blocking).

@@ -3,12 +3,13 @@
 
 use super::frame::{Decoder, Frame};
 use super::outbox::Outbox;
-use super::{ChildLink, HostLink};
+use super::{ChildLink, FrameSource, HostLink, OnFrame};
 use futures_util::stream::{self, LocalBoxStream, StreamExt};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::task::{ready, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
@@ -118,6 +119,60 @@ async fn read_ready(reader: &AsyncFd<StdUnixStream>, decoder: &mut Decoder) -> i
     }
 }
 
+/// The host's reader as a [`FrameSource`]: one read per poll, every frame
+/// it completed handed over from the read buffer in place.
+struct SocketSource {
+    reader: AsyncFd<StdUnixStream>,
+    decoder: Decoder,
+}
+
+impl FrameSource for SocketSource {
+    fn poll_frames(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        each: &mut OnFrame<'_>,
+    ) -> Poll<Option<io::Result<()>>> {
+        let Self { reader, decoder } = self;
+        loop {
+            let mut guard = match ready!(reader.poll_read_ready(cx)) {
+                Ok(guard) => guard,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            };
+            match guard.try_io(|sock| decoder.recv_checked(sock.get_ref().as_fd())) {
+                Ok(Ok((0, _))) => return Poll::Ready(None),
+                Ok(Ok((_, drained))) => {
+                    // Nothing left: the next wait goes to the reactor
+                    // instead of spending a read on EAGAIN first (see
+                    // `read_ready`).
+                    if drained {
+                        guard.clear_ready();
+                    }
+                }
+                // The child closed its end with calls unread in it (it
+                // died busy): reported once everything it wrote was read,
+                // so it is the link's end.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Poll::Ready(None)
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Err(_would_block) => continue,
+            }
+            let mut stopped = false;
+            let read = decoder.each_frame(|bytes, fd| {
+                let flow = each(bytes, fd);
+                stopped = flow.is_break();
+                flow
+            });
+            return Poll::Ready(match read {
+                Err(e) => Some(Err(e)),
+                Ok(()) if stopped => None,
+                Ok(()) => Some(Ok(())),
+            });
+        }
+    }
+}
+
 impl HostLink for SocketHostLink {
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
         self.queue(Frame::from(frame))
@@ -128,6 +183,14 @@ impl HostLink for SocketHostLink {
             bytes: frame,
             fd: Some(fd),
         })
+    }
+
+    fn frame_source(&mut self) -> Option<Box<dyn FrameSource>> {
+        let reader = self.reader.take()?;
+        Some(Box::new(SocketSource {
+            reader,
+            decoder: Decoder::new(),
+        }))
     }
 
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {

@@ -260,7 +260,7 @@ impl Serving {
         ctx: &WorkerContext,
         id: u64,
         result: std::thread::Result<Result<Vec<u8>, DispatchError>>,
-    ) -> (FromChild, Option<OwnedFd>, bool) {
+    ) -> (FromChild<'static>, Option<OwnedFd>, bool) {
         let reply = |outcome| FromChild::Reply { id, outcome };
         // A large result was encoded straight into a memfd (see
         // `encode_output`); its bytes are left empty.
@@ -286,10 +286,12 @@ impl Serving {
                         // Encoded elsewhere than by `encode_output`.
                         match shm::sealed(&bytes) {
                             Ok(sealed) => Some(sealed),
-                            Err(_) => return (reply(Outcome::Ok(bytes)), None, false),
+                            Err(_) => return (reply(Outcome::Ok(bytes.into())), None, false),
                         }
                     }
-                    Encoded::Inline(bytes) => return (reply(Outcome::Ok(bytes)), None, false),
+                    Encoded::Inline(bytes) => {
+                        return (reply(Outcome::Ok(bytes.into())), None, false)
+                    }
                 };
                 match shared.map(|s| s.share()) {
                     Some(Ok(fd)) => (reply(Outcome::Shared(len as u64)), Some(fd), false),

@@ -50,14 +50,16 @@ pub(crate) enum ToChild<'a> {
     },
 }
 
-/// Worker → daemon.
+/// Worker → daemon. A result is borrowed when decoded: the pool reads it
+/// from the frame in place, where it was received.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum FromChild {
+pub(crate) enum FromChild<'a> {
     /// `started` ran; calls may come.
     Ready,
     Reply {
         id: u64,
-        outcome: Outcome,
+        #[serde(borrow)]
+        outcome: Outcome<'a>,
     },
     /// Leaving on its own (SIGTERM/SIGINT): finished the call it was running,
     /// ran `stopping`, exits 0. Calls it had not started are run elsewhere;
@@ -66,8 +68,8 @@ pub(crate) enum FromChild {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Outcome {
-    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+pub(crate) enum Outcome<'a> {
+    Ok(#[serde(with = "serde_bytes", borrow)] Cow<'a, [u8]>),
     Panicked(String),
     BadCall(String),
     /// The method returned, but its encoded result is this many bytes,
@@ -76,6 +78,28 @@ pub(crate) enum Outcome {
     /// The method returned; its encoded result, this many bytes, is in the
     /// sealed memfd the frame carries.
     Shared(u64),
+}
+
+impl FromChild<'_> {
+    /// The same frame, owning its result (a fuzzer's round trip outlives
+    /// the bytes it decoded).
+    #[cfg(feature = "testing")]
+    pub(crate) fn into_owned(self) -> FromChild<'static> {
+        match self {
+            FromChild::Ready => FromChild::Ready,
+            FromChild::Leaving => FromChild::Leaving,
+            FromChild::Reply { id, outcome } => FromChild::Reply {
+                id,
+                outcome: match outcome {
+                    Outcome::Ok(bytes) => Outcome::Ok(Cow::Owned(bytes.into_owned())),
+                    Outcome::Panicked(message) => Outcome::Panicked(message),
+                    Outcome::BadCall(message) => Outcome::BadCall(message),
+                    Outcome::ReplyTooLarge(size) => Outcome::ReplyTooLarge(size),
+                    Outcome::Shared(len) => Outcome::Shared(len),
+                },
+            },
+        }
+    }
 }
 
 /// Bytes a reply adds around the method's encoded result (enum tags, the
@@ -209,7 +233,7 @@ mod tests {
         let payload = vec![0u8; 70_000];
         let frame = encode(&FromChild::Reply {
             id: u64::MAX,
-            outcome: Outcome::Ok(payload.clone()),
+            outcome: Outcome::Ok(payload.clone().into()),
         })
         .unwrap();
         assert!(

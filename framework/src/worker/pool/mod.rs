@@ -25,6 +25,7 @@ mod inline;
 mod kill;
 mod lifecycle;
 mod raw;
+mod reader;
 mod reply;
 mod schedule;
 mod slot;
@@ -42,7 +43,7 @@ pub(crate) use supervised::{PoolReport, ResumePool, SuspendPool};
 use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
-use crate::ipc::shm::{Encoded, Payload};
+use crate::ipc::shm::Encoded;
 use crate::supervision::budget::RestartBudget;
 use actix::prelude::*;
 use builder::PoolConfig;
@@ -190,7 +191,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         pid: i32,
         accepted: Instant,
         reply: reply::Reply,
-        result: std::result::Result<Payload, WorkerError>,
+        result: std::result::Result<&[u8], WorkerError>,
     ) {
         let latency = accepted.elapsed();
         self.counters.latencies.record(latency);
@@ -218,7 +219,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 error: error.cloned(),
             });
         }
-        reply(result);
+        reply.answer(result);
     }
 
     fn push_queue(&mut self, call: Queued) {
@@ -341,9 +342,15 @@ impl<W: WorkerMethods> WorkerPool<W> {
             };
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
-                    let result = result
-                        .unwrap_or(Err(WorkerError::ShuttingDown))
-                        .map(Payload::from);
+                    let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
+                    let bytes;
+                    let result = match result {
+                        Ok(answer) => {
+                            bytes = answer;
+                            Ok(&bytes[..])
+                        }
+                        Err(e) => Err(e),
+                    };
                     act.finish(name, id, 0, accepted, reply, result);
                 }),
             );

@@ -6,9 +6,10 @@ use super::schedule;
 use super::slot::{InFlight, SlotState};
 use super::{PoolState, WorkerPool};
 use crate::ipc::shm::{self, Encoded, Mapping, Payload};
-use crate::ipc::{Frame, Transport};
+use crate::ipc::Transport;
 use actix::prelude::*;
 use std::borrow::Cow;
+use std::ops::{ControlFlow, Deref};
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
@@ -154,61 +155,79 @@ impl<W: WorkerMethods> WorkerPool<W> {
             .filter(|_| self.config.transport == Transport::Socket)
     }
 
-    pub(super) fn on_frames(&mut self, key: u64, frames: Vec<Frame>, ctx: &mut Context<Self>) {
-        for Frame { bytes, fd } in frames {
-            let message = protocol::decode::<FromChild>(&bytes).map_err(|e| e.to_string());
-            let reply = match (message, fd) {
-                (Ok(FromChild::Ready), None) => {
-                    self.on_ready(key);
-                    continue;
-                }
-                (Ok(FromChild::Leaving), None) => {
-                    self.on_leaving(key);
-                    continue;
-                }
-                (Ok(FromChild::Reply { id, outcome }), fd) => self.answer(id, outcome, fd),
-                (Ok(_), Some(_)) => Err("a descriptor with a frame that takes none".into()),
-                (Err(e), _) => Err(e),
-            };
-            match reply {
-                Ok((id, result)) => self.on_reply(key, id, result, ctx),
-                Err(why) => return self.on_link_closed(key, Some(why), ctx),
+    /// One frame from worker `key`, read in place (see `lifecycle.rs`,
+    /// `LinkReader`); `Break`: it was malformed, and the link is dropped.
+    pub(super) fn on_frame(
+        &mut self,
+        key: u64,
+        bytes: &[u8],
+        fd: Option<OwnedFd>,
+        ctx: &mut Context<Self>,
+    ) -> ControlFlow<()> {
+        let message = protocol::decode::<FromChild>(bytes).map_err(|e| e.to_string());
+        let reply = match (message, fd) {
+            (Ok(FromChild::Ready), None) => {
+                self.on_ready(key);
+                return ControlFlow::Continue(());
+            }
+            (Ok(FromChild::Leaving), None) => {
+                self.on_leaving(key);
+                return ControlFlow::Continue(());
+            }
+            (Ok(FromChild::Reply { id, outcome }), fd) => {
+                self.answer(outcome, fd).map(|result| (id, result))
+            }
+            (Ok(_), Some(_)) => Err("a descriptor with a frame that takes none".into()),
+            (Err(e), _) => Err(e),
+        };
+        match reply {
+            Ok((id, Ok(returned))) => self.on_reply(key, id, Ok(&returned[..]), ctx),
+            Ok((id, Err(error))) => self.on_reply(key, id, Err(error), ctx),
+            Err(why) => {
+                self.on_link_closed(key, Some(why), ctx);
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
+    }
+
+    /// After the frames of one read: workers may take calls again.
+    pub(super) fn after_frames(&mut self, ctx: &mut Context<Self>) {
         self.promote(ctx);
         self.dispatch(ctx);
     }
 
     /// What a reply says, its large result checked and mapped; `Err`: the
     /// reply is malformed (the link is dropped).
-    fn answer(
+    fn answer<'a>(
         &mut self,
-        id: u64,
-        outcome: Outcome,
+        outcome: Outcome<'a>,
         fd: Option<OwnedFd>,
-    ) -> Result<(u64, Result<Payload, WorkerError>), String> {
+    ) -> Result<Result<Returned<'a>, WorkerError>, String> {
         let max = self.config.max_payload;
-        let result = match (outcome, fd) {
+        Ok(match (outcome, fd) {
             (Outcome::Shared(len), Some(fd)) => {
                 let mapping = Mapping::open(fd, len, max).map_err(|e| e.to_string())?;
                 self.counters.shared_payloads += 1;
-                Ok(Payload::Mapped(mapping))
+                Ok(Returned::Received(Payload::Mapped(mapping)))
             }
             (Outcome::Shared(_), None) => return Err("a shared result without its memfd".into()),
             (_, Some(_)) => return Err("a descriptor with a reply that takes none".into()),
-            (Outcome::Ok(bytes), None) => Ok(Payload::Inline(bytes)),
+            (Outcome::Ok(Cow::Borrowed(bytes)), None) => Ok(Returned::InFrame(bytes)),
+            (Outcome::Ok(Cow::Owned(bytes)), None) => {
+                Ok(Returned::Received(Payload::Inline(bytes)))
+            }
             (Outcome::Panicked(message), None) => Err(WorkerError::Panicked { message }),
             (Outcome::BadCall(message), None) => Err(WorkerError::Protocol(message)),
             (Outcome::ReplyTooLarge(size), None) => Err(WorkerError::ReplyTooLarge { size, max }),
-        };
-        Ok((id, result))
+        })
     }
 
     fn on_reply(
         &mut self,
         key: u64,
         id: u64,
-        result: Result<Payload, WorkerError>,
+        result: Result<&[u8], WorkerError>,
         ctx: &mut Context<Self>,
     ) {
         let max_calls = self.config.max_calls_per_child;
@@ -243,5 +262,23 @@ impl<W: WorkerMethods> WorkerPool<W> {
             self.retire(key, "max runtime", ctx);
         }
         self.send_stop_if_drained(key);
+    }
+}
+
+/// A reply's result: in its frame, borrowed from the read buffer (as
+/// decoding yields it), or received otherwise (in a mapped memfd).
+enum Returned<'a> {
+    InFrame(&'a [u8]),
+    Received(Payload),
+}
+
+impl Deref for Returned<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Returned::InFrame(bytes) => bytes,
+            Returned::Received(payload) => payload,
+        }
     }
 }
