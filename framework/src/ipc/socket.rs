@@ -5,16 +5,17 @@ use super::frame::{Decoder, Frame};
 use super::outbox::Outbox;
 use super::{ChildLink, FrameSource, HostLink, OnFrame};
 use futures_util::stream::{self, LocalBoxStream, StreamExt};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::task::{ready, Poll};
+use std::rc::Rc;
+use std::task::{ready, Poll, Waker};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 
 /// Host side: a writer task owns a duplicate of the socket and coalesces
 /// queued frames; the reader waits for readability only.
@@ -25,8 +26,26 @@ use tokio::sync::mpsc;
 /// a same-core round trip. The writer writes straight away and registers
 /// for writability only while a full buffer makes it wait (`outbox.rs`).
 pub struct SocketHostLink {
-    outgoing: mpsc::Sender<Frame>,
+    outgoing: Rc<RefCell<Outgoing>>,
+    capacity: usize,
     reader: Option<AsyncFd<StdUnixStream>>,
+}
+
+/// Frames queued for the writer task, which runs on the same thread: the
+/// pool appends each frame to `out` and wakes the task only if it waits
+/// (no channel, no per-frame message); the task swaps the whole batch out
+/// and writes it.
+#[derive(Default)]
+struct Outgoing {
+    out: Outbox,
+    /// Frames in `out`.
+    frames: usize,
+    /// The writer task, while it waits for frames.
+    writer: Option<Waker>,
+    /// The writer stopped: the child is gone.
+    closed: bool,
+    /// The link was dropped: the writer sends what is queued and stops.
+    dropped: bool,
 }
 
 impl SocketHostLink {
@@ -41,46 +60,77 @@ impl SocketHostLink {
         // SAFETY: the AsyncFd owns the socket for its whole life, so the
         // descriptor stays open and the same.
         let reader = unsafe { AsyncFd::register_with_interest(channel, Interest::READABLE) }?;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        actix_rt::spawn(write_loop(writer, rx));
+        let outgoing = Rc::new(RefCell::new(Outgoing::default()));
+        actix_rt::spawn(write_loop(writer, outgoing.clone()));
         Ok(Self {
-            outgoing: tx,
+            outgoing,
+            capacity: capacity.max(1),
             reader: Some(reader),
         })
     }
 
     fn queue(&mut self, frame: Frame) -> io::Result<()> {
-        self.outgoing.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => io::Error::new(
+        let mut outgoing = self.outgoing.borrow_mut();
+        if outgoing.closed {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "link closed"));
+        }
+        if outgoing.frames >= self.capacity {
+            return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "link queue full (more frames than the worker may hold)",
-            ),
-            mpsc::error::TrySendError::Closed(_) => {
-                io::Error::new(io::ErrorKind::BrokenPipe, "link closed")
-            }
-        })
+            ));
+        }
+        outgoing.out.push_frame(frame)?;
+        outgoing.frames += 1;
+        if let Some(writer) = outgoing.writer.take() {
+            writer.wake();
+        }
+        Ok(())
     }
 }
 
-async fn write_loop(writer: StdUnixStream, mut rx: mpsc::Receiver<Frame>) {
-    let mut out = Outbox::default();
-    while let Some(first) = rx.recv().await {
-        if out.push_frame(first).is_err() {
-            return; // the pool checks sizes first; the child sees EOF
+impl Drop for SocketHostLink {
+    fn drop(&mut self) {
+        let mut outgoing = self.outgoing.borrow_mut();
+        outgoing.dropped = true;
+        if let Some(writer) = outgoing.writer.take() {
+            writer.wake();
         }
-        // Everything queued meanwhile goes out in the same write.
-        while out.len() < 1024 * 1024 {
-            match rx.try_recv() {
-                Ok(next) => {
-                    if out.push_frame(next).is_err() {
-                        return;
-                    }
+    }
+}
+
+async fn write_loop(writer: StdUnixStream, outgoing: Rc<RefCell<Outgoing>>) {
+    // Swapped with the queue's: frames queued while a batch is written wait
+    // for the next one, in order.
+    let mut out = Outbox::default();
+    loop {
+        let more = std::future::poll_fn(|cx| {
+            let mut queued = outgoing.borrow_mut();
+            if !queued.out.is_empty() {
+                std::mem::swap(&mut queued.out, &mut out);
+                queued.frames = 0;
+                Poll::Ready(true)
+            } else if queued.dropped {
+                Poll::Ready(false)
+            } else {
+                if !queued
+                    .writer
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    queued.writer = Some(cx.waker().clone());
                 }
-                Err(_) => break,
+                Poll::Pending
             }
+        })
+        .await;
+        if !more {
+            return;
         }
         if out.write_direct(&writer).await.is_err() {
-            return; // the child is gone; its death is reported by its pidfd
+            // The child is gone; its death is reported by its pidfd.
+            outgoing.borrow_mut().closed = true;
+            return;
         }
     }
 }
