@@ -401,7 +401,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 call.name,
                 call.id,
                 pid,
-                call.accepted,
+                call.accepted.elapsed(),
                 call.reply,
                 Err(WorkerError::Timeout { pid, after }),
             );

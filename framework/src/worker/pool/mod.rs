@@ -189,11 +189,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
         name: &'static str,
         id: u64,
         pid: i32,
-        accepted: Instant,
+        latency: Duration,
         reply: reply::Reply,
         result: std::result::Result<&[u8], WorkerError>,
     ) {
-        let latency = accepted.elapsed();
         self.counters.latencies.record(latency);
         let error = result.as_ref().err();
         match error {
@@ -240,7 +239,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 call.name,
                 call.id,
                 0,
-                call.accepted,
+                call.accepted.elapsed(),
                 call.reply,
                 Err(error.clone()),
             );
@@ -351,7 +350,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                         }
                         Err(e) => Err(e),
                     };
-                    act.finish(name, id, 0, accepted, reply, result);
+                    act.finish(name, id, 0, accepted.elapsed(), reply, result);
                 }),
             );
             return response;

@@ -8,6 +8,7 @@ use crate::ipc::FrameSource;
 use actix::prelude::*;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Instant;
 
 /// Reads at most this many times per poll, then yields (as actix's own
 /// stream handling does after 16 items): one busy link must not starve the
@@ -39,9 +40,14 @@ impl<W: WorkerMethods> ActorFuture<WorkerPool<W>> for LinkReader {
         let this = self.get_mut();
         let key = this.key;
         for _ in 0..READS_PER_POLL {
-            let read = this
-                .source
-                .poll_frames(task, &mut |bytes, fd| act.on_frame(key, bytes, fd, ctx));
+            // One clock read for all the replies of a read (their latency
+            // ends when they were read), and none for a link that had
+            // nothing.
+            let mut now = None;
+            let read = this.source.poll_frames(task, &mut |bytes, fd| {
+                let read = *now.get_or_insert_with(Instant::now);
+                act.on_frame(key, (bytes, fd), read, ctx)
+            });
             match read {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(()))) => act.after_frames(ctx),

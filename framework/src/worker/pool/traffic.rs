@@ -155,13 +155,13 @@ impl<W: WorkerMethods> WorkerPool<W> {
             .filter(|_| self.config.transport == Transport::Socket)
     }
 
-    /// One frame from worker `key`, read in place (see `lifecycle.rs`,
-    /// `LinkReader`); `Break`: it was malformed, and the link is dropped.
+    /// One frame from worker `key`, read in place at `read` (see
+    /// `reader.rs`); `Break`: it was malformed, and the link is dropped.
     pub(super) fn on_frame(
         &mut self,
         key: u64,
-        bytes: &[u8],
-        fd: Option<OwnedFd>,
+        (bytes, fd): (&[u8], Option<OwnedFd>),
+        read: Instant,
         ctx: &mut Context<Self>,
     ) -> ControlFlow<()> {
         let message = protocol::decode::<FromChild>(bytes).map_err(|e| e.to_string());
@@ -181,8 +181,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
             (Err(e), _) => Err(e),
         };
         match reply {
-            Ok((id, Ok(returned))) => self.on_reply(key, id, Ok(&returned[..]), ctx),
-            Ok((id, Err(error))) => self.on_reply(key, id, Err(error), ctx),
+            Ok((id, Ok(returned))) => self.on_reply(key, id, Ok(&returned[..]), read, ctx),
+            Ok((id, Err(error))) => self.on_reply(key, id, Err(error), read, ctx),
             Err(why) => {
                 self.on_link_closed(key, Some(why), ctx);
                 return ControlFlow::Break(());
@@ -228,6 +228,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         key: u64,
         id: u64,
         result: Result<&[u8], WorkerError>,
+        read: Instant,
         ctx: &mut Context<Self>,
     ) {
         let max_calls = self.config.max_calls_per_child;
@@ -243,7 +244,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         slot.calls += 1;
         let pid = slot.pid;
         let by_calls = max_calls.is_some_and(|max| slot.calls >= max);
-        let by_runtime = slot.recycle_at.is_some_and(|at| Instant::now() >= at);
+        let by_runtime = slot.recycle_at.is_some_and(|at| read >= at);
         let panicked = matches!(result, Err(WorkerError::Panicked { .. }));
         if panicked {
             // The worker exits after replying (its state may be poisoned);
@@ -253,7 +254,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 stop_sent: true,
             };
         }
-        self.finish(call.name, call.id, pid, call.accepted, call.reply, result);
+        let latency = read.saturating_duration_since(call.accepted);
+        self.finish(call.name, call.id, pid, latency, call.reply, result);
         if panicked {
             self.promote(ctx);
         } else if by_calls {
