@@ -399,6 +399,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn frames_handed_over_in_place_stop_where_the_reader_breaks() {
+        let mut d = Decoder::new();
+        d.read_buffer()
+            .extend_from_slice(&framed(&[b"one", b"two", b"three"]));
+        let mut seen = Vec::new();
+        d.each_frame(|bytes, fd| {
+            assert!(fd.is_none());
+            seen.push(bytes.to_vec());
+            if bytes == b"two" {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+        // The frame after the break is still there for the next reader.
+        assert_eq!(bodies(d.frames().unwrap()), vec![b"three".to_vec()]);
+        // A broken header after whole frames: the frames, then the error.
+        let mut bytes = framed(&[b"reply"]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        d.read_buffer().extend_from_slice(&bytes);
+        let mut seen = 0;
+        let read = d.each_frame(|_, _| {
+            seen += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(seen, 1);
+        assert!(read.is_err());
+    }
+
+    #[test]
     fn frames_before_an_oversized_header_are_delivered_first() {
         let mut d = Decoder::new();
         let mut bytes = framed(&[b"reply"]);

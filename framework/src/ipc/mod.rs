@@ -40,6 +40,15 @@ pub trait HostLink: 'static {
     /// is gone.
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()>;
 
+    /// Queues one frame that `encode` appends to the buffer it is given: the
+    /// link's outgoing buffer where it has one (no buffer per frame), or a
+    /// new one.
+    fn send_with(&mut self, encode: &mut Encode<'_>) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(128);
+        encode(&mut frame)?;
+        self.send(frame)
+    }
+
     /// Queues one frame that carries a descriptor (a large payload's
     /// memfd). Transports that cannot carry one refuse.
     fn send_with_fd(&mut self, frame: Vec<u8>, fd: OwnedFd) -> io::Result<()> {
@@ -64,6 +73,9 @@ pub trait HostLink: 'static {
     /// [`incoming`](Self::incoming) ends.
     fn close(&mut self) {}
 }
+
+/// Appends one frame's bytes to the buffer given (see [`HostLink::send_with`]).
+pub type Encode<'a> = dyn FnMut(&mut Vec<u8>) -> io::Result<()> + 'a;
 
 /// What a link's reader does with each frame (its bytes, borrowed, and the
 /// descriptor it carried): `Break` stops reading (the link is dropped).

@@ -3,7 +3,7 @@
 
 use super::frame::{Decoder, Frame};
 use super::outbox::Outbox;
-use super::{ChildLink, FrameSource, HostLink, OnFrame};
+use super::{ChildLink, Encode, FrameSource, HostLink, OnFrame};
 use futures_util::stream::{self, LocalBoxStream, StreamExt};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -70,6 +70,12 @@ impl SocketHostLink {
     }
 
     fn queue(&mut self, frame: Frame) -> io::Result<()> {
+        self.queue_with(|out| out.push_frame(frame))
+    }
+
+    /// Queues a frame that `push` appends to the outgoing batch, and wakes
+    /// the writer if it waits.
+    fn queue_with(&mut self, push: impl FnOnce(&mut Outbox) -> io::Result<()>) -> io::Result<()> {
         let mut outgoing = self.outgoing.borrow_mut();
         if outgoing.closed {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "link closed"));
@@ -80,7 +86,7 @@ impl SocketHostLink {
                 "link queue full (more frames than the worker may hold)",
             ));
         }
-        outgoing.out.push_frame(frame)?;
+        push(&mut outgoing.out)?;
         outgoing.frames += 1;
         if let Some(writer) = outgoing.writer.take() {
             writer.wake();
@@ -226,6 +232,10 @@ impl FrameSource for SocketSource {
 impl HostLink for SocketHostLink {
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
         self.queue(Frame::from(frame))
+    }
+
+    fn send_with(&mut self, encode: &mut Encode<'_>) -> io::Result<()> {
+        self.queue_with(|out| out.push_with(encode))
     }
 
     fn send_with_fd(&mut self, frame: Vec<u8>, fd: OwnedFd) -> io::Result<()> {

@@ -145,9 +145,19 @@ impl Deadline {
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     // Room for a small call's frame at once: grown from nothing, a 100-byte
     // frame costs five allocations (8, 16, 32, 64, 128 bytes) on every call.
-    let mut out = Fallible(Vec::with_capacity(FIRST_CAPACITY));
-    rmp_serde::encode::write(&mut out, value)?;
-    Ok(out.0)
+    let mut out = Vec::with_capacity(FIRST_CAPACITY);
+    encode_into(&mut out, value)?;
+    Ok(out)
+}
+
+/// Appends `value`'s encoding to `out` (a link's outgoing buffer, so that a
+/// frame needs no buffer of its own; see `HostLink::send_with`). On an
+/// error, part of it may have been appended.
+pub(crate) fn encode_into<T: Serialize>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write(&mut Fallible(out), value)
 }
 
 /// Capacity an encoding starts with (see [`encode`]).
@@ -155,9 +165,9 @@ pub(crate) const FIRST_CAPACITY: usize = 128;
 
 /// A buffer that reports running out of memory as an error, as
 /// `rmp_serde::to_vec`'s does, instead of aborting.
-struct Fallible(Vec<u8>);
+struct Fallible<'a>(&'a mut Vec<u8>);
 
-impl std::io::Write for Fallible {
+impl std::io::Write for Fallible<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.0
             .try_reserve(data.len())

@@ -62,14 +62,15 @@ impl<W: WorkerMethods> WorkerPool<W> {
                     .map_err(std::io::Error::other)
                     .and_then(|bytes| slot.link.send_with_fd(bytes, fd))
                 }
-                (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
-                    id: call.id,
-                    method: call.method,
-                    args: Cow::Borrowed(bytes),
-                    deadline: deadline_wire,
-                })
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| slot.link.send(bytes)),
+                (None, Encoded::Inline(bytes)) => slot.link.send_with(&mut |out| {
+                    let call = ToChild::Call {
+                        id: call.id,
+                        method: call.method,
+                        args: Cow::Borrowed(bytes),
+                        deadline: deadline_wire,
+                    };
+                    protocol::encode_into(out, &call).map_err(std::io::Error::other)
+                }),
                 // No descriptor to be had (out of them): the link is as
                 // good as broken.
                 (None, Encoded::Shared(_)) => {
