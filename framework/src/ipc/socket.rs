@@ -8,6 +8,7 @@ use futures_util::stream::{self, LocalBoxStream, StreamExt};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
@@ -155,26 +156,6 @@ pub(crate) async fn read_into(reader: &OwnedReadHalf, decoder: &mut Decoder) -> 
     }
 }
 
-/// [`read_into`] for the host's reader, registered for readability only.
-async fn read_ready(reader: &AsyncFd<StdUnixStream>, decoder: &mut Decoder) -> io::Result<usize> {
-    loop {
-        let mut guard = reader.readable().await?;
-        match guard.try_io(|sock| decoder.recv_checked(sock.get_ref().as_fd())) {
-            Ok(Ok((n, drained))) => {
-                // Nothing left: the next wait goes to the reactor instead of
-                // spending a read on EAGAIN first. (If bytes came since,
-                // the reactor saw them: clearing keeps that event.)
-                if drained {
-                    guard.clear_ready();
-                }
-                return Ok(n);
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-}
-
 /// The host's reader as a [`FrameSource`]: one read per poll, every frame
 /// it completed handed over from the read buffer in place.
 struct SocketSource {
@@ -198,8 +179,9 @@ impl FrameSource for SocketSource {
                 Ok(Ok((0, _))) => return Poll::Ready(None),
                 Ok(Ok((_, drained))) => {
                     // Nothing left: the next wait goes to the reactor
-                    // instead of spending a read on EAGAIN first (see
-                    // `read_ready`).
+                    // instead of spending a read on EAGAIN first. (If
+                    // bytes came since, the reactor saw them: clearing
+                    // keeps that event.)
                     if drained {
                         guard.clear_ready();
                     }
@@ -253,33 +235,36 @@ impl HostLink for SocketHostLink {
         }))
     }
 
+    /// The frames of [`frame_source`](HostLink::frame_source), copied
+    /// into batches.
     fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {
-        let reader = self.reader.take()?;
-        let state = (reader, Decoder::new(), false);
+        let mut source = self.frame_source()?;
+        // Frames that came before a break go first; the break after them.
+        let mut end: Option<Option<io::Error>> = None;
         Some(
-            stream::unfold(state, |(reader, mut decoder, done)| async move {
-                if done {
-                    return None;
+            stream::poll_fn(move |cx| {
+                if let Some(end) = end.take() {
+                    return Poll::Ready(end.map(Err));
                 }
-                loop {
-                    // Frames before a broken part were delivered; now the
-                    // break ends the link.
-                    if let Some(e) = decoder.refused() {
-                        return Some((Err(e), (reader, decoder, true)));
+                let mut frames = Vec::new();
+                let read = source.poll_frames(cx, &mut |bytes, fd| {
+                    frames.push(Frame {
+                        bytes: bytes.to_vec(),
+                        fd,
+                    });
+                    ControlFlow::Continue(())
+                });
+                match ready!(read) {
+                    Some(Ok(())) if frames.is_empty() => {
+                        // Part of a frame: read on.
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
                     }
-                    match read_ready(&reader, &mut decoder).await {
-                        Ok(0) => return None,
-                        // The child closed its end with calls unread in it
-                        // (it died busy): reported once everything it
-                        // wrote was read, so it is the link's end.
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
-                        Ok(_) => match decoder.frames() {
-                            Ok(frames) if frames.is_empty() => continue,
-                            Ok(frames) => return Some((Ok(frames), (reader, decoder, false))),
-                            Err(e) => return Some((Err(e), (reader, decoder, true))),
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Some((Err(e), (reader, decoder, true))),
+                    Some(Ok(())) => Poll::Ready(Some(Ok(frames))),
+                    ended if frames.is_empty() => Poll::Ready(ended.and_then(Result::err).map(Err)),
+                    ended => {
+                        end = Some(ended.and_then(Result::err));
+                        Poll::Ready(Some(Ok(frames)))
                     }
                 }
             })
@@ -366,5 +351,61 @@ impl ChildLink for SocketChildLink {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.write_blocking(self.channel.as_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The stream of batches over the in-place reader: the frames, then the
+    /// break after them; and calls written through the shared outbox.
+    #[test]
+    fn batches_end_with_the_break_after_their_frames() {
+        actix_rt::System::new().block_on(async {
+            let (host, mut child) = StdUnixStream::pair().unwrap();
+            let mut link = SocketHostLink::new(host, 4).unwrap();
+            let mut frames = link.incoming().unwrap();
+            let mut bytes = Vec::new();
+            super::super::frame::push(&mut bytes, b"one").unwrap();
+            super::super::frame::push(&mut bytes, b"two").unwrap();
+            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+            child.write_all(&bytes).unwrap();
+            let batch = frames.next().await.unwrap().unwrap();
+            let bodies: Vec<_> = batch.into_iter().map(|f| f.bytes).collect();
+            assert_eq!(bodies, [b"one".to_vec(), b"two".to_vec()]);
+            assert!(frames.next().await.unwrap().is_err());
+            link.send(b"call".to_vec()).unwrap();
+            link.send_with(&mut |out| {
+                out.extend_from_slice(b"in place");
+                Ok(())
+            })
+            .unwrap();
+            // The writer sends what is queued, then stops: the child end
+            // reads the frames, then the end of the stream.
+            drop((link, frames));
+            child.set_nonblocking(true).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let (mut read, mut buf) = (Vec::new(), [0u8; 256]);
+            loop {
+                match std::io::Read::read(&mut child, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => read.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the writer never finished"
+                        );
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let mut expected = Vec::new();
+            super::super::frame::push(&mut expected, b"call").unwrap();
+            super::super::frame::push(&mut expected, b"in place").unwrap();
+            assert_eq!(read, expected);
+        });
     }
 }
