@@ -1048,6 +1048,19 @@ fn pipe_loop() -> Option<usize> {
     args.get(at + 1)?.parse().ok()
 }
 
+/// Nanoseconds a task has run, from its `schedstat` (0 if unreadable).
+fn run_time_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
 /// `--hog`: one busy thread per core for the whole run (a loaded machine).
 fn start_hogs() -> Arc<std::sync::atomic::AtomicBool> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1147,8 +1160,35 @@ fn main() {
                 .start()
                 .unwrap();
             let _ = pipelined(&pipe, 100_000, PIPE_WINDOW).await;
+            // CPU time per call, which a busy machine's share of the CPU
+            // moves much less than the rate: this thread (the pool's) and
+            // the workers, from their schedstat run times.
+            let workers: Vec<i32> = stats(&pipe)
+                .await
+                .children
+                .iter()
+                .filter(|c| c.state == "ready")
+                .map(|c| c.pid)
+                .collect();
+            let cpu = || {
+                let ours = run_time_ns(&format!("/proc/self/task/{}/schedstat", gettid()));
+                let theirs: u64 = workers
+                    .iter()
+                    .map(|pid| run_time_ns(&format!("/proc/{pid}/schedstat")))
+                    .sum();
+                (ours, theirs)
+            };
+            let before = cpu();
             let rate = pipelined(&pipe, n, PIPE_WINDOW).await;
-            eprintln!("{}", fmt_rate(rate));
+            let after = cpu();
+            let per_call = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64 / 1e3;
+            eprintln!(
+                "{} (CPU per call: pool thread {:.2} µs, its {} workers {:.2} µs)",
+                fmt_rate(rate),
+                per_call(before.0, after.0),
+                workers.len(),
+                per_call(before.1, after.1),
+            );
             return Vec::new();
         }
         if crash_only() {

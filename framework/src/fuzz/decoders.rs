@@ -119,7 +119,12 @@ pub(super) fn worker_frames(data: &[u8]) {
         {
             payloads(bytes);
         }
-        round_trip(&value, rmp, |b| protocol::decode(b).expect("re-decodes"));
+        round_trip(&value, rmp, |b| {
+            // Owned: the round trip outlives `b`.
+            protocol::decode::<FromChild>(b)
+                .expect("re-decodes")
+                .into_owned()
+        });
     }
     if let Ok(value) = protocol::decode::<ToChild<'_>>(data) {
         if let ToChild::Call { args, .. } = &value {

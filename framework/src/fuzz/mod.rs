@@ -231,7 +231,7 @@ fn worker_seeds() -> Vec<Vec<u8>> {
         rmp(&FromChild::Leaving),
         rmp(&FromChild::Reply {
             id: 7,
-            outcome: Outcome::Ok(rmp(&"a result".to_string())),
+            outcome: Outcome::Ok(rmp(&"a result".to_string()).into()),
         }),
         rmp(&FromChild::Reply {
             id: u64::MAX,

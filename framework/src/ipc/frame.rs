@@ -9,6 +9,7 @@
 //! make the daemon allocate memory the peer never sends.
 
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 
 /// Largest frame either side of any link accepts (64 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -179,6 +180,35 @@ impl Decoder {
             return Err(e);
         }
         let mut frames = Vec::new();
+        let failed = self
+            .each_frame(|bytes, fds| {
+                frames.push(Frame {
+                    bytes: bytes.to_vec(),
+                    fds,
+                });
+                ControlFlow::Continue(())
+            })
+            .err();
+        match failed {
+            Some(e) if frames.is_empty() => Err(e),
+            Some(e) => {
+                self.broken = Some(e);
+                Ok(frames)
+            }
+            None => Ok(frames),
+        }
+    }
+
+    /// Hands every complete frame received so far to `each`, in order, with
+    /// the descriptors it announced, borrowed from the read buffer: no copy,
+    /// no allocation per frame (the pool's reader decodes replies in place).
+    /// Stops after a frame for which `each` breaks. A broken link (see
+    /// [`frames`](Self::frames)) is the error returned after the frames that
+    /// arrived whole before it.
+    pub(crate) fn each_frame(
+        &mut self,
+        mut each: impl FnMut(&[u8], Vec<std::os::fd::OwnedFd>) -> ControlFlow<()>,
+    ) -> io::Result<()> {
         let mut at = 0;
         let failed = loop {
             if let Err(e) = self.fds.stale(self.taken + at as u64) {
@@ -213,11 +243,11 @@ impl Decoder {
             } else {
                 Vec::new()
             };
-            frames.push(Frame {
-                bytes: self.buf[at + HEADER..at + HEADER + len].to_vec(),
-                fds,
-            });
+            let flow = each(&self.buf[at + HEADER..at + HEADER + len], fds);
             at += HEADER + len;
+            if flow.is_break() {
+                break None;
+            }
         };
         self.buf.drain(..at);
         self.taken += at as u64;
@@ -225,12 +255,8 @@ impl Decoder {
             self.buf.shrink_to(KEEP);
         }
         match failed {
-            Some(e) if frames.is_empty() => Err(e),
-            Some(e) => {
-                self.broken = Some(e);
-                Ok(frames)
-            }
-            None => Ok(frames),
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -374,6 +400,38 @@ pub(crate) mod tests {
         d.read_buffer().extend_from_slice(b"tial!!!");
         assert_eq!(bodies(d.frames().unwrap()), vec![b"partial!!!".to_vec()]);
         assert!(d.frames().unwrap().is_empty());
+    }
+
+    #[test]
+    fn frames_handed_over_in_place_stop_where_the_reader_breaks() {
+        let mut d = Decoder::new();
+        d.read_buffer()
+            .extend_from_slice(&framed(&[b"one", b"two", b"three"]));
+        let mut seen = Vec::new();
+        d.each_frame(|bytes, fds| {
+            assert!(fds.is_empty());
+            seen.push(bytes.to_vec());
+            if bytes == b"two" {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+        // The frame after the break is still there for the next reader.
+        assert_eq!(bodies(d.frames().unwrap()), vec![b"three".to_vec()]);
+        // A broken header after whole frames: the frames, then the error.
+        let mut bytes = framed(&[b"reply"]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        d.read_buffer().extend_from_slice(&bytes);
+        let mut seen = 0;
+        let read = d.each_frame(|_, _| {
+            seen += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(seen, 1);
+        assert!(read.is_err());
     }
 
     #[test]

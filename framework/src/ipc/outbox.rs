@@ -30,6 +30,28 @@ impl Outbox {
         frame::push(&mut self.buf, frame)
     }
 
+    /// Queues a frame that `encode` appends to the buffer, in place (no
+    /// buffer of its own); nothing is queued if it fails.
+    pub(crate) fn push_with(
+        &mut self,
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; frame::HEADER]);
+        let header = encode(&mut self.buf)
+            .and_then(|()| frame::header(self.buf.len() - start - frame::HEADER));
+        match header {
+            Ok(header) => {
+                self.buf[start..start + frame::HEADER].copy_from_slice(&header);
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
     /// Queues a frame that carries `fds` (at most
     /// [`MAX_FDS`](super::fds::MAX_FDS); none: a plain frame).
     pub(crate) fn push_with_fds(&mut self, frame: &[u8], fds: Vec<OwnedFd>) -> io::Result<()> {
@@ -199,6 +221,33 @@ mod tests {
         let mut out = Vec::new();
         std::fs::File::from(fd).read_to_end(&mut out).unwrap();
         out
+    }
+
+    /// Frames encoded in place sit between others as pushed ones do; one
+    /// whose encoding fails leaves nothing behind.
+    #[test]
+    fn frames_encoded_in_place_are_framed_and_failures_leave_nothing() {
+        let mut out = Outbox::default();
+        out.push(b"one").unwrap();
+        out.push_with(&mut |buf| {
+            buf.extend_from_slice(b"two");
+            Ok(())
+        })
+        .unwrap();
+        let failed = out.push_with(&mut |buf| {
+            buf.extend_from_slice(b"half");
+            Err(io::Error::other("cannot encode"))
+        });
+        assert!(failed.is_err());
+        out.push_with(&mut |_| Ok(())).unwrap();
+        out.push(b"three").unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        out.write_blocking(a.as_fd()).unwrap();
+        drop(a);
+        let mut d = Decoder::new();
+        while d.recv(b.as_fd()).unwrap() > 0 {}
+        let frames: Vec<Vec<u8>> = d.frames().unwrap().into_iter().map(|f| f.bytes).collect();
+        assert_eq!(frames, [&b"one"[..], b"two", b"", b"three"]);
     }
 
     /// Plain frames and frames with descriptors, coalesced, cut into

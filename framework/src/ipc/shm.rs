@@ -410,41 +410,6 @@ impl std::ops::Deref for Body {
     }
 }
 
-/// A received value: its encoding, and the descriptors of the
-/// [`SharedBytes`](super::shared_bytes::SharedBytes) in it.
-#[derive(Debug)]
-pub struct Payload {
-    body: Body,
-    attached: Attachments,
-}
-
-impl Payload {
-    pub(crate) fn new(body: Body, attached: Attachments) -> Payload {
-        Payload { body, attached }
-    }
-
-    /// Decodes it with `decode`, its `SharedBytes` taken from the
-    /// descriptors that came with it.
-    pub(crate) fn decode<T>(self, decode: impl FnOnce(&[u8]) -> T) -> T {
-        let Payload { body, attached } = self;
-        super::shared_bytes::decode_attached(attached, || decode(&body))
-    }
-}
-
-impl std::ops::Deref for Payload {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.body
-    }
-}
-
-impl From<Vec<u8>> for Payload {
-    fn from(bytes: Vec<u8>) -> Self {
-        Payload::new(Body::Inline(bytes), Attachments::plain())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,17 +4,20 @@
 
 use super::frame::{Decoder, Frame};
 use super::outbox::Outbox;
-use super::{ChildLink, HostLink};
+use super::{ChildLink, Encode, FrameSource, HostLink, OnFrame};
 use futures_util::stream::{self, LocalBoxStream, StreamExt};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::task::{ready, Poll, Waker};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 
 /// Host side: a writer task owns a duplicate of the socket and coalesces
 /// queued frames; the reader waits for readability only.
@@ -25,8 +28,26 @@ use tokio::sync::mpsc;
 /// a same-core round trip. The writer writes straight away and registers
 /// for writability only while a full buffer makes it wait (`outbox.rs`).
 pub struct SocketHostLink {
-    outgoing: mpsc::Sender<Frame>,
+    outgoing: Rc<RefCell<Outgoing>>,
+    capacity: usize,
     reader: Option<AsyncFd<StdUnixStream>>,
+}
+
+/// Frames queued for the writer task, which runs on the same thread: the
+/// pool appends each frame to `out` and wakes the task only if it waits
+/// (no channel, no per-frame message); the task swaps the whole batch out
+/// and writes it.
+#[derive(Default)]
+struct Outgoing {
+    out: Outbox,
+    /// Frames in `out`.
+    frames: usize,
+    /// The writer task, while it waits for frames.
+    writer: Option<Waker>,
+    /// The writer stopped: the child is gone.
+    closed: bool,
+    /// The link was dropped: the writer sends what is queued and stops.
+    dropped: bool,
 }
 
 impl SocketHostLink {
@@ -41,46 +62,83 @@ impl SocketHostLink {
         // SAFETY: the AsyncFd owns the socket for its whole life, so the
         // descriptor stays open and the same.
         let reader = unsafe { AsyncFd::register_with_interest(channel, Interest::READABLE) }?;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        actix_rt::spawn(write_loop(writer, rx));
+        let outgoing = Rc::new(RefCell::new(Outgoing::default()));
+        actix_rt::spawn(write_loop(writer, outgoing.clone()));
         Ok(Self {
-            outgoing: tx,
+            outgoing,
+            capacity: capacity.max(1),
             reader: Some(reader),
         })
     }
 
     fn queue(&mut self, frame: Frame) -> io::Result<()> {
-        self.outgoing.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => io::Error::new(
+        self.queue_with(|out| out.push_frame(frame))
+    }
+
+    /// Queues a frame that `push` appends to the outgoing batch, and wakes
+    /// the writer if it waits.
+    fn queue_with(&mut self, push: impl FnOnce(&mut Outbox) -> io::Result<()>) -> io::Result<()> {
+        let mut outgoing = self.outgoing.borrow_mut();
+        if outgoing.closed {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "link closed"));
+        }
+        if outgoing.frames >= self.capacity {
+            return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "link queue full (more frames than the worker may hold)",
-            ),
-            mpsc::error::TrySendError::Closed(_) => {
-                io::Error::new(io::ErrorKind::BrokenPipe, "link closed")
-            }
-        })
+            ));
+        }
+        push(&mut outgoing.out)?;
+        outgoing.frames += 1;
+        if let Some(writer) = outgoing.writer.take() {
+            writer.wake();
+        }
+        Ok(())
     }
 }
 
-async fn write_loop(writer: StdUnixStream, mut rx: mpsc::Receiver<Frame>) {
-    let mut out = Outbox::default();
-    while let Some(first) = rx.recv().await {
-        if out.push_frame(first).is_err() {
-            return; // the pool checks sizes first; the child sees EOF
+impl Drop for SocketHostLink {
+    fn drop(&mut self) {
+        let mut outgoing = self.outgoing.borrow_mut();
+        outgoing.dropped = true;
+        if let Some(writer) = outgoing.writer.take() {
+            writer.wake();
         }
-        // Everything queued meanwhile goes out in the same write.
-        while out.len() < 1024 * 1024 {
-            match rx.try_recv() {
-                Ok(next) => {
-                    if out.push_frame(next).is_err() {
-                        return;
-                    }
+    }
+}
+
+async fn write_loop(writer: StdUnixStream, outgoing: Rc<RefCell<Outgoing>>) {
+    // Swapped with the queue's: frames queued while a batch is written wait
+    // for the next one, in order.
+    let mut out = Outbox::default();
+    loop {
+        let more = std::future::poll_fn(|cx| {
+            let mut queued = outgoing.borrow_mut();
+            if !queued.out.is_empty() {
+                std::mem::swap(&mut queued.out, &mut out);
+                queued.frames = 0;
+                Poll::Ready(true)
+            } else if queued.dropped {
+                Poll::Ready(false)
+            } else {
+                if !queued
+                    .writer
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    queued.writer = Some(cx.waker().clone());
                 }
-                Err(_) => break,
+                Poll::Pending
             }
+        })
+        .await;
+        if !more {
+            return;
         }
         if out.write_direct(&writer).await.is_err() {
-            return; // the child is gone; its death is reported by its pidfd
+            // The child is gone; its death is reported by its pidfd.
+            outgoing.borrow_mut().closed = true;
+            return;
         }
     }
 }
@@ -99,22 +157,57 @@ pub(crate) async fn read_into(reader: &OwnedReadHalf, decoder: &mut Decoder) -> 
     }
 }
 
-/// [`read_into`] for the host's reader, registered for readability only.
-async fn read_ready(reader: &AsyncFd<StdUnixStream>, decoder: &mut Decoder) -> io::Result<usize> {
-    loop {
-        let mut guard = reader.readable().await?;
-        match guard.try_io(|sock| decoder.recv_checked(sock.get_ref().as_fd())) {
-            Ok(Ok((n, drained))) => {
-                // Nothing left: the next wait goes to the reactor instead of
-                // spending a read on EAGAIN first. (If bytes came since,
-                // the reactor saw them: clearing keeps that event.)
-                if drained {
-                    guard.clear_ready();
+/// The host's reader as a [`FrameSource`]: one read per poll, every frame
+/// it completed handed over from the read buffer in place.
+struct SocketSource {
+    reader: AsyncFd<StdUnixStream>,
+    decoder: Decoder,
+}
+
+impl FrameSource for SocketSource {
+    fn poll_frames(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        each: &mut OnFrame<'_>,
+    ) -> Poll<Option<io::Result<()>>> {
+        let Self { reader, decoder } = self;
+        loop {
+            let mut guard = match ready!(reader.poll_read_ready(cx)) {
+                Ok(guard) => guard,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            };
+            match guard.try_io(|sock| decoder.recv_checked(sock.get_ref().as_fd())) {
+                Ok(Ok((0, _))) => return Poll::Ready(None),
+                Ok(Ok((_, drained))) => {
+                    // Nothing left: the next wait goes to the reactor
+                    // instead of spending a read on EAGAIN first. (If
+                    // bytes came since, the reactor saw them: clearing
+                    // keeps that event.)
+                    if drained {
+                        guard.clear_ready();
+                    }
                 }
-                return Ok(n);
+                // The child closed its end with calls unread in it (it
+                // died busy): reported once everything it wrote was read,
+                // so it is the link's end.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Poll::Ready(None)
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Err(_would_block) => continue,
             }
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
+            let mut stopped = false;
+            let read = decoder.each_frame(|bytes, fds| {
+                let flow = each(bytes, fds);
+                stopped = flow.is_break();
+                flow
+            });
+            return Poll::Ready(match read {
+                Err(e) => Some(Err(e)),
+                Ok(()) if stopped => None,
+                Ok(()) => Some(Ok(())),
+            });
         }
     }
 }
@@ -122,6 +215,10 @@ async fn read_ready(reader: &AsyncFd<StdUnixStream>, decoder: &mut Decoder) -> i
 impl HostLink for SocketHostLink {
     fn send(&mut self, frame: Vec<u8>) -> io::Result<()> {
         self.queue(Frame::from(frame))
+    }
+
+    fn send_with(&mut self, encode: &mut Encode<'_>) -> io::Result<()> {
+        self.queue_with(|out| out.push_with(encode))
     }
 
     fn send_with_fds(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
@@ -134,33 +231,44 @@ impl HostLink for SocketHostLink {
         self.queue(Frame { bytes: frame, fds })
     }
 
-    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {
+    fn frame_source(&mut self) -> Option<Box<dyn FrameSource>> {
         let reader = self.reader.take()?;
-        let state = (reader, Decoder::new(), false);
+        Some(Box::new(SocketSource {
+            reader,
+            decoder: Decoder::new(),
+        }))
+    }
+
+    /// The frames of [`frame_source`](HostLink::frame_source), copied
+    /// into batches.
+    fn incoming(&mut self) -> Option<LocalBoxStream<'static, io::Result<Vec<Frame>>>> {
+        let mut source = self.frame_source()?;
+        // Frames that came before a break go first; the break after them.
+        let mut end: Option<Option<io::Error>> = None;
         Some(
-            stream::unfold(state, |(reader, mut decoder, done)| async move {
-                if done {
-                    return None;
+            stream::poll_fn(move |cx| {
+                if let Some(end) = end.take() {
+                    return Poll::Ready(end.map(Err));
                 }
-                loop {
-                    // Frames before a broken part were delivered; now the
-                    // break ends the link.
-                    if let Some(e) = decoder.refused() {
-                        return Some((Err(e), (reader, decoder, true)));
+                let mut frames = Vec::new();
+                let read = source.poll_frames(cx, &mut |bytes, fds| {
+                    frames.push(Frame {
+                        bytes: bytes.to_vec(),
+                        fds,
+                    });
+                    ControlFlow::Continue(())
+                });
+                match ready!(read) {
+                    Some(Ok(())) if frames.is_empty() => {
+                        // Part of a frame: read on.
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
                     }
-                    match read_ready(&reader, &mut decoder).await {
-                        Ok(0) => return None,
-                        // The child closed its end with calls unread in it
-                        // (it died busy): reported once everything it
-                        // wrote was read, so it is the link's end.
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
-                        Ok(_) => match decoder.frames() {
-                            Ok(frames) if frames.is_empty() => continue,
-                            Ok(frames) => return Some((Ok(frames), (reader, decoder, false))),
-                            Err(e) => return Some((Err(e), (reader, decoder, true))),
-                        },
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Some((Err(e), (reader, decoder, true))),
+                    Some(Ok(())) => Poll::Ready(Some(Ok(frames))),
+                    ended if frames.is_empty() => Poll::Ready(ended.and_then(Result::err).map(Err)),
+                    ended => {
+                        end = Some(ended.and_then(Result::err));
+                        Poll::Ready(Some(Ok(frames)))
                     }
                 }
             })
@@ -247,5 +355,61 @@ impl ChildLink for SocketChildLink {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.write_blocking(self.channel.as_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The stream of batches over the in-place reader: the frames, then the
+    /// break after them; and calls written through the shared outbox.
+    #[test]
+    fn batches_end_with_the_break_after_their_frames() {
+        actix_rt::System::new().block_on(async {
+            let (host, mut child) = StdUnixStream::pair().unwrap();
+            let mut link = SocketHostLink::new(host, 4).unwrap();
+            let mut frames = link.incoming().unwrap();
+            let mut bytes = Vec::new();
+            super::super::frame::push(&mut bytes, b"one").unwrap();
+            super::super::frame::push(&mut bytes, b"two").unwrap();
+            bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+            child.write_all(&bytes).unwrap();
+            let batch = frames.next().await.unwrap().unwrap();
+            let bodies: Vec<_> = batch.into_iter().map(|f| f.bytes).collect();
+            assert_eq!(bodies, [b"one".to_vec(), b"two".to_vec()]);
+            assert!(frames.next().await.unwrap().is_err());
+            link.send(b"call".to_vec()).unwrap();
+            link.send_with(&mut |out| {
+                out.extend_from_slice(b"in place");
+                Ok(())
+            })
+            .unwrap();
+            // The writer sends what is queued, then stops: the child end
+            // reads the frames, then the end of the stream.
+            drop((link, frames));
+            child.set_nonblocking(true).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let (mut read, mut buf) = (Vec::new(), [0u8; 256]);
+            loop {
+                match std::io::Read::read(&mut child, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => read.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the writer never finished"
+                        );
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let mut expected = Vec::new();
+            super::super::frame::push(&mut expected, b"call").unwrap();
+            super::super::frame::push(&mut expected, b"in place").unwrap();
+            assert_eq!(read, expected);
+        });
     }
 }

@@ -276,7 +276,7 @@ impl Serving {
         ctx: &WorkerContext,
         id: u64,
         result: std::thread::Result<Result<Vec<u8>, DispatchError>>,
-    ) -> (FromChild, Vec<OwnedFd>, bool) {
+    ) -> (FromChild<'static>, Vec<OwnedFd>, bool) {
         let reply = |outcome| FromChild::Reply { id, outcome };
         // A large result was encoded straight into a memfd (see
         // `encode_output`); its bytes are left empty. The memfds of its
@@ -304,10 +304,12 @@ impl Serving {
                         // Encoded elsewhere than by `encode_output`.
                         match shm::sealed(&bytes) {
                             Ok(sealed) => Some(sealed),
-                            Err(_) => return (reply(Outcome::Ok(bytes)), attached, false),
+                            Err(_) => return (reply(Outcome::Ok(bytes.into())), attached, false),
                         }
                     }
-                    Encoded::Inline(bytes) => return (reply(Outcome::Ok(bytes)), attached, false),
+                    Encoded::Inline(bytes) => {
+                        return (reply(Outcome::Ok(bytes.into())), attached, false)
+                    }
                 };
                 match shared.map(|s| s.share()) {
                     Some(Ok(fd)) => {

@@ -59,14 +59,16 @@ pub(crate) enum ToChild<'a> {
     },
 }
 
-/// Worker → daemon.
+/// Worker → daemon. A result is borrowed when decoded: the pool reads it
+/// from the frame in place, where it was received.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum FromChild {
+pub(crate) enum FromChild<'a> {
     /// `started` ran; calls may come.
     Ready,
     Reply {
         id: u64,
-        outcome: Outcome,
+        #[serde(borrow)]
+        outcome: Outcome<'a>,
     },
     /// Leaving on its own (SIGTERM/SIGINT): finished the call it was running,
     /// ran `stopping`, exits 0. Calls it had not started are run elsewhere;
@@ -75,8 +77,8 @@ pub(crate) enum FromChild {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Outcome {
-    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+pub(crate) enum Outcome<'a> {
+    Ok(#[serde(with = "serde_bytes", borrow)] Cow<'a, [u8]>),
     Panicked(String),
     BadCall(String),
     /// The method returned, but its encoded result is this many bytes,
@@ -85,6 +87,28 @@ pub(crate) enum Outcome {
     /// The method returned; its encoded result, this many bytes, is in the
     /// sealed memfd the frame carries (the first of its descriptors).
     Shared(u64),
+}
+
+impl FromChild<'_> {
+    /// The same frame, owning its result (a fuzzer's round trip outlives
+    /// the bytes it decoded).
+    #[cfg(feature = "testing")]
+    pub(crate) fn into_owned(self) -> FromChild<'static> {
+        match self {
+            FromChild::Ready => FromChild::Ready,
+            FromChild::Leaving => FromChild::Leaving,
+            FromChild::Reply { id, outcome } => FromChild::Reply {
+                id,
+                outcome: match outcome {
+                    Outcome::Ok(bytes) => Outcome::Ok(Cow::Owned(bytes.into_owned())),
+                    Outcome::Panicked(message) => Outcome::Panicked(message),
+                    Outcome::BadCall(message) => Outcome::BadCall(message),
+                    Outcome::ReplyTooLarge(size) => Outcome::ReplyTooLarge(size),
+                    Outcome::Shared(len) => Outcome::Shared(len),
+                },
+            },
+        }
+    }
 }
 
 /// Bytes a reply adds around the method's encoded result (enum tags, the
@@ -130,9 +154,19 @@ impl Deadline {
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     // Room for a small call's frame at once: grown from nothing, a 100-byte
     // frame costs five allocations (8, 16, 32, 64, 128 bytes) on every call.
-    let mut out = Fallible(Vec::with_capacity(FIRST_CAPACITY));
-    rmp_serde::encode::write(&mut out, value)?;
-    Ok(out.0)
+    let mut out = Vec::with_capacity(FIRST_CAPACITY);
+    encode_into(&mut out, value)?;
+    Ok(out)
+}
+
+/// Appends `value`'s encoding to `out` (a link's outgoing buffer, so that a
+/// frame needs no buffer of its own; see `HostLink::send_with`). On an
+/// error, part of it may have been appended.
+pub(crate) fn encode_into<T: Serialize>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write(&mut Fallible(out), value)
 }
 
 /// Capacity an encoding starts with (see [`encode`]).
@@ -140,9 +174,9 @@ pub(crate) const FIRST_CAPACITY: usize = 128;
 
 /// A buffer that reports running out of memory as an error, as
 /// `rmp_serde::to_vec`'s does, instead of aborting.
-struct Fallible(Vec<u8>);
+struct Fallible<'a>(&'a mut Vec<u8>);
 
-impl std::io::Write for Fallible {
+impl std::io::Write for Fallible<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.0
             .try_reserve(data.len())
@@ -218,7 +252,7 @@ mod tests {
         let payload = vec![0u8; 70_000];
         let frame = encode(&FromChild::Reply {
             id: u64::MAX,
-            outcome: Outcome::Ok(payload.clone()),
+            outcome: Outcome::Ok(payload.clone().into()),
         })
         .unwrap();
         assert!(

@@ -98,7 +98,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 pid,
                 exit: status.clone(),
             });
-            self.finish(call.name, call.id, pid, call.accepted, call.reply, result);
+            let latency = call.accepted.elapsed();
+            self.finish(call.name, call.id, pid, latency, call.reply, result);
         }
         let requeued = requeue.len();
         if requeued > 0 {

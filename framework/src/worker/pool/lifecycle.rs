@@ -14,30 +14,9 @@ use crate::ipc::socket::SocketHostLink;
 use crate::ipc::{frame, HostLink, Transport};
 use crate::process::{ExitStatus, SpawnOptions, Spawned};
 use actix::prelude::*;
-use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
-
-/// Frames from one worker, then the end of its link.
-pub(super) struct ChildFrames {
-    key: u64,
-    batch: Option<std::io::Result<Vec<crate::ipc::Frame>>>,
-}
-
-impl<W: WorkerMethods> StreamHandler<ChildFrames> for WorkerPool<W> {
-    fn handle(&mut self, item: ChildFrames, ctx: &mut Context<Self>) {
-        match item.batch {
-            Some(Ok(frames)) => self.on_frames(item.key, frames, ctx),
-            Some(Err(e)) => self.on_link_closed(item.key, Some(e.to_string()), ctx),
-            None => self.on_link_closed(item.key, None, ctx),
-        }
-    }
-
-    fn finished(&mut self, _: &mut Context<Self>) {
-        // Each link's end arrives as its own item (see `attach`).
-    }
-}
 
 /// How long after a failed spawn the pool tries again.
 const SPAWN_RETRY: Duration = Duration::from_millis(100);
@@ -238,16 +217,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
             }
         };
         let pid = process.pid();
-        if let Some(frames) = link.incoming() {
-            let frames = frames
-                .map(move |batch| ChildFrames {
-                    key,
-                    batch: Some(batch),
-                })
-                .chain(futures_util::stream::once(async move {
-                    ChildFrames { key, batch: None }
-                }));
-            ctx.add_stream(frames);
+        if let Some(source) = link.frame_source() {
+            ctx.spawn(super::reader::LinkReader::new(key, source));
         }
         let signaller = process.signaller();
         let mut process = process;
@@ -430,7 +401,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 call.name,
                 call.id,
                 pid,
-                call.accepted,
+                call.accepted.elapsed(),
                 call.reply,
                 Err(WorkerError::Timeout { pid, after }),
             );

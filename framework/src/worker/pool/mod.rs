@@ -25,6 +25,7 @@ mod inline;
 mod kill;
 mod lifecycle;
 mod raw;
+mod reader;
 mod reply;
 mod schedule;
 mod slot;
@@ -46,7 +47,7 @@ use super::stats::{ChildStats, Latencies, PoolStats};
 use super::{Call, WorkerError, WorkerMethods};
 use crate::event::{CachedListeners, WorkerReturned};
 use crate::ipc::shared_bytes::Attachments;
-use crate::ipc::shm::{Encoded, Payload};
+use crate::ipc::shm::Encoded;
 use crate::supervision::budget::RestartBudget;
 use actix::prelude::*;
 use builder::PoolConfig;
@@ -192,11 +193,10 @@ impl<W: WorkerMethods> WorkerPool<W> {
         name: &'static str,
         id: u64,
         pid: i32,
-        accepted: Instant,
+        latency: Duration,
         reply: reply::Reply,
-        result: std::result::Result<Payload, WorkerError>,
+        result: reply::Answered<'_>,
     ) {
-        let latency = accepted.elapsed();
         self.counters.latencies.record(latency);
         let error = result.as_ref().err();
         match error {
@@ -222,7 +222,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 error: error.cloned(),
             });
         }
-        reply(result);
+        reply.answer(result);
     }
 
     fn push_queue(&mut self, call: Queued) {
@@ -243,7 +243,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 call.name,
                 call.id,
                 0,
-                call.accepted,
+                call.accepted.elapsed(),
                 call.reply,
                 Err(error.clone()),
             );
@@ -349,10 +349,16 @@ impl<W: WorkerMethods> WorkerPool<W> {
             };
             ctx.spawn(
                 actix::fut::wrap_future::<_, Self>(answer).map(move |result, act, _| {
-                    let result = result
-                        .unwrap_or(Err(WorkerError::ShuttingDown))
-                        .map(Payload::from);
-                    act.finish(name, id, 0, accepted, reply, result);
+                    let result = result.unwrap_or(Err(WorkerError::ShuttingDown));
+                    let bytes;
+                    let result = match result {
+                        Ok(answer) => {
+                            bytes = answer;
+                            Ok((&bytes[..], Attachments::plain()))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    act.finish(name, id, 0, accepted.elapsed(), reply, result);
                 }),
             );
             return response;

@@ -2,14 +2,46 @@
 
 use super::super::{WorkerError, WorkerMethods};
 use super::WorkerPool;
-use crate::ipc::shm::Payload;
+use crate::ipc::shared_bytes::{decode_attached, Attachments};
 use actix::prelude::*;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Where a call's outcome goes: decodes the bytes (from a frame, or from
-/// a mapped memfd, in place) and answers the caller.
-pub(super) type Reply = Box<dyn FnOnce(std::result::Result<Payload, WorkerError>)>;
+/// Where a call's outcome goes: decodes the bytes (borrowed from the frame
+/// they came in, or from a mapped memfd, in place) and answers the caller.
+/// One allocation per call, shared with the caller's [`CallResponse`].
+pub(super) type Reply = Rc<dyn Answer>;
+
+/// What a call came to: its encoded result (borrowed) and the descriptors
+/// of the `SharedBytes` in it, or why it failed.
+pub(super) type Answered<'a> = std::result::Result<(&'a [u8], Attachments), WorkerError>;
+
+/// Takes a call's outcome (once; later ones are ignored).
+pub(super) trait Answer {
+    fn answer(&self, outcome: Answered<'_>);
+}
+
+/// A pending call's answer: how to decode its result, and where it goes.
+struct Pending<T> {
+    decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
+    slot: RefCell<ReplySlot<T>>,
+}
+
+impl<T> Answer for Pending<T> {
+    fn answer(&self, outcome: Answered<'_>) {
+        let decode = self.decode;
+        let result =
+            outcome.and_then(|(bytes, attached)| decode_attached(attached, || decode(bytes)));
+        let mut slot = self.slot.borrow_mut();
+        match std::mem::replace(&mut *slot, ReplySlot::Done) {
+            ReplySlot::Caller(tx) => {
+                let _ = tx.send(result);
+            }
+            ReplySlot::Waiting => *slot = ReplySlot::Answered(result),
+            other => *slot = other,
+        }
+    }
+}
 
 /// A call's answer as the pool hands it to actix (the `Handler::Result` of
 /// generated handlers; not for users to name): resolved straight from
@@ -22,7 +54,7 @@ pub struct CallResponse<T> {
 
 enum CallResponseInner<T> {
     Ready(std::result::Result<T, WorkerError>),
-    Pending(Rc<RefCell<ReplySlot<T>>>),
+    Pending(Rc<Pending<T>>),
 }
 
 enum ReplySlot<T> {
@@ -39,26 +71,18 @@ impl<T: 'static> CallResponse<T> {
         }
     }
 
-    /// A pending answer and the reply closure that completes it.
+    /// A pending answer and the reply that completes it.
     pub(super) fn pending(
         decode: fn(&[u8]) -> std::result::Result<T, WorkerError>,
     ) -> (Self, Reply) {
-        let slot = Rc::new(RefCell::new(ReplySlot::Waiting));
-        let answer = slot.clone();
-        let reply: Reply = Box::new(move |outcome| {
-            let result = outcome.and_then(|payload| payload.decode(decode));
-            let mut slot = answer.borrow_mut();
-            match std::mem::replace(&mut *slot, ReplySlot::Done) {
-                ReplySlot::Caller(tx) => {
-                    let _ = tx.send(result);
-                }
-                ReplySlot::Waiting => *slot = ReplySlot::Answered(result),
-                other => *slot = other,
-            }
+        let pending = Rc::new(Pending {
+            decode,
+            slot: RefCell::new(ReplySlot::Waiting),
         });
+        let reply: Reply = pending.clone();
         (
             Self {
-                inner: CallResponseInner::Pending(slot),
+                inner: CallResponseInner::Pending(pending),
             },
             reply,
         )
@@ -81,8 +105,8 @@ where
             CallResponseInner::Ready(result) => {
                 let _ = tx.send(result);
             }
-            CallResponseInner::Pending(slot) => {
-                let mut slot = slot.borrow_mut();
+            CallResponseInner::Pending(pending) => {
+                let mut slot = pending.slot.borrow_mut();
                 match std::mem::replace(&mut *slot, ReplySlot::Done) {
                     ReplySlot::Answered(result) => {
                         let _ = tx.send(result);

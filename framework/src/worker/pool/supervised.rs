@@ -48,7 +48,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
         {
             if let Some(call) = self.pop_queue() {
                 let error = WorkerError::StartTimeout { after };
-                self.finish(call.name, call.id, 0, call.accepted, call.reply, Err(error));
+                let latency = call.accepted.elapsed();
+                self.finish(call.name, call.id, 0, latency, call.reply, Err(error));
             }
         }
     }

@@ -6,10 +6,11 @@ use super::schedule;
 use super::slot::{InFlight, SlotState};
 use super::{PoolState, WorkerPool};
 use crate::ipc::shared_bytes::Attachments;
-use crate::ipc::shm::{self, Body, Encoded, Mapping, Payload};
-use crate::ipc::{Frame, Transport};
+use crate::ipc::shm::{self, Body, Encoded, Mapping};
+use crate::ipc::Transport;
 use actix::prelude::*;
 use std::borrow::Cow;
+use std::ops::{ControlFlow, Deref};
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
@@ -42,7 +43,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
                     let error = WorkerError::Protocol(format!(
                         "cannot share the arguments' SharedBytes: {e}"
                     ));
-                    self.finish(call.name, call.id, 0, call.accepted, call.reply, Err(error));
+                    let latency = call.accepted.elapsed();
+                    self.finish(call.name, call.id, 0, latency, call.reply, Err(error));
                     continue;
                 }
             };
@@ -79,6 +81,18 @@ impl<W: WorkerMethods> WorkerPool<W> {
                         fds.push(fd);
                         fds.extend(attached);
                         slot.link.send_with_fds(bytes, fds)
+                    })
+                }
+                (None, Encoded::Inline(bytes)) if attached.is_empty() => {
+                    slot.link.send_with(&mut |out| {
+                        let call = ToChild::Call {
+                            id: call.id,
+                            method: call.method,
+                            args: Cow::Borrowed(bytes),
+                            deadline: deadline_wire,
+                            attach,
+                        };
+                        protocol::encode_into(out, &call).map_err(std::io::Error::other)
                     })
                 }
                 (None, Encoded::Inline(bytes)) => protocol::encode(&ToChild::Call {
@@ -177,27 +191,46 @@ impl<W: WorkerMethods> WorkerPool<W> {
             .filter(|_| self.config.transport == Transport::Socket)
     }
 
-    pub(super) fn on_frames(&mut self, key: u64, frames: Vec<Frame>, ctx: &mut Context<Self>) {
-        for Frame { bytes, fds } in frames {
-            let message = protocol::decode::<FromChild>(&bytes).map_err(|e| e.to_string());
-            let reply = match (message, fds.is_empty()) {
-                (Ok(FromChild::Ready), true) => {
-                    self.on_ready(key);
-                    continue;
-                }
-                (Ok(FromChild::Leaving), true) => {
-                    self.on_leaving(key);
-                    continue;
-                }
-                (Ok(FromChild::Reply { id, outcome }), _) => self.answer(key, id, outcome, fds),
-                (Ok(_), false) => Err("a descriptor with a frame that takes none".into()),
-                (Err(e), _) => Err(e),
-            };
-            match reply {
-                Ok((id, result)) => self.on_reply(key, id, result, ctx),
-                Err(why) => return self.on_link_closed(key, Some(why), ctx),
+    /// One frame from worker `key`, read in place at `read` (see
+    /// `reader.rs`); `Break`: it was malformed, and the link is dropped.
+    pub(super) fn on_frame(
+        &mut self,
+        key: u64,
+        (bytes, fds): (&[u8], Vec<OwnedFd>),
+        read: Instant,
+        ctx: &mut Context<Self>,
+    ) -> ControlFlow<()> {
+        let message = protocol::decode::<FromChild>(bytes).map_err(|e| e.to_string());
+        let reply = match (message, fds.is_empty()) {
+            (Ok(FromChild::Ready), true) => {
+                self.on_ready(key);
+                return ControlFlow::Continue(());
+            }
+            (Ok(FromChild::Leaving), true) => {
+                self.on_leaving(key);
+                return ControlFlow::Continue(());
+            }
+            (Ok(FromChild::Reply { id, outcome }), _) => self
+                .answer(key, id, outcome, fds)
+                .map(|result| (id, result)),
+            (Ok(_), false) => Err("a descriptor with a frame that takes none".into()),
+            (Err(e), _) => Err(e),
+        };
+        match reply {
+            Ok((id, Ok((returned, attached)))) => {
+                self.on_reply(key, id, Ok((&returned[..], attached)), read, ctx)
+            }
+            Ok((id, Err(error))) => self.on_reply(key, id, Err(error), read, ctx),
+            Err(why) => {
+                self.on_link_closed(key, Some(why), ctx);
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
+    }
+
+    /// After the frames of one read: workers may take calls again.
+    pub(super) fn after_frames(&mut self, ctx: &mut Context<Self>) {
         self.promote(ctx);
         self.dispatch(ctx);
     }
@@ -205,13 +238,13 @@ impl<W: WorkerMethods> WorkerPool<W> {
     /// What a reply says, its large result checked and mapped, its
     /// `SharedBytes`' memfds checked; `Err`: the reply is malformed (the
     /// link is dropped).
-    fn answer(
+    fn answer<'a>(
         &mut self,
         key: u64,
         id: u64,
-        outcome: Outcome,
+        outcome: Outcome<'a>,
         fds: Vec<OwnedFd>,
-    ) -> Result<(u64, Result<Payload, WorkerError>), String> {
+    ) -> Result<Result<(Returned<'a>, Attachments), WorkerError>, String> {
         let max = self.config.max_payload;
         // Whether the call was sent to take `SharedBytes` as descriptors
         // (a reply to a call no longer held is dropped: taken as it comes).
@@ -236,29 +269,32 @@ impl<W: WorkerMethods> WorkerPool<W> {
         } else {
             return Err("descriptors with a reply that takes none".into());
         };
-        let result = match outcome {
+        Ok(match outcome {
             Outcome::Shared(len) => {
                 let fd = payload_fd.ok_or("a shared result without its memfd")?;
                 let mapping = Mapping::open(fd, len, max).map_err(|e| e.to_string())?;
                 self.counters.shared_payloads += 1;
-                Ok(Payload::new(Body::Mapped(mapping), attached))
+                Ok((Returned::Received(Body::Mapped(mapping)), attached))
             }
-            Outcome::Ok(bytes) => Ok(Payload::new(Body::Inline(bytes), attached)),
+            Outcome::Ok(Cow::Borrowed(bytes)) => Ok((Returned::InFrame(bytes), attached)),
+            Outcome::Ok(Cow::Owned(bytes)) => {
+                Ok((Returned::Received(Body::Inline(bytes)), attached))
+            }
             _ if attached.len() > 0 => {
                 return Err("descriptors with a reply that takes none".into())
             }
             Outcome::Panicked(message) => Err(WorkerError::Panicked { message }),
             Outcome::BadCall(message) => Err(WorkerError::Protocol(message)),
             Outcome::ReplyTooLarge(size) => Err(WorkerError::ReplyTooLarge { size, max }),
-        };
-        Ok((id, result))
+        })
     }
 
     fn on_reply(
         &mut self,
         key: u64,
         id: u64,
-        result: Result<Payload, WorkerError>,
+        result: super::reply::Answered<'_>,
+        read: Instant,
         ctx: &mut Context<Self>,
     ) {
         let max_calls = self.config.max_calls_per_child;
@@ -274,7 +310,7 @@ impl<W: WorkerMethods> WorkerPool<W> {
         slot.calls += 1;
         let pid = slot.pid;
         let by_calls = max_calls.is_some_and(|max| slot.calls >= max);
-        let by_runtime = slot.recycle_at.is_some_and(|at| Instant::now() >= at);
+        let by_runtime = slot.recycle_at.is_some_and(|at| read >= at);
         let panicked = matches!(result, Err(WorkerError::Panicked { .. }));
         if panicked {
             // The worker exits after replying (its state may be poisoned);
@@ -284,7 +320,8 @@ impl<W: WorkerMethods> WorkerPool<W> {
                 stop_sent: true,
             };
         }
-        self.finish(call.name, call.id, pid, call.accepted, call.reply, result);
+        let latency = read.saturating_duration_since(call.accepted);
+        self.finish(call.name, call.id, pid, latency, call.reply, result);
         if panicked {
             self.promote(ctx);
         } else if by_calls {
@@ -293,5 +330,23 @@ impl<W: WorkerMethods> WorkerPool<W> {
             self.retire(key, "max runtime", ctx);
         }
         self.send_stop_if_drained(key);
+    }
+}
+
+/// A reply's result: in its frame, borrowed from the read buffer (as
+/// decoding yields it), or received otherwise (in a mapped memfd).
+enum Returned<'a> {
+    InFrame(&'a [u8]),
+    Received(Body),
+}
+
+impl Deref for Returned<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Returned::InFrame(bytes) => bytes,
+            Returned::Received(payload) => payload,
+        }
     }
 }
