@@ -516,6 +516,10 @@ pub(crate) fn encode_attaching<R>(
     attach: bool,
     encode: impl FnOnce() -> Result<R, String>,
 ) -> Result<(R, Attachments), String> {
+    if !attach && OUTGOING.with(|cell| cell.borrow().is_none()) {
+        // Plain bytes, and no scope to mask: nothing to set.
+        return Ok((encode()?, Attachments::plain()));
+    }
     let scope = Restore::set(&OUTGOING, attach.then(Vec::new));
     let encoded = encode();
     let fds = scope.finish();
@@ -529,6 +533,10 @@ pub(crate) fn encode_attaching<R>(
 /// descriptors its frame carried (and their size limit). They are closed
 /// when it ends: the `SharedBytes` decoded hold copies.
 pub(crate) fn decode_attached<R>(attached: Attachments, decode: impl FnOnce() -> R) -> R {
+    if attached.0.is_none() && INCOMING.with(|cell| cell.borrow().is_none()) {
+        // Plain bytes, and no scope to mask: nothing to set.
+        return decode();
+    }
     let incoming = attached.0.map(|(fds, max)| Incoming {
         fds,
         max,

@@ -243,11 +243,13 @@ impl Serving {
             }
         };
         let fds: Vec<OwnedFd> = fds.collect();
-        let attached = if attach {
+        // Arguments without descriptors hold no reference to one: decoded
+        // plain (the common case).
+        let attached = if fds.is_empty() {
+            Attachments::plain()
+        } else if attach {
             // The daemon is trusted: its `SharedBytes` have no limit.
             Attachments::received(fds, isize::MAX as usize)
-        } else if fds.is_empty() {
-            Attachments::plain()
         } else {
             return Err("descriptors with a call that takes none".into());
         };

@@ -246,26 +246,29 @@ impl<W: WorkerMethods> WorkerPool<W> {
         fds: Vec<OwnedFd>,
     ) -> Result<Result<(Returned<'a>, Attachments), WorkerError>, String> {
         let max = self.config.max_payload;
-        // Whether the call was sent to take `SharedBytes` as descriptors
-        // (a reply to a call no longer held is dropped: taken as it comes).
-        let attach = self
-            .slot_mut(key)
-            .and_then(|slot| slot.in_flight.iter().find(|c| c.id == id))
-            .map_or(true, |call| call.attached.enabled());
         let mut fds = fds.into_iter();
         let payload_fd = match outcome {
             Outcome::Shared(_) => fds.next(),
             _ => None,
         };
         let fds: Vec<OwnedFd> = fds.collect();
-        let attached = if attach {
+        // A value without descriptors holds no reference to one: decoded
+        // plain (the common case, with no search for the call).
+        let attached = if fds.is_empty() {
+            Attachments::plain()
+        } else if self
+            .slot_mut(key)
+            .and_then(|slot| slot.in_flight.iter().find(|c| c.id == id))
+            // Whether the call was sent to take `SharedBytes` as
+            // descriptors (a reply to a call no longer held is dropped:
+            // taken as it comes).
+            .map_or(true, |call| call.attached.enabled())
+        {
             let attached = Attachments::received(fds, self.config.max_shared_bytes);
             attached
                 .check()
                 .map_err(|e| format!("a reply's shared bytes: {e}"))?;
             attached
-        } else if fds.is_empty() {
-            Attachments::plain()
         } else {
             return Err("descriptors with a reply that takes none".into());
         };
