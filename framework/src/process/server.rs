@@ -8,18 +8,24 @@
 //! socket closes.
 
 use super::child;
-use super::lean::{restore_tunables, Scratch, Threads};
+use super::lean::{restore_tunables, Code, Scratch, Threads};
+use super::spare::{self, Forking, Spare};
+use super::EntryPoint;
 use super::wire::{self, Hello, SpawnReply, SpawnRequest};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// Environment marker: `<fd>:<cookie hex>:<host pid>`.
+/// Environment marker: `<fd>:<cookie hex>:<host pid>:<spare socket fd or ->`.
 pub(crate) const MARKER: &str = "DAEMONIC_FORK_SERVER";
 
 pub(crate) struct ServerConfig {
     pub sock: OwnedFd,
     pub cookie: u128,
     pub host_pid: i32,
+    /// The generation's spare socket, when the fork server keeps a warm
+    /// spare (see `spare.rs`).
+    pub spares: Option<OwnedFd>,
 }
 
 /// Runs before `main` in every binary that links daemonic.
@@ -86,16 +92,38 @@ fn refusal() -> Option<&'static str> {
     }
 }
 
-/// Checks the marker: our parent's pid, and a descriptor that really is a
-/// SOCK_SEQPACKET socket.
+/// Checks the marker (`<fd>:<cookie hex>:<host pid>:<spare socket fd or ->`):
+/// our parent's pid, and descriptors that really are SOCK_SEQPACKET sockets.
 fn validate(marker: &str) -> Option<ServerConfig> {
     let mut parts = marker.split(':');
     let fd: RawFd = parts.next()?.parse().ok()?;
     let cookie = u128::from_str_radix(parts.next()?, 16).ok()?;
     let host_pid: i32 = parts.next()?.parse().ok()?;
+    let spares: Option<RawFd> = match parts.next()? {
+        "-" => None,
+        n => Some(n.parse().ok()?),
+    };
     if parts.next().is_some() || fd < 3 || nix::unistd::getppid().as_raw() != host_pid {
         return None;
     }
+    if spares.is_some_and(|s| s < 3 || s == fd) {
+        return None;
+    }
+    let sock = seqpacket(fd)?;
+    let spares = match spares {
+        Some(s) => Some(seqpacket(s)?),
+        None => None,
+    };
+    Some(ServerConfig {
+        sock,
+        cookie,
+        host_pid,
+        spares,
+    })
+}
+
+/// `fd`, owned, if it is an open SOCK_SEQPACKET socket.
+fn seqpacket(fd: RawFd) -> Option<OwnedFd> {
     let mut sock_type: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `sock_type`.
@@ -112,12 +140,7 @@ fn validate(marker: &str) -> Option<ServerConfig> {
         return None;
     }
     // SAFETY: the descriptor is open (getsockopt succeeded) and ours alone.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    Some(ServerConfig {
-        sock,
-        cookie,
-        host_pid,
-    })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Restores default dispositions and an empty mask. Ignored signals and the
@@ -169,15 +192,6 @@ impl SelfStat {
     }
 }
 
-fn close_inherited(keep: RawFd) {
-    // SAFETY: closing descriptors this fresh process does not use.
-    unsafe {
-        if keep > 3 {
-            libc::close_range(3, (keep - 1) as libc::c_uint, 0);
-        }
-        libc::close_range((keep + 1) as libc::c_uint, libc::c_uint::MAX, 0);
-    }
-}
 
 fn serve(config: ServerConfig) {
     reset_signals();
@@ -204,10 +218,16 @@ fn serve(config: ServerConfig) {
     if nix::unistd::getppid().as_raw() != config.host_pid {
         return; // the host died before the death signal was armed
     }
-    close_inherited(config.sock.as_raw_fd());
+    let spares_fd = config.spares.as_ref().map(|s| s.as_raw_fd());
+    spare::keep_only(&[Some(config.sock.as_raw_fd()), spares_fd]);
     child::set_comm("fork-server");
     let arg_area = SelfStat::open().ok().and_then(|stat| stat.arg_area());
     let Ok(threads) = Threads::open() else { return };
+    let code = if config.spares.is_some() {
+        Code::locate()
+    } else {
+        Code::default()
+    };
     // Where the kernel writes each new child's pidfd: a page the children do
     // not inherit (MADV_DONTFORK), so that write is no copy-on-write fault.
     let Some(mut scratch) = Scratch::map() else {
@@ -233,7 +253,40 @@ fn serve(config: ServerConfig) {
     // allocated once, the reply and the pidfd in the scratch page, and the
     // rest lives in a few stack pages.
     let mut buf = vec![0u8; wire::MAX_CONTROL];
+    let spares = config.spares;
+    let mut spare: Option<Spare> = None;
     loop {
+        if let Some(spares) = &spares {
+            // The next child is forked here, once no request has come for a
+            // while: off the spawn's latency, and not in the way of a burst
+            // of spawns (each would wait for a fork it does not need, and on
+            // a busy machine the spare's fork takes the CPU from the task
+            // just started; BENCHMARKS.md "Process layer").
+            if spare.is_none() && idle(fd(&sock), SPARE_AFTER_IDLE) {
+                let forking = Forking {
+                    threads: &threads,
+                    scratch: &scratch,
+                    host_pid: config.host_pid,
+                    arg_area,
+                    spares: spares.as_fd(),
+                    prepared_level,
+                    code: &code,
+                };
+                spare = Spare::fork(&forking, &mut buf);
+            }
+            if let Some(waiting) = &spare {
+                match wait_for_work(fd(&sock), waiting.sock()) {
+                    Work::Request => {}
+                    Work::SpareDied => {
+                        if let Some(dead) = spare.take() {
+                            dead.report_dead(spares.as_fd());
+                        }
+                        continue;
+                    }
+                    Work::Interrupted => continue,
+                }
+            }
+        }
         let mut received = match wire::recv_into(fd(&sock), &mut buf) {
             Ok(Some(received)) => received,
             // The host closed its end (it exited, even by SIGKILL): so do we.
@@ -255,19 +308,26 @@ fn serve(config: ServerConfig) {
             }
         }
         let reply = match request {
-            Ok(request) => spawn(
-                request,
-                &mut received,
-                &[
-                    sock.as_raw_fd(),
-                    threads.0.as_raw_fd(),
-                    reply_sock.as_raw_fd(),
-                ],
-                config.host_pid,
-                &threads,
-                &scratch,
-                arg_area,
-            ),
+            Ok(request) => match check(&request, &mut received) {
+                Err(e) => Err(e),
+                Ok((entry, channel, log)) => {
+                    let handed = spare.take().map(|waiting| {
+                        let fds = [channel.as_raw_fd(), log.as_ref().map_or(-1, |l| l.as_raw_fd())];
+                        let fds = if log.is_some() { &fds[..] } else { &fds[..1] };
+                        waiting.hand(&buf[..received.len], fds)
+                    });
+                    match handed {
+                        Some(Ok(started)) => Ok(started),
+                        Some(Err(dead)) => {
+                            if let Some(spares) = &spares {
+                                dead.report_dead(spares.as_fd());
+                            }
+                            fork_child(request, channel, log, entry, config.host_pid, &threads, &scratch, arg_area)
+                        }
+                        None => fork_child(request, channel, log, entry, config.host_pid, &threads, &scratch, arg_area),
+                    }
+                }
+            },
             Err(e) => Err(format!("malformed spawn request: {e}")),
         };
         #[cfg(feature = "testing")]
@@ -297,7 +357,8 @@ fn serve(config: ServerConfig) {
         // problem, it finds the child itself.
         let _ = wire::send_message(fd(&reply_sock), &out[..len], fds.as_slice());
         // Our copies of the pidfd and the child's descriptors close here, so
-        // the host alone sees the child's hang-up.
+        // the host alone sees the child's hang-up (and the next spare,
+        // forked at the top of the loop, inherits none of them).
     }
 }
 
@@ -306,17 +367,69 @@ fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
     sock.as_fd()
 }
 
-fn spawn(
-    request: SpawnRequest<&str>,
+/// How long the fork server waits for a next request before it forks a
+/// spare.
+const SPARE_AFTER_IDLE: Duration = Duration::from_micros(500);
+
+/// Whether no request arrives on `sock` within `wait`.
+fn idle(sock: BorrowedFd<'_>, wait: Duration) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let timeout = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: ppoll on one live descriptor, into our own array; no mask.
+    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null()) };
+    n == 0
+}
+
+/// What woke the fork server while it keeps a spare.
+enum Work {
+    Request,
+    SpareDied,
+    Interrupted,
+}
+
+/// Waits for a request on `sock`, or for the spare's socket to hang up (it
+/// was killed: it must be reaped and replaced).
+fn wait_for_work(sock: BorrowedFd<'_>, spare: BorrowedFd<'_>) -> Work {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: spare.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        },
+    ];
+    // SAFETY: poll on two live descriptors, into our own array.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+    if n < 0 {
+        return Work::Interrupted;
+    }
+    if fds[1].revents != 0 {
+        Work::SpareDied
+    } else {
+        Work::Request
+    }
+}
+
+type Checked = (&'static EntryPoint, OwnedFd, Option<OwnedFd>);
+
+/// The request's descriptors and entry point, checked before any child
+/// sees them: the channel, then the log socket if the request says it has
+/// one (the reply socket is taken out already).
+fn check(
+    request: &SpawnRequest<&str>,
     received: &mut wire::Received,
-    server_fds: &[RawFd],
-    host_pid: i32,
-    threads: &Threads,
-    scratch: &Scratch,
-    arg_area: Option<(usize, usize)>,
-) -> Result<(i32, OwnedFd), String> {
-    // Besides the reply socket (taken out already): the channel, then the
-    // log socket if the request says it has one.
+) -> Result<Checked, String> {
     let expected = 1 + usize::from(request.has_log);
     let carried = received.nfds.saturating_sub(1);
     if carried != expected {
@@ -333,6 +446,21 @@ fn spawn(
     let (Some(channel), log) = (received.take(0), received.take(2)) else {
         return Err("spawn request without a channel".into());
     };
+    Ok((entry, channel, log))
+}
+
+/// Forks a child for `request` now (no spare was ready).
+#[allow(clippy::too_many_arguments)]
+fn fork_child(
+    request: SpawnRequest<&str>,
+    channel: OwnedFd,
+    log: Option<OwnedFd>,
+    entry: &'static EntryPoint,
+    host_pid: i32,
+    threads: &Threads,
+    scratch: &Scratch,
+    arg_area: Option<(usize, usize)>,
+) -> Result<(i32, OwnedFd), String> {
     // Forking a multithreaded process and running Rust code in the child is
     // undefined behaviour in practice. This process never starts threads;
     // check anyway, before every fork.
@@ -342,15 +470,13 @@ fn spawn(
         Err(e) => return Err(format!("cannot count fork server threads: {e}")),
     }
     match clone_into_host(scratch) {
-        Ok(Cloned::Child) => {
-            child::run(request, channel, log, server_fds, host_pid, arg_area, entry)
-        }
+        Ok(Cloned::Child) => child::run(request, channel, log, host_pid, arg_area, entry),
         Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
         Err(e) => Err(format!("clone failed: {e}")),
     }
 }
 
-enum Cloned {
+pub(super) enum Cloned {
     Parent { pid: i32, pidfd: OwnedFd },
     Child,
 }
@@ -374,7 +500,7 @@ struct CloneArgs {
 /// Forks a child whose parent is the host (CLONE_PARENT), with a pidfd for
 /// the host. (`exit_signal` must be 0 with CLONE_PARENT; the kernel then gives
 /// the child the fork server's own exit signal, SIGCHLD.)
-fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
+pub(super) fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
     let flags = (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64;
     let pidfd = scratch.pidfd();
     // SAFETY: the scratch page is mapped and ours.
