@@ -306,7 +306,9 @@ fn main() {
     // spawns, a warm spare has been forked before the request comes.
     for (what, part) in [
         ("spawn → child code → parent knows", Split::total as Part),
-        ("of which request → child code runs", |s: &Split| s.to_child),
+        ("of which request → child code runs", |s: &Split| {
+            s.to_child
+        }),
     ] {
         let (ours, base) = (sorted(&srv_spaced, part), sorted(&raw_spaced, part));
         for (label, p) in [("p50", 0.5), ("p99", 0.99)] {

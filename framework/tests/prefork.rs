@@ -117,7 +117,11 @@ impl Task for Report {
         let status = std::fs::read_to_string("/proc/self/status")?;
         let signals = status
             .lines()
-            .filter(|l| ["SigBlk:", "SigIgn:", "SigCgt:"].iter().any(|k| l.starts_with(k)))
+            .filter(|l| {
+                ["SigBlk:", "SigIgn:", "SigCgt:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
             .map(String::from)
             .collect();
         let start = Start {
@@ -159,13 +163,24 @@ fn a_spare_waits_named_holding_only_its_two_sockets() {
     let spare = the_spare();
     let (_, _, ppid) = stat(spare).unwrap();
     assert_eq!(ppid, std::process::id() as i32, "the daemon's own child");
-    let held: Vec<_> = descriptors(spare).into_iter().filter(|(fd, _)| *fd > 2).collect();
-    assert_eq!(held.len(), 2, "its socket to the fork server and the spare socket: {held:?}");
-    assert!(held.iter().all(|(_, t)| t.starts_with("socket:")), "{held:?}");
-    let cmdline = std::fs::read(format!("/proc/{spare}/cmdline")).unwrap();
+    let held: Vec<_> = descriptors(spare)
+        .into_iter()
+        .filter(|(fd, _)| *fd > 2)
+        .collect();
+    assert_eq!(
+        held.len(),
+        2,
+        "its socket to the fork server and the spare socket: {held:?}"
+    );
     assert!(
-        String::from_utf8_lossy(&cmdline).contains("fork-server"),
-        "the title it was forked with: {cmdline:?}"
+        held.iter().all(|(_, t)| t.starts_with("socket:")),
+        "{held:?}"
+    );
+    let cmdline = std::fs::read(format!("/proc/{spare}/cmdline")).unwrap();
+    let title = String::from_utf8_lossy(&cmdline);
+    assert!(
+        title.contains(": fork-spare") && !title.contains("fork-server"),
+        "a spare does not pass for a second fork server in `ps aux`: {title:?}"
     );
 }
 
@@ -229,7 +244,10 @@ fn descriptors_of_one_request_never_reach_the_next_spare() {
         .expect("the task holds its channel on fd 3");
     let next = the_spare();
     assert_ne!(next, first, "a new spare");
-    let held: Vec<_> = descriptors(next).into_iter().filter(|(fd, _)| *fd > 2).collect();
+    let held: Vec<_> = descriptors(next)
+        .into_iter()
+        .filter(|(fd, _)| *fd > 2)
+        .collect();
     assert_eq!(held.len(), 2, "{held:?}");
     assert!(
         held.iter().all(|(_, target)| *target != channel),

@@ -149,11 +149,13 @@ impl ForkServer {
     }
 
     /// Whether fork servers started from now on keep a warm spare: a child
-    /// forked ahead of the next spawn request, which that request is handed
-    /// to, so the fork itself is off the spawn's latency. The spare is one
-    /// more process of the daemon (`fork-spare` in `ps`), replaced after
-    /// each spawn. On by default; also set by the environment variable
-    /// `DAEMONIC_WARM_SPARE=0|1` (read once, at the first launch).
+    /// forked ahead of the next spawn request when requests come apart
+    /// (0.5 ms or more between two), which that request is handed to, so the fork is off the spawn's
+    /// latency (see `spare.rs`). The spare is one more process of the daemon
+    /// (`<daemon>: fork-spare` in `ps`), replaced after each spawn it takes.
+    /// On by default; `DAEMONIC_PREFORK=0|1` in the environment decides
+    /// when this was never called (read at the first launch). A running
+    /// fork server keeps its setting until it is replaced.
     pub fn set_prefork(&self, on: bool) {
         self.prefork.store(on, Ordering::Relaxed);
         self.prefork_set.store(true, Ordering::Relaxed);

@@ -117,94 +117,9 @@ impl Scratch {
     }
 }
 
-/// The program's own code and read-only data (its `r-xp` and `r--p`
-/// mappings), located once by the fork server. A fork copies no page-table
-/// entry of a file mapping nobody wrote to, so a child faults in every
-/// code page it runs; a warm spare maps them all at once with
-/// `MADV_POPULATE_READ` while it waits, so the task it becomes does not
-/// (see `spare.rs`).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Code {
-    ranges: [(usize, usize); Code::MAX],
-    len: usize,
-}
-
-impl Code {
-    const MAX: usize = 8;
-
-    /// The mappings of `/proc/self/exe` in `/proc/self/maps`.
-    pub(crate) fn locate() -> Self {
-        let mut code = Self::default();
-        let (Ok(exe), Ok(maps)) = (
-            std::fs::read_link("/proc/self/exe"),
-            std::fs::read_to_string("/proc/self/maps"),
-        ) else {
-            return code;
-        };
-        let Some(exe) = exe.to_str() else { return code };
-        for line in maps.lines() {
-            if let Some(range) = code_range(line, exe) {
-                if code.len < Self::MAX {
-                    code.ranges[code.len] = range;
-                    code.len += 1;
-                }
-            }
-        }
-        code
-    }
-
-    /// Maps every page of the ranges into this process's page table
-    /// (Linux 5.14; on older kernels, or if anything fails, pages are
-    /// faulted in as they are used, as before).
-    pub(crate) fn populate(&self) {
-        const MADV_POPULATE_READ: libc::c_int = 22;
-        for &(start, end) in &self.ranges[..self.len] {
-            // SAFETY: populating (reading) a mapping of this process; the
-            // advice changes no contents. The call is made through
-            // `libc::syscall`, whose page a forked child has mapped.
-            unsafe {
-                libc::syscall(libc::SYS_madvise, start, end - start, MADV_POPULATE_READ);
-            }
-        }
-    }
-}
-
-/// `(start, end)` of a line of `/proc/self/maps` if it maps `exe` read-only
-/// or executable (not writable).
-fn code_range(line: &str, exe: &str) -> Option<(usize, usize)> {
-    let mut fields = line.split_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    let path = fields.nth(3)?;
-    if path != exe || !perms.starts_with('r') || perms.as_bytes().get(1) != Some(&b'-') {
-        return None;
-    }
-    let (start, end) = range.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    (end > start).then_some((start, end))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn code_ranges_are_the_programs_unwritable_mappings() {
-        let exe = "/usr/bin/daemon";
-        let line = |l: &str| code_range(l, exe);
-        assert_eq!(
-            line("55cf9c1db000-55cf9c1e0000 r-xp 00002000 fe:00 247030   /usr/bin/daemon"),
-            Some((0x55cf9c1db000, 0x55cf9c1e0000))
-        );
-        assert!(line("55cf9c1d9000-55cf9c1db000 r--p 00000000 fe:00 247030 /usr/bin/daemon").is_some());
-        assert_eq!(line("55cf9c1e4000-55cf9c1e5000 rw-p 0000a000 fe:00 247030 /usr/bin/daemon"), None);
-        assert_eq!(line("7f856a04e000-7f856a1a4000 r-xp 00026000 fe:00 326279 /usr/lib/libc.so.6"), None);
-        assert_eq!(line("55cfb1dce000-55cfb1def000 rw-p 00000000 00:00 0 [heap]"), None);
-        let here = Code::locate();
-        assert!(here.len > 0, "this test binary has code");
-        here.populate();
-    }
 
     #[test]
     fn the_task_directory_counts_this_processs_threads() {

@@ -8,13 +8,13 @@
 //! socket closes.
 
 use super::child;
-use super::lean::{restore_tunables, Code, Scratch, Threads};
+use super::lean::{restore_tunables, Scratch, Threads};
 use super::spare::{self, Forking, Spare};
-use super::EntryPoint;
 use super::wire::{self, Hello, SpawnReply, SpawnRequest};
+use super::EntryPoint;
 use std::io;
-use std::time::Duration;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// Environment marker: `<fd>:<cookie hex>:<host pid>:<spare socket fd or ->`.
 pub(crate) const MARKER: &str = "DAEMONIC_FORK_SERVER";
@@ -192,7 +192,6 @@ impl SelfStat {
     }
 }
 
-
 fn serve(config: ServerConfig) {
     reset_signals();
     // The signals a terminal or service manager sends to a whole process
@@ -223,11 +222,6 @@ fn serve(config: ServerConfig) {
     child::set_comm("fork-server");
     let arg_area = SelfStat::open().ok().and_then(|stat| stat.arg_area());
     let Ok(threads) = Threads::open() else { return };
-    let code = if config.spares.is_some() {
-        Code::locate()
-    } else {
-        Code::default()
-    };
     // Where the kernel writes each new child's pidfd: a page the children do
     // not inherit (MADV_DONTFORK), so that write is no copy-on-write fault.
     let Some(mut scratch) = Scratch::map() else {
@@ -255,14 +249,17 @@ fn serve(config: ServerConfig) {
     let mut buf = vec![0u8; wire::MAX_CONTROL];
     let spares = config.spares;
     let mut spare: Option<Spare> = None;
+    let mut pace = Pace::default();
     loop {
         if let Some(spares) = &spares {
-            // The next child is forked here, once no request has come for a
-            // while: off the spawn's latency, and not in the way of a burst
-            // of spawns (each would wait for a fork it does not need, and on
-            // a busy machine the spare's fork takes the CPU from the task
-            // just started; BENCHMARKS.md "Process layer").
-            if spare.is_none() && idle(fd(&sock), SPARE_AFTER_IDLE) {
+            // The next child is forked here, after the last reply and only
+            // when requests come apart (see `Pace`); and after the task just
+            // started has had the CPU (a yield), since on a busy machine the
+            // spare's fork would otherwise run first (BENCHMARKS.md "Process
+            // layer").
+            if spare.is_none() && pace.sporadic() && no_request_waiting(fd(&sock)) {
+                // SAFETY: plain system call.
+                unsafe { libc::sched_yield() };
                 let forking = Forking {
                     threads: &threads,
                     scratch: &scratch,
@@ -270,7 +267,6 @@ fn serve(config: ServerConfig) {
                     arg_area,
                     spares: spares.as_fd(),
                     prepared_level,
-                    code: &code,
                 };
                 spare = Spare::fork(&forking, &mut buf);
             }
@@ -293,6 +289,7 @@ fn serve(config: ServerConfig) {
             Ok(None) => return,
             Err(_) => return,
         };
+        pace.arrived(std::time::Instant::now());
         // The second descriptor is this request's own reply socket; a request
         // without one cannot be answered and is dropped.
         let Some(reply_sock) = received.take(1) else {
@@ -312,7 +309,10 @@ fn serve(config: ServerConfig) {
                 Err(e) => Err(e),
                 Ok((entry, channel, log)) => {
                     let handed = spare.take().map(|waiting| {
-                        let fds = [channel.as_raw_fd(), log.as_ref().map_or(-1, |l| l.as_raw_fd())];
+                        let fds = [
+                            channel.as_raw_fd(),
+                            log.as_ref().map_or(-1, |l| l.as_raw_fd()),
+                        ];
                         let fds = if log.is_some() { &fds[..] } else { &fds[..1] };
                         waiting.hand(&buf[..received.len], fds)
                     });
@@ -322,9 +322,27 @@ fn serve(config: ServerConfig) {
                             if let Some(spares) = &spares {
                                 dead.report_dead(spares.as_fd());
                             }
-                            fork_child(request, channel, log, entry, config.host_pid, &threads, &scratch, arg_area)
+                            fork_child(
+                                request,
+                                channel,
+                                log,
+                                entry,
+                                config.host_pid,
+                                &threads,
+                                &scratch,
+                                arg_area,
+                            )
                         }
-                        None => fork_child(request, channel, log, entry, config.host_pid, &threads, &scratch, arg_area),
+                        None => fork_child(
+                            request,
+                            channel,
+                            log,
+                            entry,
+                            config.host_pid,
+                            &threads,
+                            &scratch,
+                            arg_area,
+                        ),
                     }
                 }
             },
@@ -367,24 +385,43 @@ fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
     sock.as_fd()
 }
 
-/// How long the fork server waits for a next request before it forks a
-/// spare.
-const SPARE_AFTER_IDLE: Duration = Duration::from_micros(500);
+/// Whether spawn requests come apart, so that a spare forked after one is
+/// likely to be ready before the next: the gap before the last request was
+/// at least [`Pace::APART`] (or none came yet). Back-to-back spawns (a
+/// burst, a loop) get no spare: each would be forked while the last task
+/// wants the CPU and handed a request at once, a round trip more for
+/// nothing (BENCHMARKS.md "Process layer"). A clock read per request, no
+/// timer: arming one per request cost 14% of the tasks per second here.
+#[derive(Default)]
+struct Pace {
+    last: Option<std::time::Instant>,
+    apart: bool,
+}
 
-/// Whether no request arrives on `sock` within `wait`.
-fn idle(sock: BorrowedFd<'_>, wait: Duration) -> bool {
+impl Pace {
+    const APART: Duration = Duration::from_micros(500);
+
+    fn arrived(&mut self, now: std::time::Instant) {
+        self.apart = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= Self::APART);
+        self.last = Some(now);
+    }
+
+    fn sporadic(&self) -> bool {
+        self.last.is_none() || self.apart
+    }
+}
+
+/// Whether no request is queued on `sock` (a poll that does not wait).
+fn no_request_waiting(sock: BorrowedFd<'_>) -> bool {
     let mut fds = [libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     }];
-    let timeout = libc::timespec {
-        tv_sec: wait.as_secs() as libc::time_t,
-        tv_nsec: wait.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: ppoll on one live descriptor, into our own array; no mask.
-    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &timeout, std::ptr::null()) };
-    n == 0
+    // SAFETY: poll on one live descriptor, into our own array.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) == 0 }
 }
 
 /// What woke the fork server while it keeps a spare.
@@ -426,10 +463,7 @@ type Checked = (&'static EntryPoint, OwnedFd, Option<OwnedFd>);
 /// The request's descriptors and entry point, checked before any child
 /// sees them: the channel, then the log socket if the request says it has
 /// one (the reply socket is taken out already).
-fn check(
-    request: &SpawnRequest<&str>,
-    received: &mut wire::Received,
-) -> Result<Checked, String> {
+fn check(request: &SpawnRequest<&str>, received: &mut wire::Received) -> Result<Checked, String> {
     let expected = 1 + usize::from(request.has_log);
     let carried = received.nfds.saturating_sub(1);
     if carried != expected {
@@ -539,5 +573,26 @@ pub(super) fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
             pid: pid as i32,
             pidfd: unsafe { OwnedFd::from_raw_fd(pidfd.read_volatile()) },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_spare_is_forked_only_when_requests_come_apart() {
+        let mut pace = Pace::default();
+        assert!(pace.sporadic(), "before any request");
+        let t0 = Instant::now();
+        pace.arrived(t0);
+        assert!(pace.sporadic(), "the first request");
+        pace.arrived(t0 + Duration::from_micros(100));
+        assert!(!pace.sporadic(), "back to back");
+        pace.arrived(t0 + Duration::from_micros(700));
+        assert!(pace.sporadic(), "apart again");
+        pace.arrived(t0 + Duration::from_micros(700));
+        assert!(!pace.sporadic());
     }
 }

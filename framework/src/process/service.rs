@@ -6,9 +6,9 @@
 
 use super::launcher::{fork_server, Connection, ForkServer, Job};
 use super::orphans;
-use super::spare;
 use super::reap::{pidfd_open, waitid_pidfd, Signaller};
 use super::server::MARKER;
+use super::spare;
 use super::wire::{self, Hello};
 use crate::error::{Error, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};

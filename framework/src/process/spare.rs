@@ -10,7 +10,10 @@
 //! cannot change parents, and the daemon could not wait for it.) While it
 //! waits it holds only two descriptors: its end of a socket pair with the
 //! fork server, which brings it one request, and the generation's *spare
-//! socket* to the daemon's service thread. It shows as `fork-spare` in `ps`.
+//! socket* to the daemon's service thread. It shows as `fork-spare` (comm)
+//! and `<daemon>: fork-spare` (title) in `ps`. It is forked only when
+//! requests come apart (`Pace` in `server.rs`); back-to-back spawns are
+//! forked on demand.
 //!
 //! It never outlives what it belongs to:
 //! - the daemon (the service thread, its parent) dies: the same
@@ -22,7 +25,10 @@
 //!   handed a task always runs it, and one that was not never does);
 //! - the spare is killed while the fork server lives: the fork server sees
 //!   its socket hang up and sends the dead spare's pidfd on the spare
-//!   socket for the service thread to reap.
+//!   socket for the service thread to reap;
+//! - `ForkServer::shutdown` (before an in-place restart or a privilege
+//!   drop) kills the fork server and waits until its spare has left and
+//!   been reaped.
 //!
 //! The service thread knows that a generation has no spare left when every
 //! copy of the spare socket's other end is closed (end of stream): the fork
@@ -55,8 +61,6 @@ pub(super) struct Forking<'a> {
     pub spares: BorrowedFd<'a>,
     /// The level the `log` bridges are prepared for.
     pub prepared_level: u8,
-    /// The program's code, mapped by the spare before it waits.
-    pub code: &'a super::lean::Code,
 }
 
 impl Spare {
@@ -135,17 +139,13 @@ fn wait_for_request(sock: OwnedFd, ctx: &Forking<'_>, buf: &mut [u8]) -> ! {
     let spares = ctx.spares.as_raw_fd();
     keep_only(&[Some(sock.as_raw_fd()), Some(spares)]);
     child::set_comm(SPARE_COMM);
+    retitle(ctx.arg_area);
     // SAFETY: plain prctl; the parent is the daemon's service thread, as for
     // every child, so this is the death signal a task has too.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if nix::unistd::getppid().as_raw() != ctx.host_pid {
         // SAFETY: the daemon died before the death signal was armed.
         unsafe { libc::_exit(EXIT_UNUSED) };
-    }
-    // What the task it becomes would otherwise fault in, one page at a time,
-    // after the request came.
-    if std::env::var_os("XP_NOPOP").is_none() {
-        ctx.code.populate();
     }
     let received = wire::recv_into(sock.as_fd(), buf);
     let mut received = match received {
@@ -183,6 +183,34 @@ fn wait_for_request(sock: OwnedFd, ctx: &Forking<'_>, buf: &mut [u8]) -> ! {
     child::run(request, channel, log, ctx.host_pid, ctx.arg_area, entry)
 }
 
+/// The fork server's title, `<daemon>: fork-server`, becomes `<daemon>:
+/// fork-spare` in the spare's argv area (`ps aux`): a spare must not pass
+/// for a second fork server.
+fn retitle(arg_area: Option<(usize, usize)>) {
+    let Some((start, end)) = arg_area else { return };
+    if end <= start || end - start > 64 * 1024 {
+        return;
+    }
+    // SAFETY: [arg_start, arg_end) is this process's own argv string area,
+    // mapped and writable (see `child::set_title`).
+    retitle_in(unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) });
+}
+
+/// Rewrites `<daemon>: fork-server` (the area's first string) as
+/// `<daemon>: fork-spare`, zeroing the rest; any other title is left alone.
+fn retitle_in(area: &mut [u8]) {
+    let len = area.iter().position(|&b| b == 0).unwrap_or(area.len());
+    let suffix = b": fork-server";
+    if !area[..len].ends_with(suffix) {
+        return;
+    }
+    let at = len - suffix.len() + 2;
+    let role = SPARE_COMM.as_bytes();
+    let stop = (at + role.len()).min(area.len());
+    area[at..stop].copy_from_slice(&role[..stop - at]);
+    area[stop..].fill(0);
+}
+
 /// Closes every descriptor from 3 up but those in `keep`.
 pub(super) fn keep_only(keep: &[Option<RawFd>; 2]) {
     let mut keep = keep.map(|fd| fd.unwrap_or(-1));
@@ -199,11 +227,14 @@ pub(super) fn keep_only(keep: &[Option<RawFd>; 2]) {
     unsafe { libc::close_range(from as libc::c_uint, libc::c_uint::MAX, 0) };
 }
 
+/// Spares to reap: `(pid, pidfd)`.
+pub(super) type Found = Vec<(i32, OwnedFd)>;
+
 /// Reads every message waiting on the service thread's end of a spare
 /// socket: `(pid, pidfd)` of spares to reap. `Err` (with the last ones) once
 /// no process holds the other end any more: no spare of that generation is
 /// left.
-pub(super) fn drain(spares: &OwnedFd) -> Result<Vec<(i32, OwnedFd)>, Vec<(i32, OwnedFd)>> {
+pub(super) fn drain(spares: &OwnedFd) -> Result<Found, Found> {
     let mut found = Vec::new();
     loop {
         match wire::recv_message(spares.as_fd()) {
@@ -224,6 +255,17 @@ pub(super) fn drain(spares: &OwnedFd) -> Result<Vec<(i32, OwnedFd)>, Vec<(i32, O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_title_names_the_spare() {
+        let mut area = *b"mydaemon: fork-server\0    padding   ";
+        retitle_in(&mut area);
+        assert!(area.starts_with(b"mydaemon: fork-spare\0"));
+        assert!(area[20..].iter().all(|&b| b == 0));
+        let mut other = *b"mydaemon: worker:x\0";
+        retitle_in(&mut other);
+        assert_eq!(&other, b"mydaemon: worker:x\0");
+    }
 
     #[test]
     fn announcements_carry_a_pid() {
