@@ -9,12 +9,11 @@
 
 use super::child;
 use super::lean::{restore_tunables, Scratch, Threads};
-use super::spare::{self, Forking, Spare};
+use super::spare::{self, wait_for_work, Forking, Pace, Spare, Work};
 use super::wire::{self, Hello, SpawnReply, SpawnRequest};
 use super::EntryPoint;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 /// Environment marker: `<fd>:<cookie hex>:<host pid>:<spare socket fd or ->`.
 pub(crate) const MARKER: &str = "DAEMONIC_FORK_SERVER";
@@ -257,7 +256,7 @@ fn serve(config: ServerConfig) {
             // started has had the CPU (a yield), since on a busy machine the
             // spare's fork would otherwise run first (BENCHMARKS.md "Process
             // layer").
-            if spare.is_none() && pace.sporadic() && no_request_waiting(fd(&sock)) {
+            if spare.is_none() && pace.sporadic() && spare::no_request_waiting(fd(&sock)) {
                 // SAFETY: plain system call.
                 unsafe { libc::sched_yield() };
                 let forking = Forking {
@@ -318,8 +317,9 @@ fn serve(config: ServerConfig) {
                     });
                     match handed {
                         Some(Ok(started)) => Ok(started),
-                        Some(Err(dead)) => {
-                            if let Some(spares) = &spares {
+                        // No spare, or it died: fork one now.
+                        handed => {
+                            if let (Some(Err(dead)), Some(spares)) = (handed, &spares) {
                                 dead.report_dead(spares.as_fd());
                             }
                             fork_child(
@@ -333,16 +333,6 @@ fn serve(config: ServerConfig) {
                                 arg_area,
                             )
                         }
-                        None => fork_child(
-                            request,
-                            channel,
-                            log,
-                            entry,
-                            config.host_pid,
-                            &threads,
-                            &scratch,
-                            arg_area,
-                        ),
                     }
                 }
             },
@@ -383,79 +373,6 @@ fn serve(config: ServerConfig) {
 fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
     use std::os::fd::AsFd;
     sock.as_fd()
-}
-
-/// Whether spawn requests come apart, so that a spare forked after one is
-/// likely to be ready before the next: the gap before the last request was
-/// at least [`Pace::APART`] (or none came yet). Back-to-back spawns (a
-/// burst, a loop) get no spare: each would be forked while the last task
-/// wants the CPU and handed a request at once, a round trip more for
-/// nothing (BENCHMARKS.md "Process layer"). A clock read per request, no
-/// timer: arming one per request cost 14% of the tasks per second here.
-#[derive(Default)]
-struct Pace {
-    last: Option<std::time::Instant>,
-    apart: bool,
-}
-
-impl Pace {
-    const APART: Duration = Duration::from_micros(500);
-
-    fn arrived(&mut self, now: std::time::Instant) {
-        self.apart = self
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= Self::APART);
-        self.last = Some(now);
-    }
-
-    fn sporadic(&self) -> bool {
-        self.last.is_none() || self.apart
-    }
-}
-
-/// Whether no request is queued on `sock` (a poll that does not wait).
-fn no_request_waiting(sock: BorrowedFd<'_>) -> bool {
-    let mut fds = [libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: poll on one live descriptor, into our own array.
-    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) == 0 }
-}
-
-/// What woke the fork server while it keeps a spare.
-enum Work {
-    Request,
-    SpareDied,
-    Interrupted,
-}
-
-/// Waits for a request on `sock`, or for the spare's socket to hang up (it
-/// was killed: it must be reaped and replaced).
-fn wait_for_work(sock: BorrowedFd<'_>, spare: BorrowedFd<'_>) -> Work {
-    let mut fds = [
-        libc::pollfd {
-            fd: sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: spare.as_raw_fd(),
-            events: 0,
-            revents: 0,
-        },
-    ];
-    // SAFETY: poll on two live descriptors, into our own array.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-    if n < 0 {
-        return Work::Interrupted;
-    }
-    if fds[1].revents != 0 {
-        Work::SpareDied
-    } else {
-        Work::Request
-    }
 }
 
 type Checked = (&'static EntryPoint, OwnedFd, Option<OwnedFd>);
@@ -573,26 +490,5 @@ pub(super) fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
             pid: pid as i32,
             pidfd: unsafe { OwnedFd::from_raw_fd(pidfd.read_volatile()) },
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn a_spare_is_forked_only_when_requests_come_apart() {
-        let mut pace = Pace::default();
-        assert!(pace.sporadic(), "before any request");
-        let t0 = Instant::now();
-        pace.arrived(t0);
-        assert!(pace.sporadic(), "the first request");
-        pace.arrived(t0 + Duration::from_micros(100));
-        assert!(!pace.sporadic(), "back to back");
-        pace.arrived(t0 + Duration::from_micros(700));
-        assert!(pace.sporadic(), "apart again");
-        pace.arrived(t0 + Duration::from_micros(700));
-        assert!(!pace.sporadic());
     }
 }

@@ -11,7 +11,6 @@ use super::server::MARKER;
 use super::spare;
 use super::wire::{self, Hello};
 use crate::error::{Error, Result};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -322,23 +321,13 @@ fn launch(
             None,
         ));
     }
-    let (host, server) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| (spawn_error("socketpair", e), None))?;
+    let (host, server) =
+        spare::seqpacket_pair().map_err(|e| (spawn_error("socketpair", e), None))?;
     // The generation's spare socket: ours non-blocking, theirs inherited
     // by the fork server (and by each spare it forks).
     let spare_pair = if fork_server().prefork() {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| (spawn_error("socketpair", e), None))?;
+        let (ours, theirs) =
+            spare::seqpacket_pair().map_err(|e| (spawn_error("socketpair", e), None))?;
         nix::fcntl::fcntl(
             &ours,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),

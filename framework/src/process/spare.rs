@@ -40,6 +40,7 @@ use super::lean::Threads;
 use super::wire::{self, SpawnRequest};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// The kernel's short name of a waiting spare (`ps -e`, `/proc/PID/comm`).
 pub(crate) const SPARE_COMM: &str = "fork-spare";
@@ -106,7 +107,8 @@ impl Spare {
     }
 }
 
-fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A close-on-exec SOCK_SEQPACKET socket pair.
+pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     socketpair(
         AddressFamily::Unix,
@@ -252,9 +254,84 @@ pub(super) fn drain(spares: &OwnedFd) -> Result<Found, Found> {
     }
 }
 
+/// Whether spawn requests come apart, so that a spare forked after one is
+/// likely to be ready before the next: the gap before the last request was
+/// at least [`Pace::APART`] (or none came yet). Back-to-back spawns (a
+/// burst, a loop) get no spare: each would be forked while the last task
+/// wants the CPU and handed a request at once, a round trip more for
+/// nothing (BENCHMARKS.md "Process layer"). A clock read per request, no
+/// timer: arming one per request cost 14% of the tasks per second here.
+#[derive(Default)]
+pub(super) struct Pace {
+    last: Option<std::time::Instant>,
+    apart: bool,
+}
+
+impl Pace {
+    const APART: Duration = Duration::from_micros(500);
+
+    pub(super) fn arrived(&mut self, now: std::time::Instant) {
+        self.apart = match self.last {
+            Some(last) => now.saturating_duration_since(last) >= Self::APART,
+            None => true,
+        };
+        self.last = Some(now);
+    }
+
+    pub(super) fn sporadic(&self) -> bool {
+        self.last.is_none() || self.apart
+    }
+}
+
+/// Whether no request is queued on `sock` (a poll that does not wait).
+pub(super) fn no_request_waiting(sock: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: poll on one live descriptor, into our own array.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) == 0 }
+}
+
+/// What woke the fork server while it keeps a spare.
+pub(super) enum Work {
+    Request,
+    SpareDied,
+    Interrupted,
+}
+
+/// Waits for a request on `sock`, or for the spare's socket to hang up (it
+/// was killed: it must be reaped and replaced).
+pub(super) fn wait_for_work(sock: BorrowedFd<'_>, spare: BorrowedFd<'_>) -> Work {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: spare.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        },
+    ];
+    // SAFETY: poll on two live descriptors, into our own array.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+    if n < 0 {
+        return Work::Interrupted;
+    }
+    if fds[1].revents != 0 {
+        Work::SpareDied
+    } else {
+        Work::Request
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn the_title_names_the_spare() {
@@ -271,5 +348,20 @@ mod tests {
     fn announcements_carry_a_pid() {
         assert_eq!(announced_pid(&42i32.to_le_bytes()), Some(42));
         assert_eq!(announced_pid(b"xy"), None);
+    }
+
+    #[test]
+    fn a_spare_is_forked_only_when_requests_come_apart() {
+        let mut pace = Pace::default();
+        assert!(pace.sporadic(), "before any request");
+        let t0 = Instant::now();
+        pace.arrived(t0);
+        assert!(pace.sporadic(), "the first request");
+        pace.arrived(t0 + Duration::from_micros(100));
+        assert!(!pace.sporadic(), "back to back");
+        pace.arrived(t0 + Duration::from_micros(700));
+        assert!(pace.sporadic(), "apart again");
+        pace.arrived(t0 + Duration::from_micros(700));
+        assert!(!pace.sporadic());
     }
 }
