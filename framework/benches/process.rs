@@ -48,6 +48,9 @@ impl Task for Noop {
     }
 }
 
+/// The pause between two spawns in the "spaced" rows.
+const PAUSE: Duration = Duration::from_millis(2);
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -81,9 +84,10 @@ impl Split {
 
 /// fork → child writes its instant to a pipe and `_exit`s → parent reads,
 /// reaps.
-fn raw_fork_latency(samples: usize) -> Vec<Split> {
+fn raw_fork_latency(samples: usize, pause: Duration) -> Vec<Split> {
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
+        std::thread::sleep(pause);
         let (r, w) = nix::unistd::pipe().unwrap();
         let start = mono_ns();
         // SAFETY: the child only calls async-signal-safe functions.
@@ -149,7 +153,7 @@ fn wake_up_latency(samples: usize) -> Vec<Duration> {
     }
 }
 
-fn server_latency(samples: usize) -> Vec<Split> {
+fn server_latency(samples: usize, pause: Duration) -> Vec<Split> {
     let options = SpawnOptions {
         entry: "bench::ping".into(),
         role: "bench:ping".into(),
@@ -157,6 +161,7 @@ fn server_latency(samples: usize) -> Vec<Split> {
     };
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
+        std::thread::sleep(pause);
         let start = mono_ns();
         let mut spawned = fork_server().spawn(&options).unwrap();
         let mut child = [0u8; 8];
@@ -236,7 +241,8 @@ fn main() {
         let rounds = 10;
         for _ in 0..rounds {
             match part.as_str() {
-                "latency" => drop(server_latency(samples)),
+                "latency" => drop(server_latency(samples, Duration::ZERO)),
+                "latency-spaced" => drop(server_latency(samples / 4, PAUSE)),
                 "raw" => drop(raw_fork_throughput(n)),
                 "tasks2" => drop(task_throughput_threads(n, 2)),
                 _ => drop(task_throughput(n)),
@@ -248,16 +254,18 @@ fn main() {
     // it is still single-threaded (the fork server's launcher thread does
     // not exist yet), as the fork-safety rule demands.
     assert_single_threaded();
-    let _ = raw_fork_latency(100);
-    let raw = raw_fork_latency(samples);
+    let _ = raw_fork_latency(100, Duration::ZERO);
+    let raw = raw_fork_latency(samples, Duration::ZERO);
+    let raw_spaced = raw_fork_latency(samples / 2, PAUSE);
     let raw_tp = raw_fork_throughput(n);
     let mut wake = wake_up_latency(samples.min(1000));
     wake.sort();
     assert_single_threaded();
 
     fork_server().prestart().unwrap();
-    let _ = server_latency(100); // warm up
-    let srv = server_latency(samples);
+    let _ = server_latency(100, Duration::ZERO); // warm up
+    let srv = server_latency(samples, Duration::ZERO);
+    let srv_spaced = server_latency(samples / 2, PAUSE);
     let srv_tp = task_throughput(n);
     let srv_tp2 = task_throughput_threads(n, 2);
     let sorted = |v: &[Split], part: fn(&Split) -> Duration| {
@@ -288,6 +296,26 @@ fn main() {
             let (a, b) = (percentile(&ours, p), percentile(&base, p));
             println!(
                 "| {what}, {label} | {:.1} µs | {:.1} µs | {:.2}× |",
+                us(a),
+                us(b),
+                us(a) / us(b)
+            );
+        }
+    }
+    // A daemon spawns on events, not back to back: with a pause between
+    // spawns, a warm spare has been forked before the request comes.
+    for (what, part) in [
+        ("spawn → child code → parent knows", Split::total as Part),
+        ("of which request → child code runs", |s: &Split| {
+            s.to_child
+        }),
+    ] {
+        let (ours, base) = (sorted(&srv_spaced, part), sorted(&raw_spaced, part));
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (a, b) = (percentile(&ours, p), percentile(&base, p));
+            println!(
+                "| {what}, {label}, spawns {} ms apart | {:.1} µs | {:.1} µs | {:.2}× |",
+                PAUSE.as_millis(),
                 us(a),
                 us(b),
                 us(a) / us(b)

@@ -42,8 +42,9 @@ fn gone(pid: i32) -> bool {
     !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Children of this process other than the fork server: none may be left
-/// behind by a spawn that went wrong.
+/// Children of this process other than the fork server and its waiting
+/// spare (`fork-spare`, see `tests/prefork.rs`): none may be left behind by
+/// a spawn that went wrong.
 fn stray_children() -> Vec<i32> {
     let me = std::process::id() as i32;
     let server = fork_server().pid();
@@ -63,7 +64,8 @@ fn stray_children() -> Vec<i32> {
             continue;
         };
         let ppid: Option<i32> = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        if ppid == Some(me) && Some(pid) != server {
+        let spare = stat.contains("(fork-spare)") && !rest.trim_start().starts_with('Z');
+        if ppid == Some(me) && Some(pid) != server && !spare {
             found.push(pid);
         }
     }

@@ -299,14 +299,12 @@ pub(crate) fn run(
     request: SpawnRequest<&str>,
     channel: OwnedFd,
     log: Option<OwnedFd>,
-    server_fds: &[RawFd],
     host_pid: i32,
     arg_area: Option<(usize, usize)>,
     entry: &EntryPoint,
 ) -> ! {
-    // The fork server's own descriptors are closed by `place_descriptors`
-    // (one close_range for all of them).
-    let _ = server_fds;
+    // The fork server's own descriptors (and a spare's) are closed by
+    // `place_descriptors` (one close_range for all of them).
     if place_descriptors(channel, log).is_err() {
         // SAFETY: exit without running any of the fork server's state.
         unsafe { libc::_exit(71) };

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,7 @@ pub(super) enum Job {
     /// Kill the fork server and report when it has been reaped.
     Stop {
         done: std::sync::mpsc::Sender<()>,
+        until: Instant,
     },
 }
 
@@ -99,6 +100,21 @@ pub struct ForkServer {
     wake: OnceLock<std::result::Result<OwnedFd, String>>,
     pub(super) generation: AtomicU64,
     pub(crate) counters: Counters,
+    prefork: AtomicBool,
+    /// Set by [`ForkServer::set_prefork`] or once the environment was read.
+    prefork_set: AtomicBool,
+}
+
+/// The environment variable that turns the warm spare on (`1`) or off (`0`).
+pub(crate) const PREFORK_ENV: &str = "DAEMONIC_PREFORK";
+
+/// `0`/`off`/`false`/`no` or `1`/`on`/`true`/`yes`.
+fn parse_switch(value: &std::ffi::OsStr) -> Option<bool> {
+    match value.to_str()?.trim().to_ascii_lowercase().as_str() {
+        "0" | "off" | "false" | "no" => Some(false),
+        "1" | "on" | "true" | "yes" => Some(true),
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for ForkServer {
@@ -118,6 +134,8 @@ pub fn fork_server() -> &'static ForkServer {
         wake: OnceLock::new(),
         generation: AtomicU64::new(0),
         counters: Counters::default(),
+        prefork: AtomicBool::new(true),
+        prefork_set: AtomicBool::new(false),
     })
 }
 
@@ -128,6 +146,29 @@ impl ForkServer {
             State::Up(conn) => Some(conn.pid),
             _ => None,
         }
+    }
+
+    /// Whether fork servers started from now on keep a warm spare: a child
+    /// forked ahead of the next spawn request when requests come apart
+    /// (0.5 ms or more between two), which that request is handed to, so the fork is off the spawn's
+    /// latency (see `spare.rs`). The spare is one more process of the daemon
+    /// (`<daemon>: fork-spare` in `ps`), replaced after each spawn it takes.
+    /// On by default; `DAEMONIC_PREFORK=0|1` in the environment decides
+    /// when this was never called (read at the first launch). A running
+    /// fork server keeps its setting until it is replaced.
+    pub fn set_prefork(&self, on: bool) {
+        self.prefork.store(on, Ordering::Relaxed);
+        self.prefork_set.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the next fork server keeps a warm spare.
+    pub(super) fn prefork(&self) -> bool {
+        if !self.prefork_set.swap(true, Ordering::Relaxed) {
+            if let Some(on) = std::env::var_os(PREFORK_ENV).and_then(|v| parse_switch(&v)) {
+                self.prefork.store(on, Ordering::Relaxed);
+            }
+        }
+        self.prefork.load(Ordering::Relaxed)
     }
 
     /// Starts the fork server now instead of on first spawn (takes ~2 ms),
@@ -150,7 +191,8 @@ impl ForkServer {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.push(Job::Stop { done: tx }).is_ok() {
+        let until = Instant::now() + timeout;
+        if self.push(Job::Stop { done: tx, until }).is_ok() {
             let _ = rx.recv_timeout(timeout);
         }
     }
@@ -286,4 +328,20 @@ fn start_service() -> std::result::Result<OwnedFd, String> {
         .spawn(move || Service::new(theirs).run())
         .map_err(|e| format!("cannot start the fork-server thread: {e}"))?;
     Ok(wake)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefork_switch_reads_common_spellings() {
+        for on in ["1", "on", "TRUE", " yes "] {
+            assert_eq!(parse_switch(on.as_ref()), Some(true), "{on}");
+        }
+        for off in ["0", "off", "False", "no"] {
+            assert_eq!(parse_switch(off.as_ref()), Some(false), "{off}");
+        }
+        assert_eq!(parse_switch("maybe".as_ref()), None);
+    }
 }

@@ -33,6 +33,7 @@ mod orphans;
 mod reap;
 pub(crate) mod server;
 mod service;
+mod spare;
 mod spawn;
 #[cfg(feature = "testing")]
 pub mod testing;

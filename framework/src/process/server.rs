@@ -9,17 +9,22 @@
 
 use super::child;
 use super::lean::{restore_tunables, Scratch, Threads};
+use super::spare::{self, wait_for_work, Forking, Pace, Spare, Work};
 use super::wire::{self, Hello, SpawnReply, SpawnRequest};
+use super::EntryPoint;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// Environment marker: `<fd>:<cookie hex>:<host pid>`.
+/// Environment marker: `<fd>:<cookie hex>:<host pid>:<spare socket fd or ->`.
 pub(crate) const MARKER: &str = "DAEMONIC_FORK_SERVER";
 
 pub(crate) struct ServerConfig {
     pub sock: OwnedFd,
     pub cookie: u128,
     pub host_pid: i32,
+    /// The generation's spare socket, when the fork server keeps a warm
+    /// spare (see `spare.rs`).
+    pub spares: Option<OwnedFd>,
 }
 
 /// Runs before `main` in every binary that links daemonic.
@@ -86,16 +91,38 @@ fn refusal() -> Option<&'static str> {
     }
 }
 
-/// Checks the marker: our parent's pid, and a descriptor that really is a
-/// SOCK_SEQPACKET socket.
+/// Checks the marker (`<fd>:<cookie hex>:<host pid>:<spare socket fd or ->`):
+/// our parent's pid, and descriptors that really are SOCK_SEQPACKET sockets.
 fn validate(marker: &str) -> Option<ServerConfig> {
     let mut parts = marker.split(':');
     let fd: RawFd = parts.next()?.parse().ok()?;
     let cookie = u128::from_str_radix(parts.next()?, 16).ok()?;
     let host_pid: i32 = parts.next()?.parse().ok()?;
+    let spares: Option<RawFd> = match parts.next()? {
+        "-" => None,
+        n => Some(n.parse().ok()?),
+    };
     if parts.next().is_some() || fd < 3 || nix::unistd::getppid().as_raw() != host_pid {
         return None;
     }
+    if spares.is_some_and(|s| s < 3 || s == fd) {
+        return None;
+    }
+    let sock = seqpacket(fd)?;
+    let spares = match spares {
+        Some(s) => Some(seqpacket(s)?),
+        None => None,
+    };
+    Some(ServerConfig {
+        sock,
+        cookie,
+        host_pid,
+        spares,
+    })
+}
+
+/// `fd`, owned, if it is an open SOCK_SEQPACKET socket.
+fn seqpacket(fd: RawFd) -> Option<OwnedFd> {
     let mut sock_type: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `sock_type`.
@@ -112,12 +139,7 @@ fn validate(marker: &str) -> Option<ServerConfig> {
         return None;
     }
     // SAFETY: the descriptor is open (getsockopt succeeded) and ours alone.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    Some(ServerConfig {
-        sock,
-        cookie,
-        host_pid,
-    })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Restores default dispositions and an empty mask. Ignored signals and the
@@ -169,16 +191,6 @@ impl SelfStat {
     }
 }
 
-fn close_inherited(keep: RawFd) {
-    // SAFETY: closing descriptors this fresh process does not use.
-    unsafe {
-        if keep > 3 {
-            libc::close_range(3, (keep - 1) as libc::c_uint, 0);
-        }
-        libc::close_range((keep + 1) as libc::c_uint, libc::c_uint::MAX, 0);
-    }
-}
-
 fn serve(config: ServerConfig) {
     reset_signals();
     // The signals a terminal or service manager sends to a whole process
@@ -204,7 +216,8 @@ fn serve(config: ServerConfig) {
     if nix::unistd::getppid().as_raw() != config.host_pid {
         return; // the host died before the death signal was armed
     }
-    close_inherited(config.sock.as_raw_fd());
+    let spares_fd = config.spares.as_ref().map(|s| s.as_raw_fd());
+    spare::keep_only(&[Some(config.sock.as_raw_fd()), spares_fd]);
     child::set_comm("fork-server");
     let arg_area = SelfStat::open().ok().and_then(|stat| stat.arg_area());
     let Ok(threads) = Threads::open() else { return };
@@ -233,13 +246,49 @@ fn serve(config: ServerConfig) {
     // allocated once, the reply and the pidfd in the scratch page, and the
     // rest lives in a few stack pages.
     let mut buf = vec![0u8; wire::MAX_CONTROL];
+    let spares = config.spares;
+    let mut spare: Option<Spare> = None;
+    let mut pace = Pace::default();
     loop {
+        if let Some(spares) = &spares {
+            // The next child is forked here, after the last reply and only
+            // when requests come apart (see `Pace`); and after the task just
+            // started has had the CPU (a yield), since on a busy machine the
+            // spare's fork would otherwise run first (BENCHMARKS.md "Process
+            // layer").
+            if spare.is_none() && pace.sporadic() && spare::no_request_waiting(fd(&sock)) {
+                // SAFETY: plain system call.
+                unsafe { libc::sched_yield() };
+                let forking = Forking {
+                    threads: &threads,
+                    scratch: &scratch,
+                    host_pid: config.host_pid,
+                    arg_area,
+                    spares: spares.as_fd(),
+                    prepared_level,
+                };
+                spare = Spare::fork(&forking, &mut buf);
+            }
+            if let Some(waiting) = &spare {
+                match wait_for_work(fd(&sock), waiting.sock()) {
+                    Work::Request => {}
+                    Work::SpareDied => {
+                        if let Some(dead) = spare.take() {
+                            dead.report_dead(spares.as_fd());
+                        }
+                        continue;
+                    }
+                    Work::Interrupted => continue,
+                }
+            }
+        }
         let mut received = match wire::recv_into(fd(&sock), &mut buf) {
             Ok(Some(received)) => received,
             // The host closed its end (it exited, even by SIGKILL): so do we.
             Ok(None) => return,
             Err(_) => return,
         };
+        pace.arrived(std::time::Instant::now());
         // The second descriptor is this request's own reply socket; a request
         // without one cannot be answered and is dropped.
         let Some(reply_sock) = received.take(1) else {
@@ -255,19 +304,38 @@ fn serve(config: ServerConfig) {
             }
         }
         let reply = match request {
-            Ok(request) => spawn(
-                request,
-                &mut received,
-                &[
-                    sock.as_raw_fd(),
-                    threads.0.as_raw_fd(),
-                    reply_sock.as_raw_fd(),
-                ],
-                config.host_pid,
-                &threads,
-                &scratch,
-                arg_area,
-            ),
+            Ok(request) => match check(&request, &mut received) {
+                Err(e) => Err(e),
+                Ok((entry, channel, log)) => {
+                    let handed = spare.take().map(|waiting| {
+                        let fds = [
+                            channel.as_raw_fd(),
+                            log.as_ref().map_or(-1, |l| l.as_raw_fd()),
+                        ];
+                        let fds = if log.is_some() { &fds[..] } else { &fds[..1] };
+                        waiting.hand(&buf[..received.len], fds)
+                    });
+                    match handed {
+                        Some(Ok(started)) => Ok(started),
+                        // No spare, or it died: fork one now.
+                        handed => {
+                            if let (Some(Err(dead)), Some(spares)) = (handed, &spares) {
+                                dead.report_dead(spares.as_fd());
+                            }
+                            fork_child(
+                                request,
+                                channel,
+                                log,
+                                entry,
+                                config.host_pid,
+                                &threads,
+                                &scratch,
+                                arg_area,
+                            )
+                        }
+                    }
+                }
+            },
             Err(e) => Err(format!("malformed spawn request: {e}")),
         };
         #[cfg(feature = "testing")]
@@ -297,7 +365,8 @@ fn serve(config: ServerConfig) {
         // problem, it finds the child itself.
         let _ = wire::send_message(fd(&reply_sock), &out[..len], fds.as_slice());
         // Our copies of the pidfd and the child's descriptors close here, so
-        // the host alone sees the child's hang-up.
+        // the host alone sees the child's hang-up (and the next spare,
+        // forked at the top of the loop, inherits none of them).
     }
 }
 
@@ -306,17 +375,12 @@ fn fd(sock: &OwnedFd) -> BorrowedFd<'_> {
     sock.as_fd()
 }
 
-fn spawn(
-    request: SpawnRequest<&str>,
-    received: &mut wire::Received,
-    server_fds: &[RawFd],
-    host_pid: i32,
-    threads: &Threads,
-    scratch: &Scratch,
-    arg_area: Option<(usize, usize)>,
-) -> Result<(i32, OwnedFd), String> {
-    // Besides the reply socket (taken out already): the channel, then the
-    // log socket if the request says it has one.
+type Checked = (&'static EntryPoint, OwnedFd, Option<OwnedFd>);
+
+/// The request's descriptors and entry point, checked before any child
+/// sees them: the channel, then the log socket if the request says it has
+/// one (the reply socket is taken out already).
+fn check(request: &SpawnRequest<&str>, received: &mut wire::Received) -> Result<Checked, String> {
     let expected = 1 + usize::from(request.has_log);
     let carried = received.nfds.saturating_sub(1);
     if carried != expected {
@@ -333,6 +397,21 @@ fn spawn(
     let (Some(channel), log) = (received.take(0), received.take(2)) else {
         return Err("spawn request without a channel".into());
     };
+    Ok((entry, channel, log))
+}
+
+/// Forks a child for `request` now (no spare was ready).
+#[allow(clippy::too_many_arguments)]
+fn fork_child(
+    request: SpawnRequest<&str>,
+    channel: OwnedFd,
+    log: Option<OwnedFd>,
+    entry: &'static EntryPoint,
+    host_pid: i32,
+    threads: &Threads,
+    scratch: &Scratch,
+    arg_area: Option<(usize, usize)>,
+) -> Result<(i32, OwnedFd), String> {
     // Forking a multithreaded process and running Rust code in the child is
     // undefined behaviour in practice. This process never starts threads;
     // check anyway, before every fork.
@@ -342,15 +421,13 @@ fn spawn(
         Err(e) => return Err(format!("cannot count fork server threads: {e}")),
     }
     match clone_into_host(scratch) {
-        Ok(Cloned::Child) => {
-            child::run(request, channel, log, server_fds, host_pid, arg_area, entry)
-        }
+        Ok(Cloned::Child) => child::run(request, channel, log, host_pid, arg_area, entry),
         Ok(Cloned::Parent { pid, pidfd }) => Ok((pid, pidfd)),
         Err(e) => Err(format!("clone failed: {e}")),
     }
 }
 
-enum Cloned {
+pub(super) enum Cloned {
     Parent { pid: i32, pidfd: OwnedFd },
     Child,
 }
@@ -374,7 +451,7 @@ struct CloneArgs {
 /// Forks a child whose parent is the host (CLONE_PARENT), with a pidfd for
 /// the host. (`exit_signal` must be 0 with CLONE_PARENT; the kernel then gives
 /// the child the fork server's own exit signal, SIGCHLD.)
-fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
+pub(super) fn clone_into_host(scratch: &Scratch) -> io::Result<Cloned> {
     let flags = (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64;
     let pidfd = scratch.pidfd();
     // SAFETY: the scratch page is mapped and ours.

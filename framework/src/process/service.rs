@@ -8,9 +8,9 @@ use super::launcher::{fork_server, Connection, ForkServer, Job};
 use super::orphans;
 use super::reap::{pidfd_open, waitid_pidfd, Signaller};
 use super::server::MARKER;
+use super::spare;
 use super::wire::{self, Hello};
 use crate::error::{Error, Result};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -25,6 +25,39 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 struct ServerProc {
     pidfd: OwnedFd,
     generation: u64,
+    /// Our end of the generation's spare socket (see `spare.rs`), until no
+    /// process holds the other end.
+    spares: Option<OwnedFd>,
+}
+
+impl ServerProc {
+    /// Whether the fork server is reaped and no spare of it is left.
+    fn gone(&self) -> bool {
+        self.spares.is_none() && exited(&self.pidfd)
+    }
+}
+
+/// Whether the process has exited (and is reaped now if it had).
+fn exited(pidfd: &OwnedFd) -> bool {
+    matches!(
+        waitid_pidfd(pidfd.as_raw_fd(), libc::WNOHANG),
+        Ok(Some(_)) | Err(_)
+    )
+}
+
+/// Spares of `p`'s generation that left (or were found dead), to reap;
+/// forgets the spare socket once no spare of it can be left.
+fn collect_spares(p: &mut ServerProc) -> Vec<(i32, OwnedFd)> {
+    let Some(spares) = &p.spares else {
+        return Vec::new();
+    };
+    match spare::drain(spares) {
+        Ok(found) => found,
+        Err(found) => {
+            p.spares = None;
+            found
+        }
+    }
 }
 
 struct Orphan {
@@ -78,6 +111,9 @@ impl Service {
         let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
         for p in self.current.iter().chain(&self.dying) {
             fds.push(PollFd::new(p.pidfd.as_fd(), PollFlags::POLLIN));
+            if let Some(spares) = &p.spares {
+                fds.push(PollFd::new(spares.as_fd(), PollFlags::POLLIN));
+            }
         }
         for (_, pidfd) in &self.reaping {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
@@ -131,33 +167,59 @@ impl Service {
                 channel,
                 until,
             }),
-            Job::Stop { done } => {
+            Job::Stop { done, until } => {
                 if let Some(p) = self.current.take() {
                     kill(&p.pidfd);
-                    // Blocking here is the point: the caller is about to exec.
+                    // Blocking here is the point: the caller is about to exec
+                    // (or drop privileges), and neither the fork server nor
+                    // its spare may outlive that.
                     let _ = super::reap::wait_pidfd_blocking(&p.pidfd);
+                    self.stop_spares(p, until);
                 }
                 let _ = done.send(());
             }
         }
     }
 
-    fn reap(&mut self, server: &ForkServer) {
-        if let Some(p) = &self.current {
-            if matches!(
-                waitid_pidfd(p.pidfd.as_raw_fd(), libc::WNOHANG),
-                Ok(Some(_)) | Err(_)
-            ) {
-                server.server_exited(p.generation);
-                self.current = None;
+    /// Waits (until `until`) for the spares of a killed generation to leave,
+    /// and reaps them.
+    fn stop_spares(&mut self, mut p: ServerProc, until: Instant) {
+        while let Some(spares) = &p.spares {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || wait_readable(spares, left).is_err() {
+                break;
+            }
+            for (pid, pidfd) in collect_spares(&mut p) {
+                kill(&pidfd);
+                let _ = super::reap::wait_pidfd_blocking(&pidfd);
+                crate::log::forget_child(pid);
             }
         }
-        self.dying.retain(|p| {
-            !matches!(
-                waitid_pidfd(p.pidfd.as_raw_fd(), libc::WNOHANG),
-                Ok(Some(_)) | Err(_)
-            )
-        });
+        if !p.gone() {
+            // Not gone in time: watched (and reaped) as any dying generation.
+            self.dying.push(p);
+        }
+    }
+
+    fn reap(&mut self, server: &ForkServer) {
+        if let Some(mut p) = self.current.take() {
+            let found = collect_spares(&mut p);
+            self.reaping.extend(found);
+            if exited(&p.pidfd) {
+                server.server_exited(p.generation);
+                // Its spare, if any, is leaving: watched until it has.
+                self.dying.push(p);
+            } else {
+                self.current = Some(p);
+            }
+        }
+        let mut dying = std::mem::take(&mut self.dying);
+        for p in &mut dying {
+            let found = collect_spares(p);
+            self.reaping.extend(found);
+        }
+        dying.retain(|p| !p.gone());
+        self.dying = dying;
         self.reaping.retain(|(pid, pidfd)| {
             let done = matches!(
                 waitid_pidfd(pidfd.as_raw_fd(), libc::WNOHANG),
@@ -259,13 +321,23 @@ fn launch(
             None,
         ));
     }
-    let (host, server) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| (spawn_error("socketpair", e), None))?;
+    let (host, server) =
+        spare::seqpacket_pair().map_err(|e| (spawn_error("socketpair", e), None))?;
+    // The generation's spare socket: ours non-blocking, theirs inherited
+    // by the fork server (and by each spare it forks).
+    let spare_pair = if fork_server().prefork() {
+        let (ours, theirs) =
+            spare::seqpacket_pair().map_err(|e| (spawn_error("socketpair", e), None))?;
+        nix::fcntl::fcntl(
+            &ours,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| (spawn_error("spare socket", e), None))?;
+        Some((ours, theirs))
+    } else {
+        None
+    };
+    let spares_fd = spare_pair.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     let cookie = random_cookie().map_err(|e| (spawn_error("getrandom", e), None))?;
     let host_pid = std::process::id();
     let server_fd = server.as_raw_fd();
@@ -275,7 +347,13 @@ fn launch(
         .arg0(format!("{name}: fork-server"))
         // Room in the argv area for children's titles (`<daemon>: worker:<name>`).
         .arg(" ".repeat(40))
-        .env(MARKER, format!("{server_fd}:{cookie:x}:{host_pid}"))
+        .env(
+            MARKER,
+            format!(
+                "{server_fd}:{cookie:x}:{host_pid}:{}",
+                spares_fd.map_or("-".to_string(), |fd| fd.to_string())
+            ),
+        )
         .envs(super::lean::tunables_for_fork_server())
         .stdin(Stdio::null());
     // SAFETY: only fcntl between fork and exec (async-signal-safe). Clearing
@@ -283,8 +361,10 @@ fn launch(
     // other threads spawn at the same moment.
     unsafe {
         command.pre_exec(move || {
-            if libc::fcntl(server_fd, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
+            for fd in std::iter::once(server_fd).chain(spares_fd) {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -293,11 +373,18 @@ fn launch(
         .spawn()
         .map_err(|e| (spawn_error("cannot exec /proc/self/exe", e), None))?;
     drop(server);
+    // Only the fork server and its spares hold the other end now: its end of
+    // stream means none of them is left.
+    let spares = spare_pair.map(|(ours, _theirs)| ours);
     let pid = child.id() as i32;
     // Our own unreaped child: its pid cannot be reused before we reap it.
     let pidfd = pidfd_open(pid).map_err(|e| (spawn_error("pidfd_open", e), None))?;
     drop(child); // reaped through the pidfd, never through std's handle
-    let proc_ = ServerProc { pidfd, generation };
+    let proc_ = ServerProc {
+        pidfd,
+        generation,
+        spares,
+    };
     match handshake(&host, cookie, pid) {
         Ok(()) => {}
         Err(e) => {

@@ -249,6 +249,18 @@ impl<D: Daemon> DaemonBuilder<D> {
         self
     }
 
+    /// Whether the fork server keeps a warm spare (default: on): when
+    /// spawns come apart (0.5 ms or more between two), it forks the next
+    /// worker or task process ahead of time, and the next spawn is handed
+    /// to it, so the fork is off the spawn's latency. The spare is one more process of the
+    /// daemon, `<daemon>: fork-spare` in `ps`. Process-wide, for fork
+    /// servers started from then on; the environment variable
+    /// `DAEMONIC_PREFORK=0` turns it off too.
+    pub fn prefork(self, on: bool) -> Self {
+        crate::process::fork_server().set_prefork(on);
+        self
+    }
+
     /// [`interval`](Self::interval) in fractional seconds (a convenience);
     /// a negative or non-finite value is refused when the daemon starts.
     pub fn interval_secs(mut self, secs: f64) -> Self {
