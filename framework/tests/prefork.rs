@@ -278,6 +278,40 @@ fn the_spare_dies_with_the_fork_server_and_is_reaped() {
     );
 }
 
+/// Nobody is left to report the spare: it dies while its fork server is
+/// stopped (so the fork server never sees it go), then the fork server is
+/// killed. The daemon, which heard of the spare at its birth, reaps it.
+#[test]
+fn a_spare_and_its_fork_server_killed_together_leave_no_zombie() {
+    let _turn = fresh_fork_server(true);
+    let spare = the_spare();
+    let server = fork_server().pid().unwrap();
+    // SAFETY: signalling our own children.
+    unsafe {
+        libc::kill(server, libc::SIGSTOP);
+        libc::kill(spare, libc::SIGKILL);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || stat(spare)
+            .map_or(true, |(_, state, _)| state == 'Z')),
+        "the spare {spare} died"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(spare) && gone(server)),
+        "spare {spare} reaped: {}, fork server {server} reaped: {}",
+        gone(spare),
+        gone(server)
+    );
+    no_zombies();
+    let mut next = daemonic::task::spawn(&Probe(Behave::Exit(4))).unwrap();
+    assert_eq!(
+        next.wait_blocking().unwrap(),
+        daemonic::task::TaskStatus::Exited(4)
+    );
+}
+
 #[test]
 fn a_killed_spare_is_reaped_and_replaced() {
     let _turn = fresh_fork_server(true);
