@@ -402,6 +402,31 @@ pub(crate) mod tests {
         assert!(d.frames().unwrap().is_empty());
     }
 
+    /// A read whose descriptors are refused (more than a frame carries)
+    /// also completed frames: they are handed over, then the error.
+    #[test]
+    fn frames_completed_by_a_refused_read_come_before_its_error() {
+        use std::os::fd::{AsFd, AsRawFd};
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/").unwrap();
+        let many: Vec<std::os::fd::RawFd> = (0..=super::super::fds::MAX_FDS)
+            .map(|_| file.as_raw_fd())
+            .collect();
+        crate::process::wire::send_message(a.as_fd(), &framed(&[b"one", b"two"]), &many)
+            .unwrap();
+        let mut d = Decoder::new();
+        let mut seen = Vec::new();
+        let read = d.recv(b.as_fd()).and_then(|_| {
+            d.each_frame(|bytes, _| {
+                seen.push(bytes.to_vec());
+                ControlFlow::Continue(())
+            })
+        });
+        assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+        let e = read.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
     #[test]
     fn frames_handed_over_in_place_stop_where_the_reader_breaks() {
         let mut d = Decoder::new();

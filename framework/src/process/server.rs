@@ -307,13 +307,14 @@ fn serve(config: ServerConfig) {
             Ok(request) => match check(&request, &mut received) {
                 Err(e) => Err(e),
                 Ok((entry, channel, log)) => {
-                    let handed = spare.take().map(|waiting| {
+                    // (A spare exists only with a spare socket.)
+                    let handed = spare.take().zip(spares.as_ref()).map(|(waiting, spares)| {
                         let fds = [
                             channel.as_raw_fd(),
                             log.as_ref().map_or(-1, |l| l.as_raw_fd()),
                         ];
                         let fds = if log.is_some() { &fds[..] } else { &fds[..1] };
-                        waiting.hand(&buf[..received.len], fds)
+                        waiting.hand(spares.as_fd(), &buf[..received.len], fds)
                     });
                     match handed {
                         Some(Ok(started)) => Ok(started),

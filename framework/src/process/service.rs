@@ -28,6 +28,8 @@ struct ServerProc {
     /// Our end of the generation's spare socket (see `spare.rs`), until no
     /// process holds the other end.
     spares: Option<OwnedFd>,
+    /// What the spare socket told of the generation's spares.
+    ledger: spare::Ledger,
 }
 
 impl ServerProc {
@@ -51,7 +53,7 @@ fn collect_spares(p: &mut ServerProc) -> Vec<(i32, OwnedFd)> {
     let Some(spares) = &p.spares else {
         return Vec::new();
     };
-    match spare::drain(spares) {
+    match p.ledger.drain(spares) {
         Ok(found) => found,
         Err(found) => {
             p.spares = None;
@@ -384,6 +386,7 @@ fn launch(
         pidfd,
         generation,
         spares,
+        ledger: spare::Ledger::default(),
     };
     match handshake(&host, cookie, pid) {
         Ok(()) => {}

@@ -33,7 +33,11 @@
 //! The service thread knows that a generation has no spare left when every
 //! copy of the spare socket's other end is closed (end of stream): the fork
 //! server, its spare, and children between their fork and their
-//! `close_range`, hold one.
+//! `close_range`, hold one. And it hears of every spare at its birth (the
+//! fork server sends its pidfd) and when it is handed a request (from then
+//! on it is a task, the host's to reap): a spare that died with nobody left
+//! to report it (killed while its fork server was stopped, then the fork
+//! server killed) is reaped at the generation's end of stream all the same.
 
 use super::child;
 use super::lean::Threads;
@@ -77,18 +81,29 @@ impl Spare {
                 drop(ours);
                 wait_for_request(theirs, ctx, buf)
             }
-            Ok(super::server::Cloned::Parent { pid, pidfd }) => Some(Spare {
-                pid,
-                pidfd,
-                sock: ours,
-            }),
+            Ok(super::server::Cloned::Parent { pid, pidfd }) => {
+                // Before anything else: the spare may die unreported.
+                let _ = send_note(ctx.spares, Note::Born, pid, Some(pidfd.as_raw_fd()));
+                Some(Spare {
+                    pid,
+                    pidfd,
+                    sock: ours,
+                })
+            }
             Err(_) => None,
         }
     }
 
     /// Hands the request (its bytes, its channel and log socket) to the
-    /// spare: from here it is the task. `Err(self)` if the spare is gone.
-    pub(super) fn hand(self, request: &[u8], fds: &[RawFd]) -> Result<(i32, OwnedFd), Spare> {
+    /// spare: from here it is the task, the host's to reap (the service
+    /// thread is told first). `Err(self)` if the spare is gone.
+    pub(super) fn hand(
+        self,
+        spares: BorrowedFd<'_>,
+        request: &[u8],
+        fds: &[RawFd],
+    ) -> Result<(i32, OwnedFd), Spare> {
+        let _ = send_note(spares, Note::Handed, self.pid, None);
         match wire::send_message(self.sock.as_fd(), request, fds) {
             Ok(()) => Ok((self.pid, self.pidfd)),
             Err(_) => Err(self),
@@ -103,7 +118,7 @@ impl Spare {
     /// A spare that died a spare (killed from outside): its pidfd goes to
     /// the service thread, which reaps it.
     pub(super) fn report_dead(self, spares: BorrowedFd<'_>) {
-        let _ = announce(spares, self.pid, self.pidfd.as_raw_fd());
+        let _ = send_note(spares, Note::Left, self.pid, Some(self.pidfd.as_raw_fd()));
     }
 }
 
@@ -119,14 +134,46 @@ pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     .map_err(io::Error::from)
 }
 
-/// One message on the spare socket: a spare's pid, its pidfd attached.
-fn announce(spares: BorrowedFd<'_>, pid: i32, pidfd: RawFd) -> io::Result<()> {
-    wire::send_message(spares, &pid.to_le_bytes(), &[pidfd])
+/// What a message on the spare socket says about a spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Note {
+    /// Forked (its pidfd attached): to reap if it ends a spare.
+    Born,
+    /// Handed a request: a task now, reaped by the host.
+    Handed,
+    /// Gone, or leaving without a request (its pidfd attached): to reap.
+    Left,
 }
 
-/// A spare's pid from a message of the spare socket.
-pub(super) fn announced_pid(bytes: &[u8]) -> Option<i32> {
-    Some(i32::from_le_bytes(bytes.try_into().ok()?))
+impl Note {
+    fn tag(self) -> u8 {
+        match self {
+            Note::Born => b'B',
+            Note::Handed => b'H',
+            Note::Left => b'L',
+        }
+    }
+}
+
+/// One message on the spare socket: a tag, a spare's pid, and its pidfd
+/// attached when the note takes one.
+fn send_note(spares: BorrowedFd<'_>, note: Note, pid: i32, pidfd: Option<RawFd>) -> io::Result<()> {
+    let mut bytes = [0u8; 5];
+    bytes[0] = note.tag();
+    bytes[1..].copy_from_slice(&pid.to_le_bytes());
+    match pidfd {
+        Some(pidfd) => wire::send_message(spares, &bytes, &[pidfd]),
+        None => wire::send_message(spares, &bytes, &[]),
+    }
+}
+
+/// A note and its spare's pid, from a message of the spare socket.
+pub(super) fn read_note(bytes: &[u8]) -> Option<(Note, i32)> {
+    let (&tag, pid) = bytes.split_first()?;
+    let note = [Note::Born, Note::Handed, Note::Left]
+        .into_iter()
+        .find(|n| n.tag() == tag)?;
+    Some((note, i32::from_le_bytes(pid.try_into().ok()?)))
 }
 
 /// Exit code of a spare that leaves without a request.
@@ -140,8 +187,9 @@ const EXIT_BAD_REQUEST: i32 = 71;
 fn wait_for_request(sock: OwnedFd, ctx: &Forking<'_>, buf: &mut [u8]) -> ! {
     let spares = ctx.spares.as_raw_fd();
     keep_only(&[Some(sock.as_raw_fd()), Some(spares)]);
-    child::set_comm(SPARE_COMM);
+    // Title first: tests (and people) wait for comm to change.
     retitle(ctx.arg_area);
+    child::set_comm(SPARE_COMM);
     // SAFETY: plain prctl; the parent is the daemon's service thread, as for
     // every child, so this is the death signal a task has too.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -152,16 +200,21 @@ fn wait_for_request(sock: OwnedFd, ctx: &Forking<'_>, buf: &mut [u8]) -> ! {
     let received = wire::recv_into(sock.as_fd(), buf);
     let mut received = match received {
         Ok(Some(received)) => received,
-        // The fork server is gone (or sent garbage): leave, and let the
-        // service thread reap us.
-        _ => {
+        // A request whose descriptors could not all be installed (the
+        // fork server may have answered the host already): a task that
+        // cannot run, reaped by whoever was told of it.
+        // SAFETY: exit without running any of the fork server's state.
+        Err(_) => unsafe { libc::_exit(EXIT_BAD_REQUEST) },
+        // The fork server is gone: leave, and let the service thread reap
+        // us.
+        Ok(None) => {
             // SAFETY: a pidfd for ourselves, to pass on; plain syscall.
             let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
             // SAFETY: getpid cannot fail.
             let pid = unsafe { libc::getpid() };
             // SAFETY: borrowing the spare socket we kept above.
             let spares = unsafe { BorrowedFd::borrow_raw(spares) };
-            let _ = announce(spares, pid, me as RawFd);
+            let _ = send_note(spares, Note::Left, pid, Some(me as RawFd));
             // SAFETY: exit without running any of the fork server's state.
             unsafe { libc::_exit(EXIT_UNUSED) }
         }
@@ -232,24 +285,58 @@ pub(super) fn keep_only(keep: &[Option<RawFd>; 2]) {
 /// Spares to reap: `(pid, pidfd)`.
 pub(super) type Found = Vec<(i32, OwnedFd)>;
 
-/// Reads every message waiting on the service thread's end of a spare
-/// socket: `(pid, pidfd)` of spares to reap. `Err` (with the last ones) once
-/// no process holds the other end any more: no spare of that generation is
-/// left.
-pub(super) fn drain(spares: &OwnedFd) -> Result<Found, Found> {
-    let mut found = Vec::new();
-    loop {
-        match wire::recv_message(spares.as_fd()) {
-            Ok(Some((bytes, mut fds))) => {
-                if let (Some(pid), Some(pidfd), true) =
-                    (announced_pid(&bytes), fds.pop(), fds.is_empty())
-                {
-                    found.push((pid, pidfd));
+/// The spares of one generation, as its spare socket tells of them.
+#[derive(Default)]
+pub(super) struct Ledger {
+    /// Born and not handed a request yet: the service thread's to reap if
+    /// they end as spares.
+    waiting: Found,
+}
+
+impl Ledger {
+    /// Reads every message waiting on the service thread's end of a spare
+    /// socket: `(pid, pidfd)` of spares to reap. `Err` (with the last ones,
+    /// and every spare born and never handed a request, killed) once no
+    /// process holds the other end any more: no spare of that generation
+    /// is left, and none it forked can still be waiting.
+    pub(super) fn drain(&mut self, spares: &OwnedFd) -> Result<Found, Found> {
+        let mut found = Vec::new();
+        loop {
+            match wire::recv_message(spares.as_fd()) {
+                Ok(Some((bytes, mut fds))) => {
+                    let pidfd = fds.pop().filter(|_| fds.is_empty());
+                    match (read_note(&bytes), pidfd) {
+                        (Some((Note::Born, pid)), Some(pidfd)) => self.waiting.push((pid, pidfd)),
+                        (Some((Note::Handed, pid)), _) => self.waiting.retain(|(p, _)| *p != pid),
+                        (Some((Note::Left, pid)), Some(pidfd)) => {
+                            self.waiting.retain(|(p, _)| *p != pid);
+                            found.push((pid, pidfd));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(found),
+                // End of stream; or a broken socket, which tells us nothing
+                // more.
+                Ok(None) | Err(_) => {
+                    for (pid, pidfd) in self.waiting.drain(..) {
+                        // Dead already, most likely (it held the socket
+                        // while it waited); killed in case it is not.
+                        // SAFETY: a signal through a pidfd we hold.
+                        unsafe {
+                            libc::syscall(
+                                libc::SYS_pidfd_send_signal,
+                                pidfd.as_raw_fd(),
+                                libc::SIGKILL,
+                                std::ptr::null::<libc::siginfo_t>(),
+                                0,
+                            )
+                        };
+                        found.push((pid, pidfd));
+                    }
+                    return Err(found);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(found),
-            // End of stream; or a broken socket, which tells us nothing more.
-            Ok(None) | Err(_) => return Err(found),
         }
     }
 }
@@ -345,9 +432,21 @@ mod tests {
     }
 
     #[test]
-    fn announcements_carry_a_pid() {
-        assert_eq!(announced_pid(&42i32.to_le_bytes()), Some(42));
-        assert_eq!(announced_pid(b"xy"), None);
+    fn notes_carry_what_and_a_pid() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let me = std::fs::File::open("/").unwrap();
+        for (note, fd) in [
+            (Note::Born, Some(me.as_raw_fd())),
+            (Note::Handed, None),
+            (Note::Left, Some(me.as_raw_fd())),
+        ] {
+            send_note(a.as_fd(), note, 42, fd).unwrap();
+            let (bytes, fds) = wire::recv_message(b.as_fd()).unwrap().unwrap();
+            assert_eq!(read_note(&bytes), Some((note, 42)));
+            assert_eq!(fds.len(), usize::from(fd.is_some()));
+        }
+        assert_eq!(read_note(b"xy"), None);
+        assert_eq!(read_note(b"Z\x2a\0\0\0"), None);
     }
 
     #[test]
