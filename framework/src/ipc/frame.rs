@@ -107,6 +107,9 @@ pub(crate) struct Decoder {
     fds: super::fds::FdQueue,
     /// Why the link is broken, found after frames that came before it.
     broken: Option<io::Error>,
+    /// Why the last read's descriptors were refused: reported once the
+    /// frames that read completed have been handed over.
+    refused_read: Option<io::Error>,
 }
 
 impl Decoder {
@@ -139,7 +142,14 @@ impl Decoder {
         let room = buffer.capacity() - buffer.len();
         let (n, fds) = super::fds::recv_into(sock, buffer)?;
         let drained = n > 0 && n < room && fds.is_empty();
-        self.fds.arrived(start, start + n as u64, fds)?;
+        if let Err(e) = self.fds.arrived(start, start + n as u64, fds) {
+            if n == 0 {
+                return Err(e);
+            }
+            // The bytes are in: the frames they complete go first.
+            self.refused_read = Some(e);
+            return Ok((n, false));
+        }
         Ok((n, drained))
     }
 
@@ -254,7 +264,7 @@ impl Decoder {
         if self.buf.capacity() > 2 * KEEP && self.buf.len() <= KEEP {
             self.buf.shrink_to(KEEP);
         }
-        match failed {
+        match failed.or_else(|| self.refused_read.take()) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -412,8 +422,7 @@ pub(crate) mod tests {
         let many: Vec<std::os::fd::RawFd> = (0..=super::super::fds::MAX_FDS)
             .map(|_| file.as_raw_fd())
             .collect();
-        crate::process::wire::send_message(a.as_fd(), &framed(&[b"one", b"two"]), &many)
-            .unwrap();
+        crate::process::wire::send_message(a.as_fd(), &framed(&[b"one", b"two"]), &many).unwrap();
         let mut d = Decoder::new();
         let mut seen = Vec::new();
         let read = d.recv(b.as_fd()).and_then(|_| {
