@@ -27,6 +27,8 @@ pub struct Seen {
     address_space: u64,
     open_files: u64,
     nice: i32,
+    /// The signal it gets when the daemon dies (`PR_GET_PDEATHSIG`).
+    death_signal: i32,
 }
 
 fn rlimit(resource: nix::sys::resource::Resource) -> u64 {
@@ -53,6 +55,12 @@ impl Sandboxed {
             open_files: rlimit(nix::sys::resource::Resource::RLIMIT_NOFILE),
             // SAFETY: plain getter.
             nice: unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
+            death_signal: {
+                let mut signal: libc::c_int = 0;
+                // SAFETY: PR_GET_PDEATHSIG writes one int.
+                unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int) };
+                signal
+            },
         }
     }
 
@@ -98,6 +106,9 @@ fn a_pool_runs_as_its_own_user_within_its_limits() {
             (seen.address_space, seen.open_files, seen.nice),
             (MEMORY, 64, 5)
         );
+        // Its own user, and still a child that dies with the daemon (the
+        // kernel clears the death signal when a process changes its ids).
+        assert_eq!(seen.death_signal, libc::SIGKILL, "{seen:?}");
         // From outside, as an operator would check it.
         let status = std::fs::read_to_string(format!("/proc/{}/status", seen.pid)).unwrap();
         assert!(
