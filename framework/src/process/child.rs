@@ -158,6 +158,25 @@ fn comm_bytes(name: &str) -> [u8; 16] {
 /// lets the child fault them in again), so each libc wrapper the child
 /// calls first costs a page fault (~5 µs in this VM); the child came back
 /// from `clone3` inside `syscall`, whose page is therefore mapped already.
+/// A child never outlives the daemon: SIGKILL when its parent (the daemon)
+/// dies; if the daemon died already, exit now. Inlined: the set-up runs
+/// from code pages already mapped (see `sys`).
+#[inline(always)]
+fn arm_death_signal(host_pid: i32) {
+    // SAFETY: plain prctl.
+    unsafe {
+        sys(
+            libc::SYS_prctl,
+            [libc::PR_SET_PDEATHSIG as _, libc::SIGKILL as _, 0],
+        )
+    };
+    // SAFETY: getppid cannot fail.
+    if unsafe { sys(libc::SYS_getppid, [0; 3]) } != host_pid as libc::c_long {
+        // SAFETY: the daemon died before the death signal was armed.
+        unsafe { libc::_exit(71) };
+    }
+}
+
 /// Five wrappers (`dup3`, `close_range`, `signal`, `prctl`, `getppid`) were
 /// five faults before any user code ran.
 ///
@@ -317,18 +336,7 @@ pub(crate) fn run(
     // (a worker then installs its graceful handler).
     default_disposition(libc::SIGINT);
     default_disposition(libc::SIGTERM);
-    // SAFETY: plain prctl. A child never outlives the daemon.
-    unsafe {
-        sys(
-            libc::SYS_prctl,
-            [libc::PR_SET_PDEATHSIG as _, libc::SIGKILL as _, 0],
-        )
-    };
-    // SAFETY: getppid cannot fail.
-    if unsafe { sys(libc::SYS_getppid, [0; 3]) } != host_pid as libc::c_long {
-        // SAFETY: the daemon died before the death signal was armed.
-        unsafe { libc::_exit(71) };
-    }
+    arm_death_signal(host_pid);
     // Title first: tests (and people) wait for comm to change.
     set_title(&[request.daemon, ": ", request.role], arg_area);
     let comm = comm_bytes(request.role);
@@ -353,6 +361,9 @@ pub(crate) fn run(
             // SAFETY: exit without running any of the fork server's state.
             unsafe { libc::_exit(super::confine::EXIT_CONFINE) };
         }
+        // A change of user or group clears the death signal (the kernel
+        // does, for any change of credentials): armed again.
+        arm_death_signal(host_pid);
     }
     // SAFETY: fd 3 is the channel placed above; we own it from here.
     let channel = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
