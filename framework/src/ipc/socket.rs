@@ -363,6 +363,70 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// The writer blocked by a full socket (the child not reading yet)
+    /// while the pool queues more, plain frames and frames with
+    /// descriptors: every frame arrives once, whole, in order, each
+    /// descriptor with its own.
+    #[test]
+    fn frames_queued_while_the_writer_waits_arrive_whole_and_in_order() {
+        actix_rt::System::new().block_on(async {
+            let (host, child) = StdUnixStream::pair().unwrap();
+            nix::sys::socket::setsockopt(&host, nix::sys::socket::sockopt::SndBuf, &4096).unwrap();
+            let mut link = SocketHostLink::new(host, 1024).unwrap();
+            let body = |i: usize| vec![i as u8; 1000 + (i * 7919) % 30_000];
+            let mut expected = Vec::new();
+            for round in 0..4 {
+                for k in 0..20 {
+                    let i = round * 20 + k;
+                    if i % 9 == 4 {
+                        let file = tempfile::tempfile().unwrap();
+                        file.set_len(i as u64).unwrap();
+                        link.send_with_fds(body(i), vec![file.into()]).unwrap();
+                        expected.push((body(i), Some(i as u64)));
+                    } else {
+                        link.send(body(i)).unwrap();
+                        expected.push((body(i), None));
+                    }
+                }
+                // The writer runs, fills the socket and waits for room.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let count = expected.len();
+            let reader = std::thread::spawn(move || {
+                let mut d = crate::ipc::frame::Decoder::new();
+                let mut got = Vec::new();
+                while got.len() < count {
+                    assert!(d.recv(std::os::fd::AsFd::as_fd(&child)).unwrap() > 0);
+                    got.extend(d.frames().unwrap());
+                }
+                got
+            });
+            // Keep the writer's runtime turning until the reader has it all.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !reader.is_finished() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the frames never all arrived"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let got = reader.join().unwrap();
+            assert_eq!(got.len(), expected.len());
+            for (frame, (body, fd_len)) in got.into_iter().zip(expected) {
+                assert_eq!(frame.bytes, body);
+                let lens: Vec<u64> = frame
+                    .fds
+                    .iter()
+                    .map(|fd| nix::sys::stat::fstat(fd).unwrap().st_size as u64)
+                    .collect();
+                assert_eq!(lens, fd_len.into_iter().collect::<Vec<_>>());
+            }
+            drop(link);
+        });
+    }
+
     /// The stream of batches over the in-place reader: the frames, then the
     /// break after them; and calls written through the shared outbox.
     #[test]
