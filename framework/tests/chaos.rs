@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{fd_count, wait_until, zombie_children};
+use common::{fd_count, fd_list, wait_until, zombie_children};
 use daemonic::actix::Addr;
 use daemonic::testing::KillWorker;
 use daemonic::worker::Transport;
@@ -135,6 +135,7 @@ fn chaos(transport: Transport) {
 
     let system = actix::System::new();
     let fds_before = system.block_on(async { fd_count() });
+    let fd_list_before = fd_list();
     let drills = Arc::new(Drills::default());
     let stats = drills.clone();
     let (seen, calls) = system.block_on(async move {
@@ -351,8 +352,9 @@ fn chaos(transport: Transport) {
     );
     assert!(
         wait_until(Duration::from_secs(10), || fd_count() <= fds_before),
-        "descriptors: {fds_before} before, {} after",
-        fd_count()
+        "descriptors: {fds_before} before, {} after: {:#?}, before: {fd_list_before:#?}",
+        fd_count(),
+        fd_list()
     );
     eprintln!(
         "chaos ({transport:?}): {calls} calls, {returned} returned, {died} died with the worker \

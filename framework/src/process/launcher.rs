@@ -134,7 +134,8 @@ pub fn fork_server() -> &'static ForkServer {
         wake: OnceLock::new(),
         generation: AtomicU64::new(0),
         counters: Counters::default(),
-        prefork: AtomicBool::new(true),
+        // Off until a daemon asks: see `DaemonBuilder::prefork`.
+        prefork: AtomicBool::new(false),
         prefork_set: AtomicBool::new(false),
     })
 }
@@ -153,7 +154,7 @@ impl ForkServer {
     /// (0.5 ms or more between two), which that request is handed to, so the fork is off the spawn's
     /// latency (see `spare.rs`). The spare is one more process of the daemon
     /// (`<daemon>: fork-spare` in `ps`), replaced after each spawn it takes.
-    /// On by default; `DAEMONIC_PREFORK=0|1` in the environment decides
+    /// Off by default; `DAEMONIC_PREFORK=0|1` in the environment decides
     /// when this was never called (read at the first launch). A running
     /// fork server keeps its setting until it is replaced.
     pub fn set_prefork(&self, on: bool) {

@@ -83,7 +83,7 @@ impl Spare {
             }
             Ok(super::server::Cloned::Parent { pid, pidfd }) => {
                 // Before anything else: the spare may die unreported.
-                let _ = send_note(ctx.spares, Note::Born, pid, Some(pidfd.as_raw_fd()));
+                let _ = send_note(ctx.spares, Note::Born, pid, None);
                 Some(Spare {
                     pid,
                     pidfd,
@@ -137,7 +137,9 @@ pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// What a message on the spare socket says about a spare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Note {
-    /// Forked (its pidfd attached): to reap if it ends a spare.
+    /// Forked: to reap if it ends a spare. (A pid alone: the spare is the
+    /// daemon's own unreaped child, so its pid stays its own until the
+    /// daemon reaps it, and the daemon holds no descriptor per spare.)
     Born,
     /// Handed a request: a task now, reaped by the host.
     Handed,
@@ -290,7 +292,7 @@ pub(super) type Found = Vec<(i32, OwnedFd)>;
 pub(super) struct Ledger {
     /// Born and not handed a request yet: the service thread's to reap if
     /// they end as spares.
-    waiting: Found,
+    waiting: Vec<i32>,
 }
 
 impl Ledger {
@@ -306,10 +308,10 @@ impl Ledger {
                 Ok(Some((bytes, mut fds))) => {
                     let pidfd = fds.pop().filter(|_| fds.is_empty());
                     match (read_note(&bytes), pidfd) {
-                        (Some((Note::Born, pid)), Some(pidfd)) => self.waiting.push((pid, pidfd)),
-                        (Some((Note::Handed, pid)), _) => self.waiting.retain(|(p, _)| *p != pid),
+                        (Some((Note::Born, pid)), None) => self.waiting.push(pid),
+                        (Some((Note::Handed, pid)), _) => self.waiting.retain(|p| *p != pid),
                         (Some((Note::Left, pid)), Some(pidfd)) => {
-                            self.waiting.retain(|(p, _)| *p != pid);
+                            self.waiting.retain(|p| *p != pid);
                             found.push((pid, pidfd));
                         }
                         _ => {}
@@ -319,7 +321,11 @@ impl Ledger {
                 // End of stream; or a broken socket, which tells us nothing
                 // more.
                 Ok(None) | Err(_) => {
-                    for (pid, pidfd) in self.waiting.drain(..) {
+                    for pid in self.waiting.drain(..) {
+                        // Our child, unreaped: the pid is still its own.
+                        let Ok(pidfd) = super::reap::pidfd_open(pid) else {
+                            continue;
+                        };
                         // Dead already, most likely (it held the socket
                         // while it waited); killed in case it is not.
                         // SAFETY: a signal through a pidfd we hold.
@@ -436,7 +442,7 @@ mod tests {
         let (a, b) = seqpacket_pair().unwrap();
         let me = std::fs::File::open("/").unwrap();
         for (note, fd) in [
-            (Note::Born, Some(me.as_raw_fd())),
+            (Note::Born, None),
             (Note::Handed, None),
             (Note::Left, Some(me.as_raw_fd())),
         ] {

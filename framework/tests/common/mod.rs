@@ -74,6 +74,26 @@ pub fn zombie_children() -> Vec<i32> {
 }
 
 /// Number of open descriptors of this process.
+/// This process's descriptors and what each is (`/proc/self/fd`), for a
+/// failure message.
+pub fn fd_list() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
