@@ -38,7 +38,7 @@ pub(crate) enum ToChild<'a> {
         /// When the pool times the call out, as [`Deadline`] nanoseconds.
         deadline: Option<u64>,
         /// The arguments' `SharedBytes` are the frame's descriptors, and the
-        /// result's must be sent so too (see `ipc/shared_bytes.rs`);
+        /// result's must be sent so too (see `ipc/shared_bytes/link.rs`);
         /// `false`: plain bytes both ways (a remote pool's raw call).
         #[serde(default)]
         attach: bool,
